@@ -1,0 +1,123 @@
+"""Pytrees: nested dicts, lists, tuples and None with array (or scalar) leaves.
+
+Flattening gives a list of leaves plus a hashable ``TreeDef`` that rebuilds the
+same structure; the treedef is part of every compile-cache key. Dict keys are
+visited in sorted order so equal dicts flatten identically whatever their
+insertion order (as in JAX).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = [
+    "TreeDef",
+    "tree_flatten",
+    "tree_unflatten",
+    "tree_leaves",
+    "tree_map",
+    "tree_structure",
+]
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    """Structure of a pytree. ``kind`` is 'leaf', 'none', 'tuple', 'list', 'dict' or 'namedtuple'."""
+
+    kind: str
+    children: tuple["TreeDef", ...] = ()
+    keys: tuple[Any, ...] = ()  # dict keys (sorted) or the namedtuple class
+    num_leaves: int = 1
+
+    def __repr__(self) -> str:
+        if self.kind == "leaf":
+            return "*"
+        if self.kind == "none":
+            return "None"
+        inner = ", ".join(repr(c) for c in self.children)
+        if self.kind == "tuple":
+            return f"({inner}{',' if len(self.children) == 1 else ''})"
+        if self.kind == "list":
+            return f"[{inner}]"
+        if self.kind == "dict":
+            return "{" + ", ".join(f"{k!r}: {c!r}" for k, c in zip(self.keys, self.children)) + "}"
+        return f"{self.keys[0].__name__}({inner})"
+
+
+_LEAF = TreeDef("leaf")
+_NONE = TreeDef("none", num_leaves=0)
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def tree_flatten(tree: Any) -> tuple[list[Any], TreeDef]:
+    """Return the leaves of ``tree`` (depth first) and its structure."""
+    leaves: list[Any] = []
+
+    def walk(node: Any) -> TreeDef:
+        if node is None:
+            return _NONE
+        if isinstance(node, dict):
+            keys = tuple(sorted(node))
+            kids = tuple(walk(node[k]) for k in keys)
+            return TreeDef("dict", kids, keys, sum(k.num_leaves for k in kids))
+        if _is_namedtuple(node):
+            kids = tuple(walk(c) for c in node)
+            return TreeDef("namedtuple", kids, (type(node),), sum(k.num_leaves for k in kids))
+        if isinstance(node, (tuple, list)):
+            kids = tuple(walk(c) for c in node)
+            kind = "tuple" if isinstance(node, tuple) else "list"
+            return TreeDef(kind, kids, (), sum(k.num_leaves for k in kids))
+        leaves.append(node)
+        return _LEAF
+
+    treedef = walk(tree)
+    return leaves, treedef
+
+
+def tree_unflatten(treedef: TreeDef, leaves: Any) -> Any:
+    """Rebuild a pytree of structure ``treedef`` from ``leaves`` (an iterable)."""
+    it = iter(leaves)
+
+    def build(td: TreeDef) -> Any:
+        if td.kind == "leaf":
+            return next(it)
+        if td.kind == "none":
+            return None
+        kids = [build(c) for c in td.children]
+        if td.kind == "tuple":
+            return tuple(kids)
+        if td.kind == "list":
+            return kids
+        if td.kind == "dict":
+            return dict(zip(td.keys, kids))
+        return td.keys[0](*kids)
+
+    out = build(treedef)
+    rest = list(it)
+    if rest:
+        raise ValueError(f"tree_unflatten: {len(rest)} leaves left over for structure {treedef!r}")
+    return out
+
+
+def tree_leaves(tree: Any) -> list[Any]:
+    return tree_flatten(tree)[0]
+
+
+def tree_structure(tree: Any) -> TreeDef:
+    return tree_flatten(tree)[1]
+
+
+def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """Apply ``fn`` leafwise to ``tree`` and trees of the same structure ``rest``."""
+    leaves, treedef = tree_flatten(tree)
+    others = []
+    for r in rest:
+        r_leaves, r_def = tree_flatten(r)
+        if r_def != treedef:
+            raise ValueError(f"tree_map: structures differ: {treedef!r} vs {r_def!r}")
+        others.append(r_leaves)
+    return tree_unflatten(treedef, [fn(*xs) for xs in zip(leaves, *others)])
