@@ -1,0 +1,94 @@
+"""Primitives and their registry.
+
+A ``Primitive`` holds everything tracegrad knows about one operation, declared in one
+place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP rule and its
+lowering for each backend. The NumPy lowering is a function from operand expressions
+(strings) and params to a Python expression; the reference implementation used for
+eager evaluation, constant folding and ``Graph.interpret`` is compiled from that same
+template, so there is exactly one definition of what a primitive computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .core import Aval
+
+__all__ = ["Primitive", "PRIMITIVES", "register", "freeze"]
+
+PRIMITIVES: dict[str, "Primitive"] = {}
+
+
+def freeze(value: Any) -> Any:
+    """Make params hashable (lists become tuples, dicts sorted item tuples)."""
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    return value
+
+
+@dataclass(eq=False)
+class Primitive:
+    """One operation of the IR.
+
+    - ``abstract_eval(avals, params) -> Aval | tuple[Aval, ...]``: the shape/dtype rule;
+      it raises ``ShapeError``/``DTypeError`` for operands that do not fit.
+    - ``jvp(primals, tangents, **params) -> (primal_out, tangent_out)``: written with
+      traceable ops; ``None`` for a primitive whose output has a zero tangent.
+    - ``lowerings[backend](*operand_exprs, **params) -> str``: a Python expression.
+    """
+
+    name: str
+    abstract_eval: Callable[[list[Aval], dict[str, Any]], Any]
+    jvp: Callable[..., Any] | None = None
+    lowerings: dict[str, Callable[..., str]] = field(default_factory=dict)
+    multiple_results: bool = False
+    differentiable: bool = True  # False: outputs are integer/boolean or piecewise constant
+    elementwise: bool = False  # output[i] depends on input[i] only (with broadcasting)
+    linear: bool = False  # linear in its array operands (JVP = same op on tangents)
+    _impl_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Primitive({self.name})"
+
+    def format_params(self, params: dict[str, Any]) -> str:
+        if not params:
+            return ""
+        return "[" + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) + "]"
+
+    def lower(self, backend: str, args: list[str], params: dict[str, Any]) -> str:
+        try:
+            rule = self.lowerings[backend]
+        except KeyError:
+            raise NotImplementedError(f"primitive {self.name!r} has no {backend} lowering") from None
+        return rule(*args, **params)
+
+    def impl(self, *args: Any, **params: Any) -> Any:
+        """Evaluate with NumPy, through the NumPy lowering compiled into a lambda."""
+        key = (len(args), freeze(params))
+        fn = self._impl_cache.get(key)
+        if fn is None:
+            names = [f"_x{i}" for i in range(len(args))]
+            expr = self.lower("numpy", names, params)
+            fn = eval(f"lambda {', '.join(names)}: {expr}", {"np": np})  # noqa: S307 - our own template
+            self._impl_cache[key] = fn
+        return fn(*args)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, np.dtype):
+        return v.name
+    if isinstance(v, type) and issubclass(v, np.generic):
+        return np.dtype(v).name
+    return repr(v)
+
+
+def register(prim: Primitive) -> Primitive:
+    if prim.name in PRIMITIVES:
+        raise ValueError(f"primitive {prim.name!r} registered twice")
+    PRIMITIVES[prim.name] = prim
+    return prim

@@ -1,0 +1,104 @@
+"""Shared shape/dtype rules and declaration helpers for primitive families."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ..ir import Aval, Primitive, freeze, register
+from ..tracing.tracer import aval_of, bind
+from ..transforms import tangents as T
+
+__all__ = [
+    "broadcast_shapes", "probe_dtype", "elementwise_abstract", "declare", "defjvp_unary",
+    "normalize_axes", "fmt_shape",
+]
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        shown = " and ".join(fmt_shape(s) for s in shapes)
+        raise ShapeError(
+            f"{op}: operands with shapes {shown} cannot be broadcast together",
+            hint="NumPy broadcasting aligns trailing dimensions, which must be equal or 1; "
+            "reshape or transpose one operand (e.g. x[:, None])",
+        ) from None
+
+
+def _probe_value(aval: Aval) -> Any:
+    if aval.weak:
+        return {"b": True, "i": 1, "u": 1, "f": 1.0, "c": 1.0 + 0j}[aval.dtype.kind]
+    return np.ones(1, aval.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_cached(prim: Primitive, avals: tuple[Aval, ...], params: Any) -> tuple[np.dtype, bool]:
+    with np.errstate(all="ignore"):
+        try:
+            out = prim.impl(*[_probe_value(a) for a in avals], **dict(params))
+        except TypeError as err:
+            dtypes = ", ".join(str(a.dtype) for a in avals)
+            raise DTypeError(f"{prim.name} does not support operands of dtype {dtypes}: {err}") from None
+    if isinstance(out, np.ndarray | np.generic):
+        return out.dtype, False
+    return aval_of(out).dtype, True
+
+
+def probe_dtype(prim: Primitive, avals: list[Aval], params: dict[str, Any]) -> tuple[np.dtype, bool]:
+    """Result dtype (and weakness) exactly as NumPy computes it, by running the primitive's
+    NumPy lowering on one-element stand-ins (Python scalars for weak operands)."""
+    return _probe_cached(prim, tuple(avals), freeze(params))
+
+
+def elementwise_abstract(name: str) -> Callable[[list[Aval], dict[str, Any]], Aval]:
+    def rule(avals: list[Aval], params: dict[str, Any]) -> Aval:
+        from ..ir import PRIMITIVES
+
+        shape = broadcast_shapes(name, *[a.shape for a in avals])
+        dtype, weak = probe_dtype(PRIMITIVES[name], avals, params)
+        return Aval(shape, dtype, weak and not shape)
+
+    return rule
+
+
+def declare(name: str, numpy: Callable[..., str], abstract_eval: Any = None, **kw: Any) -> Primitive:
+    """Create and register a primitive; elementwise ones get the broadcasting shape rule."""
+    if abstract_eval is None:
+        abstract_eval = elementwise_abstract(name)
+    return register(Primitive(name, abstract_eval, lowerings={"numpy": numpy}, **kw))
+
+
+def defjvp_unary(prim: Primitive, derivative: Callable[[Any, Any], Any]) -> None:
+    """JVP of ``y = f(x)`` as ``derivative(x, y) * x_dot`` (the factor is primal work)."""
+
+    def rule(primals: list[Any], tangents: list[Any], **params: Any) -> Any:
+        (x,) = primals
+        y = bind(prim, x, **params)
+        return y, T.scale(tangents[0], derivative(x, y), aval_of(y))
+
+    prim.jvp = rule
+
+
+def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
+    """``None`` -> all axes; ints or tuples -> sorted non-negative tuple (validated)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{op}: axis {a} is out of bounds for an array of dimension {ndim}")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))

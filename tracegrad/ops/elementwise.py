@@ -1,0 +1,239 @@
+"""Elementwise primitives (NumPy broadcasting): each declared once with its JVP rule.
+
+Rules return ``(primal_out, tangent_out)`` and build tangents with the combinators of
+``tracegrad.transforms.tangents``, so they hold for any number of tangent directions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir import Aval
+from ..tracing.tracer import aval_of, bind
+from ..transforms import tangents as T
+from ._rules import declare, defjvp_unary
+
+
+def _binop(sym: str):
+    return lambda a, b: f"{a} {sym} {b}"
+
+
+def _call(fn: str):
+    return lambda *args: f"{fn}({', '.join(args)})"
+
+
+# ---------------------------------------------------------------- arithmetic
+add_p = declare("add", _binop("+"), elementwise=True)
+sub_p = declare("sub", _binop("-"), elementwise=True)
+mul_p = declare("mul", _binop("*"), elementwise=True)
+div_p = declare("div", _binop("/"), elementwise=True)
+neg_p = declare("neg", lambda x: f"-{x}", elementwise=True)
+pow_p = declare("pow", _binop("**"), elementwise=True)
+max_p = declare("maximum", _call("np.maximum"), elementwise=True)
+min_p = declare("minimum", _call("np.minimum"), elementwise=True)
+
+
+def add(a: Any, b: Any) -> Any: return bind(add_p, a, b)
+def sub(a: Any, b: Any) -> Any: return bind(sub_p, a, b)
+def mul(a: Any, b: Any) -> Any: return bind(mul_p, a, b)
+def div(a: Any, b: Any) -> Any: return bind(div_p, a, b)
+def neg(a: Any) -> Any: return bind(neg_p, a)
+def power(a: Any, b: Any) -> Any: return bind(pow_p, a, b)
+def maximum(a: Any, b: Any) -> Any: return bind(max_p, a, b)
+def minimum(a: Any, b: Any) -> Any: return bind(min_p, a, b)
+
+
+def add_jvp(primals, tangents):
+    y = add(*primals)
+    return y, T.add(aval_of(y), *tangents)
+
+
+def sub_jvp(primals, tangents):
+    y = sub(*primals)
+    return y, T.add(aval_of(y), tangents[0], T.neg(tangents[1]))
+
+
+def mul_jvp(primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    y = mul(a, b)
+    out = aval_of(y)
+    return y, T.add(out, T.scale(ta, b, out), T.scale(tb, a, out))
+
+
+def div_jvp(primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    y = div(a, b)
+    out = aval_of(y)
+    t_a = T.scale(ta, div(1, b), out) if not T.is_zero(ta) else ta
+    t_b = T.scale(tb, neg(div(y, b)), out) if not T.is_zero(tb) else tb
+    return y, T.add(out, t_a, t_b)
+
+
+def neg_jvp(primals, tangents):
+    return neg(primals[0]), T.neg(tangents[0])
+
+
+def pow_jvp(primals, tangents):
+    x, p = primals
+    tx, tp = tangents
+    y = power(x, p)
+    out = aval_of(y)
+    t_x = T.scale(tx, mul(p, power(x, sub(p, 1))), out) if not T.is_zero(tx) else tx
+    # d/dp x**p = log(x) x**p; where x == 0 the limit (for p > 0) is 0, not nan.
+    t_p = T.scale(tp, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)), out) if not T.is_zero(tp) else tp
+    return y, T.add(out, t_x, t_p)
+
+
+def max_jvp(primals, tangents):
+    a, b = primals
+    y = maximum(a, b)
+    return y, T.select(greater(a, b), tangents[0], tangents[1], aval_of(y))
+
+
+def min_jvp(primals, tangents):
+    a, b = primals
+    y = minimum(a, b)
+    return y, T.select(less(a, b), tangents[0], tangents[1], aval_of(y))
+
+
+add_p.jvp, sub_p.jvp, mul_p.jvp, div_p.jvp = add_jvp, sub_jvp, mul_jvp, div_jvp
+neg_p.jvp, pow_p.jvp, max_p.jvp, min_p.jvp = neg_jvp, pow_jvp, max_jvp, min_jvp
+add_p.linear = sub_p.linear = neg_p.linear = True
+
+# ---------------------------------------------------------------- unary math
+exp_p = declare("exp", _call("np.exp"), elementwise=True)
+log_p = declare("log", _call("np.log"), elementwise=True)
+log1p_p = declare("log1p", _call("np.log1p"), elementwise=True)
+expm1_p = declare("expm1", _call("np.expm1"), elementwise=True)
+sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True)
+abs_p = declare("abs", _call("np.abs"), elementwise=True)
+sin_p = declare("sin", _call("np.sin"), elementwise=True)
+cos_p = declare("cos", _call("np.cos"), elementwise=True)
+tanh_p = declare("tanh", _call("np.tanh"), elementwise=True)
+# logistic(x) = 1 / (1 + e^-x), written through tanh: exact, and never overflows.
+logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True)
+
+
+def exp(x: Any) -> Any: return bind(exp_p, x)
+def log(x: Any) -> Any: return bind(log_p, x)
+def log1p(x: Any) -> Any: return bind(log1p_p, x)
+def expm1(x: Any) -> Any: return bind(expm1_p, x)
+def sqrt(x: Any) -> Any: return bind(sqrt_p, x)
+def abs(x: Any) -> Any: return bind(abs_p, x)  # noqa: A001 - mirrors np.abs
+def sin(x: Any) -> Any: return bind(sin_p, x)
+def cos(x: Any) -> Any: return bind(cos_p, x)
+def tanh(x: Any) -> Any: return bind(tanh_p, x)
+def logistic(x: Any) -> Any: return bind(logistic_p, x)
+
+
+defjvp_unary(exp_p, lambda x, y: y)
+defjvp_unary(log_p, lambda x, y: div(1, x))
+defjvp_unary(log1p_p, lambda x, y: div(1, add(x, 1)))
+defjvp_unary(expm1_p, lambda x, y: add(y, 1))
+defjvp_unary(sqrt_p, lambda x, y: div(0.5, y))
+defjvp_unary(abs_p, lambda x, y: sign(x))
+defjvp_unary(sin_p, lambda x, y: cos(x))
+defjvp_unary(cos_p, lambda x, y: neg(sin(x)))
+defjvp_unary(tanh_p, lambda x, y: sub(1, mul(y, y)))
+defjvp_unary(logistic_p, lambda x, y: mul(y, sub(1, y)))
+
+# ---------------------------------------------------------------- selection
+where_p = declare("where", _call("np.where"), elementwise=True)
+clip_p = declare("clip", _call("np.clip"), elementwise=True)
+
+
+def where(cond: Any, a: Any, b: Any) -> Any: return bind(where_p, cond, a, b)
+def clip(x: Any, lo: Any, hi: Any) -> Any: return bind(clip_p, x, lo, hi)
+
+
+def where_jvp(primals, tangents):
+    c, a, b = primals
+    y = where(c, a, b)
+    return y, T.select(c, tangents[1], tangents[2], aval_of(y))
+
+
+def clip_jvp(primals, tangents):
+    # clip(x, lo, hi) == minimum(maximum(x, lo), hi); follow the same tie-breaking.
+    x, lo, hi = primals
+    tx, tlo, thi = tangents
+    y = clip(x, lo, hi)
+    out = aval_of(y)
+    m = maximum(x, lo)
+    t_m = T.select(greater(x, lo), tx, tlo, aval_of(m))
+    return y, T.select(less(m, hi), t_m, thi, out)
+
+
+where_p.jvp, clip_p.jvp = where_jvp, clip_jvp
+
+# ---------------------------------------------------------------- non-differentiable
+sign_p = declare("sign", _call("np.sign"), elementwise=True, differentiable=False)
+floor_p = declare("floor", _call("np.floor"), elementwise=True, differentiable=False)
+eq_p = declare("eq", _binop("=="), elementwise=True, differentiable=False)
+ne_p = declare("ne", _binop("!="), elementwise=True, differentiable=False)
+lt_p = declare("lt", _binop("<"), elementwise=True, differentiable=False)
+le_p = declare("le", _binop("<="), elementwise=True, differentiable=False)
+gt_p = declare("gt", _binop(">"), elementwise=True, differentiable=False)
+ge_p = declare("ge", _binop(">="), elementwise=True, differentiable=False)
+and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, differentiable=False)
+or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, differentiable=False)
+not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, differentiable=False)
+isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, differentiable=False)
+
+
+def sign(x: Any) -> Any: return bind(sign_p, x)
+def floor(x: Any) -> Any: return bind(floor_p, x)
+def equal(a: Any, b: Any) -> Any: return bind(eq_p, a, b)
+def not_equal(a: Any, b: Any) -> Any: return bind(ne_p, a, b)
+def less(a: Any, b: Any) -> Any: return bind(lt_p, a, b)
+def less_equal(a: Any, b: Any) -> Any: return bind(le_p, a, b)
+def greater(a: Any, b: Any) -> Any: return bind(gt_p, a, b)
+def greater_equal(a: Any, b: Any) -> Any: return bind(ge_p, a, b)
+def logical_and(a: Any, b: Any) -> Any: return bind(and_p, a, b)
+def logical_or(a: Any, b: Any) -> Any: return bind(or_p, a, b)
+def logical_not(a: Any) -> Any: return bind(not_p, a)
+def isfinite(a: Any) -> Any: return bind(isfinite_p, a)
+
+
+# ---------------------------------------------------------------- dtype and gradient control
+def _astype_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    return Aval(avals[0].shape, params["dtype"])
+
+
+def _dtype_expr(dtype: Any) -> str:
+    name = np.dtype(dtype).name
+    return "bool" if name == "bool" else f"np.{name}"
+
+
+astype_p = declare("astype", lambda x, dtype: f"np.asarray({x}, dtype={_dtype_expr(dtype)})",
+                   abstract_eval=_astype_abstract, elementwise=True)
+
+
+def astype(x: Any, dtype: Any) -> Any:
+    dtype = np.dtype(dtype)
+    if aval_of(x).dtype == dtype and not aval_of(x).weak:
+        return x
+    return bind(astype_p, x, dtype=dtype)
+
+
+def astype_jvp(primals, tangents, *, dtype):
+    (x,) = primals
+    y = astype(x, dtype)
+    out = aval_of(y)
+    if not aval_of(x).is_float:
+        return y, T.Zero(out)
+    return y, T.apply(tangents[0], lambda v, nb: astype(v, dtype), out)
+
+
+astype_p.jvp = astype_jvp
+astype_p.linear = True
+
+stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, elementwise=True)
+
+
+def stop_gradient(x: Any) -> Any:
+    """The value of ``x``, treated as a constant by differentiation."""
+    return bind(stop_gradient_p, x)

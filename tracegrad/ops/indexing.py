@@ -1,0 +1,147 @@
+"""Indexing primitives: NumPy basic + integer-array indexing, and take_along_axis.
+
+``index`` takes the array and any integer index arrays as operands; ``template`` holds
+the static part of the index, one entry per position: ``("slice", start, stop, step)``,
+``("int", i)``, ``("arr", k)`` (the k-th index operand) or ``("none",)`` (newaxis).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ..ir import Aval
+from ..tracing.tracer import aval_of, bind
+from ..transforms import tangents as T
+from ._rules import broadcast_shapes, declare, fmt_shape
+from .shape import reshape, transpose
+
+
+def _entry_src(entry: tuple, arrays: list[str]) -> str:
+    kind = entry[0]
+    if kind == "int":
+        return str(entry[1])
+    if kind == "none":
+        return "None"
+    if kind == "arr":
+        return arrays[entry[1]]
+    _, start, stop, step = entry
+    text = ("" if start is None else str(start)) + ":" + ("" if stop is None else str(stop))
+    if step is not None:
+        text += f":{step}"
+    return text
+
+
+def _index_lowering(x: str, *arrays: str, template: tuple) -> str:
+    parts = [_entry_src(e, list(arrays)) for e in template]
+    if len(parts) == 1:
+        return f"{x}[{parts[0]}]" if template[0][0] != "slice" or parts[0] != ":" else f"{x}[:]"
+    return f"{x}[{', '.join(parts)}]"
+
+
+def _concrete_index(template: tuple, arrays: list[Any]) -> tuple:
+    out = []
+    for e in template:
+        if e[0] == "int":
+            out.append(e[1])
+        elif e[0] == "none":
+            out.append(None)
+        elif e[0] == "arr":
+            out.append(arrays[e[1]])
+        else:
+            out.append(slice(*e[1:]))
+    return tuple(out)
+
+
+def _index_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    x, *idx = avals
+    for a in idx:
+        if a.dtype.kind not in "iu":
+            raise DTypeError(f"indexing: index arrays must be integers, got dtype {a.dtype}",
+                             hint="cast with .astype(np.int64), or use np.where for boolean masks")
+    dummy = np.broadcast_to(np.zeros((), np.int8), x.shape)
+    stand_ins = [np.zeros(a.shape, np.intp) for a in idx]
+    try:
+        shape = dummy[_concrete_index(params["template"], stand_ins)].shape
+    except (IndexError, ValueError) as err:
+        raise ShapeError(f"indexing an array of shape {fmt_shape(x.shape)}: {err}") from None
+    return Aval(shape, x.dtype)
+
+
+index_p = declare("index", _index_lowering, _index_abstract, linear=True)
+
+
+def index(x: Any, template: tuple, arrays: list[Any]) -> Any:
+    return bind(index_p, x, *arrays, template=tuple(template))
+
+
+def _advanced_positions(template: tuple) -> list[int]:
+    has_arr = any(e[0] == "arr" for e in template)
+    if not has_arr:
+        return []
+    # With an index array present, NumPy treats integer scalars as advanced indices too.
+    return [i for i, e in enumerate(template) if e[0] in ("arr", "int")]
+
+
+def index_jvp(primals, tangents, *, template):
+    x, *arrays = primals
+    y = index(x, template, arrays)
+    adv = _advanced_positions(template)
+    separated = bool(adv) and adv != list(range(adv[0], adv[0] + len(adv)))
+    adv_ndim = len(broadcast_shapes("indexing", *[aval_of(a).shape for a in arrays])) if separated else 0
+
+    def fn(v: Any, nb: int) -> Any:
+        out = index(v, (("slice", None, None, None),) * nb + template, arrays)
+        if separated and nb:
+            # NumPy moved the broadcast index dimensions in front of the direction axes.
+            nd = len(np.shape(out))
+            perm = tuple(range(adv_ndim, adv_ndim + nb)) + tuple(range(adv_ndim)) + tuple(range(adv_ndim + nb, nd))
+            out = transpose(out, perm)
+        return out
+
+    return y, T.apply(tangents[0], fn, aval_of(y))
+
+
+index_p.jvp = index_jvp
+
+
+# ---------------------------------------------------------------- take_along_axis
+def _take_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    x, idx = avals
+    axis = params["axis"]
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"take_along_axis: indices must be integers, got dtype {idx.dtype}")
+    if len(idx.shape) != len(x.shape):
+        raise ShapeError(f"take_along_axis: indices of shape {fmt_shape(idx.shape)} must have as many "
+                         f"dimensions as the array of shape {fmt_shape(x.shape)}",
+                         hint="add axes with indices[..., None]")
+    rest = broadcast_shapes("take_along_axis",
+                            tuple(d for i, d in enumerate(x.shape) if i != axis),
+                            tuple(d for i, d in enumerate(idx.shape) if i != axis))
+    shape = list(rest)
+    shape.insert(axis, idx.shape[axis])
+    return Aval(tuple(shape), x.dtype)
+
+
+take_along_axis_p = declare(
+    "take_along_axis", lambda x, i, axis: f"np.take_along_axis({x}, {i}, axis={axis})", _take_abstract, linear=True)
+
+
+def take_along_axis(x: Any, indices: Any, axis: int) -> Any:
+    return bind(take_along_axis_p, x, indices, axis=int(axis))
+
+
+def take_along_axis_jvp(primals, tangents, *, axis):
+    x, idx = primals
+    y = take_along_axis(x, idx, axis)
+    idx_shape = aval_of(idx).shape
+
+    def fn(v: Any, nb: int) -> Any:
+        return take_along_axis(v, reshape(idx, (1,) * nb + idx_shape), axis + nb)
+
+    return y, T.apply(tangents[0], fn, aval_of(y))
+
+
+take_along_axis_p.jvp = take_along_axis_jvp

@@ -1,0 +1,144 @@
+"""Linear algebra primitives: matmul (NumPy semantics, batch broadcasting) and einsum.
+
+dot and tensordot are composites in ``tracegrad.numpy``. Both primitives are bilinear:
+the JVP is ``x_dot @ y + x @ y_dot``, where a tangent's direction axes must stay in
+front — ``_matmul_with_batch`` arranges that for every combination of 1-D operands.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir import Aval
+from ..tracing.tracer import aval_of, bind
+from ..transforms import tangents as T
+from ._rules import broadcast_shapes, declare, fmt_shape
+from .shape import reshape
+
+
+# ---------------------------------------------------------------- matmul
+def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    if not a or not b:
+        raise ShapeError(f"matmul: operands must be at least 1-D, got shapes {fmt_shape(a)} and {fmt_shape(b)}",
+                         hint="use * for scaling by a scalar")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ShapeError(
+            f"matmul: shapes {fmt_shape(a)} and {fmt_shape(b)} are not aligned: "
+            f"{a2[-1]} (last dim of the first) != {b2[-2]} ({'only' if len(b) == 1 else 'second-to-last'} dim of the second)",
+            hint="transpose one operand (x.T) or check the layer sizes")
+    batch = broadcast_shapes("matmul", a2[:-2], b2[:-2])
+    out = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def _matmul_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    a, b = avals
+    return Aval(matmul_shape(a.shape, b.shape), np.result_type(a.dtype, b.dtype))
+
+
+matmul_p = declare("matmul", lambda a, b: f"{a} @ {b}", _matmul_abstract)
+
+
+def matmul(a: Any, b: Any) -> Any:
+    return bind(matmul_p, a, b)
+
+
+def _matmul_with_batch(a: Any, a_nb: int, b: Any, b_nb: int, a_core: tuple, b_core: tuple) -> Any:
+    """``a @ b`` where one operand carries ``nb`` leading direction axes (kept in front)."""
+    nb = a_nb or b_nb
+    batch = np.shape(a)[:a_nb] if a_nb else np.shape(b)[:b_nb]
+    a_vec, b_vec = len(a_core) == 1, len(b_core) == 1
+    a_mat = (1,) + a_core if a_vec else a_core
+    b_mat = b_core + (1,) if b_vec else b_core
+    out_batch_rank = max(len(a_mat), len(b_mat)) - 2
+    if a_nb:
+        a = reshape(a, batch + (1,) * (out_batch_rank - (len(a_mat) - 2)) + a_mat)
+    elif a_vec:
+        a = reshape(a, a_mat)
+    if b_nb:
+        b = reshape(b, batch + (1,) * (out_batch_rank - (len(b_mat) - 2)) + b_mat)
+    elif b_vec:
+        b = reshape(b, b_mat)
+    out = matmul(a, b)
+    shape = np.shape(out)
+    if a_vec or b_vec:
+        keep = shape[:-2] + (() if a_vec else shape[-2:-1]) + (() if b_vec else shape[-1:])
+        out = reshape(out, keep)
+    del nb
+    return out
+
+
+def matmul_jvp(primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    y = matmul(a, b)
+    out = aval_of(y)
+    a_core, b_core = aval_of(a).shape, aval_of(b).shape
+    t_a = T.apply(ta, lambda v, nb: _matmul_with_batch(v, nb, b, 0, a_core, b_core), out)
+    t_b = T.apply(tb, lambda v, nb: _matmul_with_batch(a, 0, v, nb, a_core, b_core), out)
+    return y, T.add(out, t_a, t_b)
+
+
+matmul_p.jvp = matmul_jvp
+
+
+# ---------------------------------------------------------------- einsum
+def parse_subscripts(subscripts: str) -> tuple[list[str], str]:
+    ins, out = subscripts.split("->")
+    return ins.split(","), out
+
+
+def _einsum_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    ins, out = parse_subscripts(params["subscripts"])
+    if len(ins) != len(avals):
+        raise ShapeError(f"einsum: {params['subscripts']!r} names {len(ins)} operands, got {len(avals)}")
+    sizes: dict[str, int] = {}
+    for sub, a in zip(ins, avals):
+        if len(sub) != len(a.shape):
+            raise ShapeError(f"einsum: operand subscripts {sub!r} do not match shape {fmt_shape(a.shape)}")
+        for ch, d in zip(sub, a.shape):
+            if sizes.setdefault(ch, d) != d:
+                if sizes[ch] == 1:
+                    sizes[ch] = d
+                elif d != 1:
+                    raise ShapeError(f"einsum: index {ch!r} has sizes {sizes[ch]} and {d} in {params['subscripts']!r}")
+    return Aval(tuple(sizes[ch] for ch in out), np.result_type(*[a.dtype for a in avals]))
+
+
+einsum_p = declare(
+    "einsum", lambda *xs, subscripts: f"np.einsum({subscripts!r}, {', '.join(xs)}, optimize=True)", _einsum_abstract)
+
+
+def einsum(subscripts: str, *operands: Any) -> Any:
+    """``subscripts`` must be explicit (``'ij,jk->ik'``) and free of ellipses here."""
+    return bind(einsum_p, *operands, subscripts=subscripts)
+
+
+def einsum_jvp(primals, tangents, *, subscripts):
+    y = einsum(subscripts, *primals)
+    out = aval_of(y)
+    ins, res = parse_subscripts(subscripts)
+    free = [c for c in string.ascii_letters if c not in subscripts]
+    terms = []
+    for i, t in enumerate(tangents):
+        def fn(v: Any, nb: int, i: int = i) -> Any:
+            lead = "".join(free[:nb])
+            subs = ",".join(lead + s if j == i else s for j, s in enumerate(ins)) + "->" + lead + res
+            ops = [v if j == i else p for j, p in enumerate(primals)]
+            return einsum(subs, *ops)
+
+        terms.append(T.apply(t, fn, out))
+    return y, T.add(out, *terms)
+
+
+einsum_p.jvp = einsum_jvp

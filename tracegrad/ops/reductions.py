@@ -1,0 +1,118 @@
+"""Reductions over axes (sum, max, min) and argmax/argmin.
+
+Params: ``axes`` is a sorted tuple of non-negative axes, ``keepdims`` a bool. Mean, var,
+std and logsumexp are composites built from these in ``tracegrad.numpy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir import Aval
+from ..tracing.tracer import aval_of, bind
+from ..transforms import tangents as T
+from ._rules import declare, probe_dtype
+from .elementwise import astype, div, equal
+from .shape import reshape
+
+
+def _reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reduce_abstract(name: str):
+    def rule(avals: list[Aval], params: dict[str, Any]) -> Aval:
+        from ..ir import PRIMITIVES
+
+        (x,) = avals
+        dtype, _ = probe_dtype(PRIMITIVES[name], [Aval((), x.dtype)], params | {"axes": None})
+        return Aval(_reduced_shape(x.shape, params["axes"], params["keepdims"]), dtype)
+
+    return rule
+
+
+def _reduce_lowering(fn: str):
+    def lower(x: str, axes: Any, keepdims: bool) -> str:
+        axis = "None" if axes is None else repr(tuple(axes))
+        return f"{fn}({x}, axis={axis}{', keepdims=True' if keepdims else ''})"
+
+    return lower
+
+
+reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True)
+reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"))
+reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"))
+
+
+def reduce_sum(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
+    return bind(reduce_sum_p, x, axes=tuple(axes), keepdims=bool(keepdims))
+
+
+def reduce_max(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
+    return bind(reduce_max_p, x, axes=tuple(axes), keepdims=bool(keepdims))
+
+
+def reduce_min(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
+    return bind(reduce_min_p, x, axes=tuple(axes), keepdims=bool(keepdims))
+
+
+def _shift(axes: tuple[int, ...], nb: int) -> tuple[int, ...]:
+    return tuple(a + nb for a in axes)
+
+
+def reduce_sum_jvp(primals, tangents, *, axes, keepdims):
+    y = reduce_sum(primals[0], axes, keepdims)
+    return y, T.apply(tangents[0], lambda v, nb: reduce_sum(v, _shift(axes, nb), keepdims), aval_of(y))
+
+
+def _extremum_jvp(reduce):
+    def rule(primals, tangents, *, axes, keepdims):
+        # The tangent of a max is the tangent at the arg-max; ties share it equally.
+        (x,) = primals
+        y = reduce(x, axes, keepdims)
+        x_aval = aval_of(x)
+        y_keep = reshape(y, _reduced_shape(x_aval.shape, axes, True))
+        mask = astype(equal(x, y_keep), x_aval.dtype)
+        weights = div(mask, reduce_sum(mask, axes, True))
+        t = T.scale(tangents[0], weights, x_aval)
+        return y, T.apply(t, lambda v, nb: reduce_sum(v, _shift(axes, nb), keepdims), aval_of(y))
+
+    return rule
+
+
+reduce_sum_p.jvp = reduce_sum_jvp
+reduce_max_p.jvp = _extremum_jvp(reduce_max)
+reduce_min_p.jvp = _extremum_jvp(reduce_min)
+
+
+def _arg_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    (x,) = avals
+    axis, keepdims = params["axis"], params["keepdims"]
+    if axis is None:
+        shape = (1,) * len(x.shape) if keepdims else ()
+    else:
+        shape = _reduced_shape(x.shape, (axis,), keepdims)
+    return Aval(shape, np.dtype(np.intp))
+
+
+def _arg_lowering(fn: str):
+    def lower(x: str, axis: Any, keepdims: bool) -> str:
+        return f"{fn}({x}, axis={axis!r}{', keepdims=True' if keepdims else ''})"
+
+    return lower
+
+
+argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False)
+argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False)
+
+
+def argmax(x: Any, axis: int | None, keepdims: bool = False) -> Any:
+    return bind(argmax_p, x, axis=axis, keepdims=bool(keepdims))
+
+
+def argmin(x: Any, axis: int | None, keepdims: bool = False) -> Any:
+    return bind(argmin_p, x, axis=axis, keepdims=bool(keepdims))

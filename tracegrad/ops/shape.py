@@ -1,0 +1,169 @@
+"""Shape primitives: reshape, transpose, broadcast_to, concatenate.
+
+All are linear, so each JVP applies the same primitive to the tangent with its axes
+shifted past the tangent's leading direction axes. squeeze/expand_dims/swapaxes/stack
+and friends are composites in ``tracegrad.numpy``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir import Aval
+from ..tracing.tracer import aval_of, bind
+from ..transforms import tangents as T
+from ._rules import declare, fmt_shape
+
+
+# ---------------------------------------------------------------- reshape
+def _reshape_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    (x,) = avals
+    shape = params["shape"]
+    if math.prod(shape) != x.size or any(d < 0 for d in shape):
+        raise ShapeError(f"reshape: cannot reshape an array of shape {fmt_shape(x.shape)} "
+                         f"(size {x.size}) into shape {fmt_shape(shape)}")
+    return Aval(shape, x.dtype)
+
+
+reshape_p = declare("reshape", lambda x, shape: f"np.reshape({x}, {shape!r})", _reshape_abstract, linear=True)
+
+
+def resolve_shape(size: int, shape: tuple[int, ...], old: tuple[int, ...]) -> tuple[int, ...]:
+    """Fill in a single -1 the way NumPy does."""
+    shape = tuple(int(d) for d in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape: can only specify one unknown dimension in {fmt_shape(shape)}")
+    if -1 in shape:
+        known = math.prod(d for d in shape if d != -1)
+        if known == 0 or size % known:
+            raise ShapeError(f"reshape: cannot reshape an array of shape {fmt_shape(old)} into shape {fmt_shape(shape)}")
+        shape = tuple(size // known if d == -1 else d for d in shape)
+    return shape
+
+
+def reshape(x: Any, shape: tuple[int, ...]) -> Any:
+    a = aval_of(x)
+    shape = resolve_shape(a.size, tuple(shape), a.shape)
+    if shape == a.shape:
+        return x
+    return bind(reshape_p, x, shape=shape)
+
+
+def reshape_jvp(primals, tangents, *, shape):
+    y = reshape(primals[0], shape)
+    return y, T.apply(tangents[0], lambda v, nb: reshape(v, np.shape(v)[:nb] + shape), aval_of(y))
+
+
+reshape_p.jvp = reshape_jvp
+
+
+# ---------------------------------------------------------------- transpose
+def _transpose_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    (x,) = avals
+    perm = params["perm"]
+    if sorted(perm) != list(range(len(x.shape))):
+        raise ShapeError(f"transpose: axes {perm} are not a permutation of the {len(x.shape)} axes "
+                         f"of an array of shape {fmt_shape(x.shape)}")
+    return Aval(tuple(x.shape[p] for p in perm), x.dtype)
+
+
+transpose_p = declare("transpose", lambda x, perm: f"np.transpose({x}, {perm!r})", _transpose_abstract, linear=True)
+
+
+def transpose(x: Any, perm: tuple[int, ...]) -> Any:
+    perm = tuple(int(p) for p in perm)
+    if perm == tuple(range(len(perm))):
+        return x
+    return bind(transpose_p, x, perm=perm)
+
+
+def transpose_jvp(primals, tangents, *, perm):
+    y = transpose(primals[0], perm)
+    return y, T.apply(tangents[0], lambda v, nb: transpose(v, tuple(range(nb)) + tuple(p + nb for p in perm)), aval_of(y))
+
+
+transpose_p.jvp = transpose_jvp
+
+
+# ---------------------------------------------------------------- broadcast_to
+def _broadcast_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    (x,) = avals
+    shape = params["shape"]
+    ok = len(shape) >= len(x.shape) and all(
+        d == s or d == 1 for d, s in zip(x.shape[::-1], shape[::-1]))
+    if not ok:
+        raise ShapeError(f"broadcast_to: an array of shape {fmt_shape(x.shape)} cannot be broadcast "
+                         f"to shape {fmt_shape(shape)}")
+    return Aval(shape, x.dtype)
+
+
+broadcast_to_p = declare("broadcast_to", lambda x, shape: f"np.broadcast_to({x}, {shape!r})",
+                         _broadcast_abstract, linear=True)
+
+
+def broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
+    shape = tuple(int(d) for d in shape)
+    if aval_of(x).shape == shape:
+        return x
+    return bind(broadcast_to_p, x, shape=shape)
+
+
+def broadcast_to_jvp(primals, tangents, *, shape):
+    (x,) = primals
+    y = broadcast_to(x, shape)
+    core = aval_of(x).shape
+
+    def fn(v: Any, nb: int) -> Any:
+        batch = np.shape(v)[:nb]
+        v = reshape(v, batch + (1,) * (len(shape) - len(core)) + core)
+        return broadcast_to(v, batch + shape)
+
+    return y, T.apply(tangents[0], fn, aval_of(y))
+
+
+broadcast_to_p.jvp = broadcast_to_jvp
+
+
+# ---------------------------------------------------------------- concatenate
+def _concat_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    axis = params["axis"]
+    first = avals[0]
+    for a in avals[1:]:
+        if len(a.shape) != len(first.shape) or any(
+                d != e for i, (d, e) in enumerate(zip(a.shape, first.shape)) if i != axis):
+            shown = ", ".join(fmt_shape(b.shape) for b in avals)
+            raise ShapeError(f"concatenate: shapes {shown} differ outside axis {axis}")
+    shape = list(first.shape)
+    shape[axis] = sum(a.shape[axis] for a in avals)
+    dtype = np.result_type(*[a.dtype for a in avals])
+    return Aval(tuple(shape), dtype)
+
+
+concatenate_p = declare(
+    "concatenate", lambda *xs, axis: f"np.concatenate(({', '.join(xs)}{',' if len(xs) == 1 else ''}), axis={axis})",
+    _concat_abstract, linear=True)
+
+
+def concatenate(xs: list[Any], axis: int) -> Any:
+    return bind(concatenate_p, *xs, axis=int(axis))
+
+
+def concatenate_jvp(primals, tangents, *, axis):
+    y = concatenate(primals, axis)
+    out = aval_of(y)
+    nb = len(T.batch_shape())
+    vals = [astype_if_needed(T.instantiate(t), out.dtype) for t in tangents]
+    return y, T.dense(concatenate(vals, axis + nb))
+
+
+def astype_if_needed(v: Any, dtype: np.dtype) -> Any:
+    from .elementwise import astype
+
+    return astype(v, dtype) if aval_of(v).dtype != dtype else v
+
+
+concatenate_p.jvp = concatenate_jvp

@@ -1,0 +1,303 @@
+"""Pure functional optimizers over pytrees of arrays.
+
+Contract: an ``Optimizer`` is a pair of pure functions,
+``init(params) -> state`` and ``update(grads, state, params) -> (new_params,
+new_state)``; nothing is mutated in place, so a step can be retried or replayed.
+``state`` is a NamedTuple pytree whose leaves are arrays plus an integer
+``step`` (the number of updates applied), so ``tree_flatten`` + ``np.savez``
+checkpoints it and ``tree_unflatten`` restores it.
+
+Arithmetic is written with operators and the array namespace of each leaf
+(``array_namespace``), so NumPy and CuPy arrays both work and CuPy is only
+imported when a CuPy array is actually seen. Every output leaf keeps its
+parameter's dtype: gradients are cast to the parameter dtype first, and learning
+rates and hyper-parameters are Python floats (weak scalars under NumPy 2).
+
+The learning rate used by update ``t`` (0-based) is ``lr(t)`` when ``lr`` is a
+schedule, so ``lr(0)`` drives the first step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..tree import TreeDef, tree_flatten, tree_map, tree_unflatten
+from .schedules import LearningRate, constant, cosine_decay, exponential_decay, resolve_lr
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "AdamState",
+    "MomentumState",
+    "Optimizer",
+    "SGDState",
+    "adam",
+    "array_namespace",
+    "make_optimizer",
+    "momentum",
+    "sgd",
+]
+
+
+def array_namespace(*xs: Any) -> types.ModuleType:
+    """``cupy`` if any argument is a CuPy array, else ``numpy``.
+
+    Detection looks at the type's module name, so CuPy is never imported just
+    to ask the question (``import tracegrad`` must work without it).
+    """
+    for x in xs:
+        if type(x).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer as two pure functions; ``hyperparams`` is for logging only."""
+
+    name: str
+    init: Callable[[Any], Any]
+    update: Callable[[Any, Any, Any], tuple[Any, Any]]
+    hyperparams: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
+        return f"{self.name}({args})"
+
+
+class SGDState(NamedTuple):
+    step: int
+
+
+class MomentumState(NamedTuple):
+    step: int
+    velocity: Any
+
+
+class AdamState(NamedTuple):
+    step: int
+    mu: Any  # first-moment estimate, same tree as params
+    nu: Any  # second-moment estimate
+
+
+def _leaves(tree: Any, treedef: TreeDef, what: str) -> list[Any]:
+    leaves, td = tree_flatten(tree)
+    if td != treedef:
+        raise ValueError(f"{what} has structure {td!r} but params have {treedef!r}")
+    return leaves
+
+
+def _as_param(p: Any) -> Any:
+    return array_namespace(p).asarray(p)
+
+
+def _like(x: Any, p: Any) -> Any:
+    """``x`` as an array of ``p``'s dtype (0-d arithmetic yields NumPy scalars; cast back)."""
+    return array_namespace(x, p).asarray(x, dtype=p.dtype)
+
+
+def _zeros_like(p: Any) -> Any:
+    p = _as_param(p)
+    return array_namespace(p).zeros_like(p)
+
+
+def _check_nonneg(name: str, value: float) -> float:
+    if not value >= 0.0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+def _check_beta(name: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def sgd(lr: LearningRate, weight_decay: float = 0.0) -> Optimizer:
+    """Plain SGD, ``p <- p - lr * (g + weight_decay * p)``."""
+    schedule = resolve_lr(lr)
+    wd = _check_nonneg("weight_decay", weight_decay)
+
+    def init(params: Any) -> SGDState:
+        return SGDState(0)
+
+    def update(grads: Any, state: SGDState, params: Any) -> tuple[Any, SGDState]:
+        step = int(state.step)
+        lr_t = float(schedule(step))
+        p_leaves, treedef = tree_flatten(params)
+        g_leaves = _leaves(grads, treedef, "grads")
+        out = []
+        for p, g in zip(p_leaves, g_leaves):
+            p = _as_param(p)
+            g = _like(g, p)
+            if wd:
+                g = g + wd * p
+            out.append(_like(p - lr_t * g, p))
+        return tree_unflatten(treedef, out), SGDState(step + 1)
+
+    return Optimizer("sgd", init, update, {"lr": lr, "weight_decay": wd})
+
+
+def momentum(
+    lr: LearningRate, beta: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0
+) -> Optimizer:
+    """Heavy-ball momentum in the PyTorch convention (no dampening).
+
+    ``v <- beta * v + g``; the step is ``v``, or ``g + beta * v`` with Nesterov.
+    ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2).
+    """
+    schedule = resolve_lr(lr)
+    beta = _check_beta("beta", beta)
+    wd = _check_nonneg("weight_decay", weight_decay)
+
+    def init(params: Any) -> MomentumState:
+        return MomentumState(0, tree_map(_zeros_like, params))
+
+    def update(grads: Any, state: MomentumState, params: Any) -> tuple[Any, MomentumState]:
+        step = int(state.step)
+        lr_t = float(schedule(step))
+        p_leaves, treedef = tree_flatten(params)
+        g_leaves = _leaves(grads, treedef, "grads")
+        v_leaves = _leaves(state.velocity, treedef, "momentum velocity")
+        new_p, new_v = [], []
+        for p, g, v in zip(p_leaves, g_leaves, v_leaves):
+            p = _as_param(p)
+            g = _like(g, p)
+            if wd:
+                g = g + wd * p
+            v = _like(beta * v + g, p)
+            direction = g + beta * v if nesterov else v
+            new_p.append(_like(p - lr_t * direction, p))
+            new_v.append(v)
+        return (
+            tree_unflatten(treedef, new_p),
+            MomentumState(step + 1, tree_unflatten(treedef, new_v)),
+        )
+
+    return Optimizer(
+        "momentum",
+        init,
+        update,
+        {"lr": lr, "beta": beta, "nesterov": nesterov, "weight_decay": wd},
+    )
+
+
+def adam(
+    lr: LearningRate,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled: bool = False,
+) -> Optimizer:
+    """Adam (Kingma & Ba) with bias correction.
+
+    ``weight_decay`` is L2 added to the gradient by default (so it is rescaled
+    by the adaptive denominator, as in PyTorch ``Adam``); with
+    ``decoupled=True`` it is AdamW's ``p <- p - lr * weight_decay * p``, applied
+    outside the adaptive step.
+    """
+    schedule = resolve_lr(lr)
+    b1 = _check_beta("b1", b1)
+    b2 = _check_beta("b2", b2)
+    eps = _check_nonneg("eps", eps)
+    wd = _check_nonneg("weight_decay", weight_decay)
+
+    def init(params: Any) -> AdamState:
+        return AdamState(0, tree_map(_zeros_like, params), tree_map(_zeros_like, params))
+
+    def update(grads: Any, state: AdamState, params: Any) -> tuple[Any, AdamState]:
+        step = int(state.step)
+        lr_t = float(schedule(step))
+        t = step + 1
+        bc1 = 1.0 - b1**t
+        bc2 = 1.0 - b2**t
+        p_leaves, treedef = tree_flatten(params)
+        g_leaves = _leaves(grads, treedef, "grads")
+        m_leaves = _leaves(state.mu, treedef, "adam mu")
+        v_leaves = _leaves(state.nu, treedef, "adam nu")
+        new_p, new_m, new_v = [], [], []
+        for p, g, m, v in zip(p_leaves, g_leaves, m_leaves, v_leaves):
+            p = _as_param(p)
+            xp = array_namespace(p)
+            g = _like(g, p)
+            if wd and not decoupled:
+                g = g + wd * p
+            m = _like(b1 * m + (1.0 - b1) * g, p)
+            v = _like(b2 * v + (1.0 - b2) * (g * g), p)
+            direction = (m / bc1) / (xp.sqrt(v / bc2) + eps)
+            if wd and decoupled:
+                direction = direction + wd * p
+            new_p.append(_like(p - lr_t * direction, p))
+            new_m.append(m)
+            new_v.append(v)
+        return (
+            tree_unflatten(treedef, new_p),
+            AdamState(t, tree_unflatten(treedef, new_m), tree_unflatten(treedef, new_v)),
+        )
+
+    return Optimizer(
+        "adam",
+        init,
+        update,
+        {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": wd, "decoupled": decoupled},
+    )
+
+
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"sgd": sgd, "momentum": momentum, "adam": adam}
+SCHEDULES = ("constant", "exp", "cosine")
+
+
+def make_optimizer(name: str, lr: LearningRate, schedule: str = "constant", **kw: Any) -> Optimizer:
+    """Build an optimizer from CLI-style strings.
+
+    Schedule options travel in ``kw`` next to the optimizer's own: ``k`` for
+    "exp", ``total_steps`` and ``final_lr`` for "cosine". ``total_steps`` is
+    accepted (and unused) with every schedule so a CLI can always pass it; any
+    other option the chosen optimizer or schedule does not take is an error.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if not callable(lr):
+        resolve_lr(lr)  # type and sign check, with the same message as the factories
+    total_steps = kw.pop("total_steps", None)
+    k = kw.pop("k", None)
+    final_lr = kw.pop("final_lr", None)
+    if k is not None and schedule != "exp":
+        raise ValueError(f"option k applies to schedule 'exp', not {schedule!r}")
+    if final_lr is not None and schedule != "cosine":
+        raise ValueError(f"option final_lr applies to schedule 'cosine', not {schedule!r}")
+
+    lr_sched: LearningRate
+    if callable(lr):
+        if schedule != "constant":
+            raise ValueError(f"lr is already a schedule; it cannot be combined with {schedule!r}")
+        lr_sched = lr
+    elif schedule == "constant":
+        lr_sched = constant(lr)
+    elif schedule == "exp":
+        lr_sched = exponential_decay(lr, 1e-4 if k is None else k)
+    else:
+        if total_steps is None:
+            raise ValueError("schedule 'cosine' needs total_steps")
+        lr_sched = cosine_decay(lr, total_steps, 0.0 if final_lr is None else final_lr)
+
+    factory = OPTIMIZERS[name]
+    valid = [p for p in inspect.signature(factory).parameters if p != "lr"]
+    unknown = sorted(set(kw) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for optimizer {name!r}; "
+            f"valid: {', '.join(valid)}"
+        )
+    return factory(lr_sched, **kw)

@@ -1,0 +1,13 @@
+"""Graph -> Graph transforms: the JVP transform and clean-up passes."""
+
+from .cse import cse
+from .dce import dce
+from .fold import fold
+from .jvp import jvp_graph
+
+__all__ = ["cse", "dce", "fold", "jvp_graph", "optimize"]
+
+
+def optimize(graph):  # type: ignore[no-untyped-def]
+    """The standard clean-up pipeline: fold constants, share common subexpressions, drop dead code."""
+    return dce(cse(fold(graph)))

@@ -1,0 +1,85 @@
+"""Constant folding and algebraic simplification.
+
+A node whose operands are all literals is evaluated now and becomes a literal. A few
+identities whose result keeps the node's exact shape and dtype are applied:
+``x + 0``, ``x - 0``, ``x * 1``, ``x / 1``, ``x ** 1``, ``neg(neg(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir import Aval, Graph, Literal, Node, Var
+
+
+def _literal(value: Any, aval: Aval) -> Literal:
+    if isinstance(value, np.ndarray) or not aval.weak:
+        value = np.asarray(value) if aval.shape or isinstance(value, np.ndarray) else value
+    return Literal(value, aval)
+
+
+def _is_const(a: Any, c: float) -> bool:
+    if not isinstance(a, Literal):
+        return False
+    v = a.value
+    if isinstance(v, np.ndarray):
+        return v.size <= 64 and bool(np.all(v == c))
+    return bool(v == c)
+
+
+def _same(a: Any, out: Var) -> bool:
+    return isinstance(a, Var) and a.aval.shape == out.aval.shape and a.aval.dtype == out.aval.dtype
+
+
+def _simplify(node: Node) -> Any:
+    """An existing atom equal to the node's (single) output, or None."""
+    name, ins, out = node.primitive.name, node.inputs, node.outputs[0]
+    if name == "add":
+        if _is_const(ins[1], 0) and _same(ins[0], out):
+            return ins[0]
+        if _is_const(ins[0], 0) and _same(ins[1], out):
+            return ins[1]
+    if name == "sub" and _is_const(ins[1], 0) and _same(ins[0], out):
+        return ins[0]
+    if name == "mul":
+        if _is_const(ins[1], 1) and _same(ins[0], out):
+            return ins[0]
+        if _is_const(ins[0], 1) and _same(ins[1], out):
+            return ins[1]
+    if name in ("div", "pow") and _is_const(ins[1], 1) and _same(ins[0], out):
+        return ins[0]
+    return None
+
+
+def fold(graph: Graph) -> Graph:
+    subst: dict[Var, Any] = {}
+    producer: dict[Var, Node] = {}
+    nodes = []
+
+    def sub(a: Any) -> Any:
+        return subst.get(a, a) if isinstance(a, Var) else a
+
+    for node in graph.nodes:
+        inputs = tuple(sub(a) for a in node.inputs)
+        node = Node(node.primitive, inputs, node.outputs, node.params, node.source)
+        if inputs and all(isinstance(a, Literal) for a in inputs) and not node.primitive.multiple_results:
+            with np.errstate(all="ignore"):
+                value = node.primitive.impl(*[a.value for a in inputs], **node.params)
+            subst[node.outputs[0]] = _literal(value, node.outputs[0].aval)
+            continue
+        if not node.primitive.multiple_results:
+            same = _simplify(node)
+            if same is None and node.primitive.name == "neg" and isinstance(inputs[0], Var):
+                inner = producer.get(inputs[0])
+                if inner is not None and inner.primitive.name == "neg":
+                    same = inner.inputs[0]
+            if same is not None:
+                subst[node.outputs[0]] = same
+                continue
+        for v in node.outputs:
+            producer[v] = node
+        nodes.append(node)
+    outputs = [sub(a) for a in graph.outputs]
+    return Graph(list(graph.inputs), nodes, outputs, graph.name, list(graph.input_kinds))
