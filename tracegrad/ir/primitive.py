@@ -50,6 +50,7 @@ class Primitive:
     differentiable: bool = True  # False: outputs are integer/boolean or piecewise constant
     elementwise: bool = False  # output[i] depends on input[i] only (with broadcasting)
     linear: bool = False  # linear in its array operands (JVP = same op on tangents)
+    param_format: Callable[[dict[str, Any]], str] | None = None  # custom listing of params
     _impl_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -58,6 +59,8 @@ class Primitive:
     def format_params(self, params: dict[str, Any]) -> str:
         if not params:
             return ""
+        if self.param_format is not None:
+            return "[" + self.param_format(params) + "]"
         return "[" + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) + "]"
 
     def lower(self, backend: str, args: list[str], params: dict[str, Any]) -> str:

@@ -70,7 +70,14 @@ def _index_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(shape, x.dtype)
 
 
-index_p = declare("index", _index_lowering, _index_abstract, linear=True)
+def _format_template(params: dict[str, Any]) -> str:
+    """``[1:, #0, None]``: the index as written, ``#k`` standing for the k-th index operand."""
+    template = params["template"]
+    arrays = [f"#{k}" for k in range(sum(1 for e in template if e[0] == "arr"))]
+    return ", ".join(_entry_src(e, arrays) for e in template)
+
+
+index_p = declare("index", _index_lowering, _index_abstract, linear=True, param_format=_format_template)
 
 
 def index(x: Any, template: tuple, arrays: list[Any]) -> Any:

@@ -1,0 +1,299 @@
+"""The public compiler API: ``compile``, ``jvp`` and the ``Compiled`` callable.
+
+A ``Compiled`` function traces its Python function once per input signature — pytree
+structure, leaf shapes and dtypes, static argument values, and (for JVPs) which leaves
+carry tangents and how many directions — then runs the cached generated code.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .backends import Executable, get_backend
+from .errors import ArgumentTypeError, TangentError
+from .ir import Aval, Graph
+from .tracing.tracer import GraphBuilder, Tracer
+from .transforms import jvp_graph, optimize
+from .tree import TreeDef, tree_flatten, tree_unflatten
+
+__all__ = ["compile", "jvp", "Compiled"]
+
+
+def _leaf_aval(x: Any, where: str) -> Aval:
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biufc":
+            raise ArgumentTypeError(f"{where} is an array of dtype {x.dtype}; only numeric arrays can be traced")
+        return Aval(x.shape, x.dtype)
+    if isinstance(x, np.generic):
+        return Aval((), x.dtype)
+    if isinstance(x, bool):
+        return Aval((), np.dtype(bool), weak=True)
+    if isinstance(x, int):
+        return Aval((), np.dtype(np.int64), weak=True)
+    if isinstance(x, float):
+        return Aval((), np.dtype(np.float64), weak=True)
+    if type(x).__module__.split(".")[0] == "cupy":
+        return Aval(x.shape, x.dtype)
+    raise ArgumentTypeError(
+        f"{where} has type {type(x).__name__}; compiled functions take NumPy arrays, Python scalars "
+        "and dicts/lists/tuples of them",
+        hint="convert it with np.asarray, or mark the argument static with static_argnums=(i,)")
+
+
+def _path_names(treedef: TreeDef, prefix: str) -> list[str]:
+    """Readable names for the leaves of a pytree, e.g. ``params_w1``."""
+    out: list[str] = []
+
+    def walk(td: TreeDef, name: str) -> None:
+        if td.kind == "leaf":
+            out.append(re.sub(r"\W", "_", name))
+        elif td.kind == "dict":
+            for k, c in zip(td.keys, td.children):
+                walk(c, f"{name}_{k}")
+        else:
+            for i, c in enumerate(td.children):
+                walk(c, f"{name}_{i}")
+
+    walk(treedef, prefix)
+    return out
+
+
+@dataclass
+class _Entry:
+    """One cached compilation."""
+
+    graph: Graph
+    executable: Executable
+    out_tree: TreeDef
+    out_float: list[bool]
+
+
+class Compiled:
+    """A function compiled by ``tracegrad.compile``."""
+
+    def __init__(self, fn: Callable[..., Any], backend: str = "numpy", static_argnums: Sequence[int] = ()):
+        if not callable(fn):
+            raise TypeError(f"tracegrad.compile expects a function, got {type(fn).__name__}")
+        self.fn = fn
+        self.backend = backend
+        self.static_argnums = tuple(sorted(int(i) for i in static_argnums))
+        self._backend = get_backend(backend)
+        self._cache: dict[Any, _Entry] = {}
+        try:
+            self._arg_names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self._arg_names = []
+        functools.update_wrapper(self, fn)
+
+    # -- signatures ----------------------------------------------------------------
+    def _arg_name(self, i: int) -> str:
+        return self._arg_names[i] if i < len(self._arg_names) else f"arg{i}"
+
+    def _split(self, args: tuple) -> tuple[tuple, tuple]:
+        for i in self.static_argnums:
+            if i >= len(args):
+                raise TypeError(f"static_argnums names argument {i}, but only {len(args)} were passed")
+        dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
+        static = tuple(args[i] for i in self.static_argnums)
+        for i, s in zip(self.static_argnums, static):
+            try:
+                hash(s)
+            except TypeError:
+                raise ArgumentTypeError(f"static argument {i} ({self._arg_name(i)}) of type "
+                                        f"{type(s).__name__} is not hashable",
+                                        hint="pass a tuple instead of a list, or make it a traced argument") from None
+        return dynamic, static
+
+    def _merge(self, dynamic: Sequence[Any], static: tuple) -> list[Any]:
+        out, dyn, st = [], iter(dynamic), iter(static)
+        for i in range(len(dynamic) + len(static)):
+            out.append(next(st) if i in self.static_argnums else next(dyn))
+        return out
+
+    def _dynamic_positions(self, nargs: int) -> list[int]:
+        return [i for i in range(nargs) if i not in self.static_argnums]
+
+    def _avals(self, args: tuple) -> tuple[list[Any], TreeDef, tuple[Aval, ...], tuple]:
+        dynamic, static = self._split(args)
+        leaves, treedef = tree_flatten(dynamic)
+        names = self._leaf_names(treedef, len(args))
+        avals = tuple(_leaf_aval(x, f"argument {n}") for x, n in zip(leaves, names))
+        return leaves, treedef, avals, static
+
+    def _leaf_names(self, treedef: TreeDef, nargs: int) -> list[str]:
+        names: list[str] = []
+        for pos, child in zip(self._dynamic_positions(nargs), treedef.children):
+            names.extend(_path_names(child, self._arg_name(pos)))
+        return names
+
+    # -- tracing ---------------------------------------------------------------------
+    def _trace(self, treedef: TreeDef, avals: tuple[Aval, ...], static: tuple, nargs: int) -> tuple[Graph, TreeDef]:
+        name = getattr(self.fn, "__name__", "f")
+        builder = GraphBuilder(name if name.isidentifier() else "f")
+        names = self._leaf_names(treedef, nargs)
+        tracers = [builder.new_input(a, n) for a, n in zip(avals, names)]
+        dynamic = tree_unflatten(treedef, tracers)
+        out = self.fn(*self._merge(dynamic, static))
+        out_leaves, out_tree = tree_flatten(out)
+        for j, leaf in enumerate(out_leaves):
+            if not isinstance(leaf, Tracer | np.ndarray | np.generic | bool | int | float):
+                raise ArgumentTypeError(f"{name} returned a {type(leaf).__name__} (output leaf {j}); "
+                                        "compiled functions must return arrays or pytrees of arrays")
+        return builder.build(out_leaves), out_tree
+
+    def _entry(self, args: tuple, mode: tuple) -> tuple[_Entry, list[Any]]:
+        leaves, treedef, avals, static = self._avals(args)
+        key = (treedef, avals, static, len(args), mode)
+        entry = self._cache.get(key)
+        if entry is None:
+            primal, out_tree = self._trace(treedef, avals, static, len(args))
+            if mode[0] == "primal":
+                graph = optimize(primal)
+                out_float = [a.aval.is_float for a in primal.outputs]
+            else:
+                _, mask, batch = mode
+                fused, out_float = jvp_graph(primal, mask, batch)
+                graph = optimize(fused)
+            entry = _Entry(graph, self._backend.compile(graph), out_tree, out_float)
+            self._cache[key] = entry
+        return entry, leaves
+
+    # -- running ---------------------------------------------------------------------
+    def __call__(self, *args: Any) -> Any:
+        entry, leaves = self._entry(args, ("primal",))
+        outs = entry.executable(*leaves)
+        return tree_unflatten(entry.out_tree, outs)
+
+    def jvp(self, primals: Sequence[Any], tangents: Sequence[Any], *, batched: bool = False) -> tuple[Any, Any]:
+        """Outputs and tangent outputs (``None`` for non-float outputs) in one execution.
+
+        With ``batched=True`` every given tangent has a leading axis of K directions and
+        each tangent output gets the same leading axis."""
+        primals, tangents = tuple(primals), tuple(tangents)
+        if len(primals) != len(tangents):
+            raise TangentError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents",
+                               hint="pass one tangent (or None) per primal argument")
+        for i in self.static_argnums:
+            if i < len(tangents) and tangents[i] is not None:
+                raise TangentError(f"jvp: static argument {i} cannot have a tangent; pass None")
+        leaves, treedef, avals, _ = self._avals(primals)
+        dyn_tangents = [t for i, t in enumerate(tangents) if i not in self.static_argnums]
+        dyn_primals = [p for i, p in enumerate(primals) if i not in self.static_argnums]
+        t_leaves: list[Any] = []
+        for pos, p, t in zip(self._dynamic_positions(len(primals)), dyn_primals, dyn_tangents):
+            t_leaves.extend(_match_tangent(p, t, self._arg_name(pos)))
+        names = self._leaf_names(treedef, len(primals))
+        batch = _check_tangents(avals, t_leaves, names, batched)
+        mask = tuple(t is not None for t in t_leaves)
+        entry, leaves = self._entry(primals, ("jvp", mask, batch))
+        outs = entry.executable(*leaves, *[t for t in t_leaves if t is not None])
+        n = len(entry.out_float)
+        it = iter(outs[n:])
+        out_t = [next(it) if f else None for f in entry.out_float]
+        return tree_unflatten(entry.out_tree, outs[:n]), tree_unflatten(entry.out_tree, out_t)
+
+    # -- inspection ------------------------------------------------------------------
+    def graph(self, *args: Any, optimized: bool = True) -> Graph:
+        """The primal graph for these arguments (after clean-up passes unless ``optimized=False``)."""
+        if not optimized:
+            _, treedef, avals, static = self._avals(args)
+            return self._trace(treedef, avals, static, len(args))[0]
+        return self._entry(args, ("primal",))[0].graph
+
+    def _jvp_mode(self, args: tuple, argnums: Any, directions: int | None) -> tuple:
+        _, treedef, avals, _ = self._avals(args)
+        positions = self._dynamic_positions(len(args))
+        wanted = set(positions if argnums is None else ((argnums,) if isinstance(argnums, int) else argnums))
+        mask = []
+        for pos, child in zip(positions, treedef.children):
+            mask.extend([pos in wanted] * child.num_leaves)
+        mask = [m and a.is_float for m, a in zip(mask, avals)]
+        return ("jvp", tuple(mask), () if directions is None else (int(directions),))
+
+    def jvp_graph(self, *args: Any, argnums: Any = None, directions: int | None = None) -> Graph:
+        """The fused primal+tangent graph, with tangents for the float leaves of ``argnums``
+        (default: all arguments) and optionally ``directions`` tangents at once."""
+        return self._entry(args, self._jvp_mode(args, argnums, directions))[0].graph
+
+    def source(self, *args: Any, jvp: bool = False, argnums: Any = None, directions: int | None = None) -> str:
+        """The generated Python source (of the JVP graph with ``jvp=True``)."""
+        mode = self._jvp_mode(args, argnums, directions) if jvp else ("primal",)
+        return self._entry(args, mode)[0].executable.source
+
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+
+def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
+    """Tangent leaves aligned with the primal's leaves (``None`` = no tangent)."""
+    p_leaves, p_tree = tree_flatten(primal)
+    if tangent is None:
+        return [None] * len(p_leaves)
+    if p_tree.kind == "leaf":
+        return [tangent]
+    if isinstance(primal, dict):
+        if not isinstance(tangent, dict) or set(tangent) != set(primal):
+            raise TangentError(f"tangent for {where} must be a dict with keys {sorted(primal)}, got "
+                               f"{sorted(tangent) if isinstance(tangent, dict) else type(tangent).__name__}")
+        return [x for k in sorted(primal) for x in _match_tangent(primal[k], tangent[k], f"{where}[{k!r}]")]
+    if isinstance(primal, list | tuple):
+        if not isinstance(tangent, list | tuple) or len(tangent) != len(primal):
+            raise TangentError(f"tangent for {where} must be a {type(primal).__name__} of length {len(primal)}")
+        return [x for i, (p, t) in enumerate(zip(primal, tangent)) for x in _match_tangent(p, t, f"{where}[{i}]")]
+    return [None] * len(p_leaves)
+
+
+def _check_tangents(avals: Sequence[Aval], tangents: Sequence[Any], names: Sequence[str], batched: bool) -> tuple:
+    batch: tuple | None = None
+    for aval, t, name in zip(avals, tangents, names):
+        if t is None:
+            continue
+        if not aval.is_float:
+            raise TangentError(f"argument {name} has dtype {aval.dtype} and cannot have a tangent",
+                               hint="pass None as its tangent (integer data such as labels is constant)")
+        t_aval = _leaf_aval(t, f"tangent of {name}")
+        shape = t_aval.shape
+        if batched:
+            if len(shape) != len(aval.shape) + 1:
+                raise TangentError(f"tangent of {name} has shape {shape}; with batched=True it must be "
+                                   f"(K,) + {aval.shape}")
+            lead, shape = shape[:1], shape[1:]
+            if batch is not None and lead != batch:
+                raise TangentError(f"tangent of {name} has {lead[0]} directions, others have {batch[0]}")
+            batch = lead
+        if shape != aval.shape:
+            raise TangentError(f"tangent of {name} has shape {t_aval.shape} but its primal has shape {aval.shape}",
+                               hint="a tangent must have exactly its primal's shape")
+        if t_aval.dtype != aval.dtype and not (aval.weak and t_aval.weak):
+            raise TangentError(f"tangent of {name} has dtype {t_aval.dtype} but its primal has dtype {aval.dtype}",
+                               hint=f"cast the tangent with .astype(np.{aval.dtype.name})")
+    return batch or ()
+
+
+def compile(fn: Callable[..., Any] | None = None, *, backend: str = "numpy",
+            static_argnums: Sequence[int] | int = ()) -> Any:
+    """Compile ``fn`` (NumPy-style code) with tracegrad; usable as ``@compile`` or ``@compile(...)``."""
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    if fn is None:
+        return lambda f: Compiled(f, backend, static_argnums)
+    return Compiled(fn, backend, static_argnums)
+
+
+def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
+    """Like ``jax.jvp``: ``(fn(*primals), d/dt fn(primals + t * tangents))`` in one execution.
+
+    A tangent of ``None`` (for a whole argument or any subtree) marks a constant."""
+    compiled = fn if isinstance(fn, Compiled) else _compiled_for(fn)
+    return compiled.jvp(primals, tangents)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_for(fn: Callable[..., Any]) -> Compiled:
+    return Compiled(fn)

@@ -1,0 +1,133 @@
+"""Forward gradients (Baydin et al. 2022): ``g(θ) = (∇f(θ)·v) v`` with random tangents v.
+
+With ``directions=K`` the K tangents ride on a leading axis of one JVP execution and the
+estimate is their average ``(1/K) Σ_k (∇f·v_k) v_k``. Tangents are drawn from a seeded
+NumPy Generator, so a run is reproducible from its seed. Sampling costs real time at
+millions of parameters (normal float32: ~14 ms for 1.86M numbers on one core here), so
+large normal draws are split over two threads with independent, seed-derived streams,
+and ``"rademacher"`` (±1, unbiased, lower variance) draws from random bits, ~25x faster.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .api import Compiled, compile
+from .errors import TangentError
+from .tree import tree_flatten, tree_unflatten
+
+__all__ = ["forward_grad", "DirectionSampler", "DISTRIBUTIONS"]
+
+DISTRIBUTIONS = ("normal", "rademacher")
+_THREAD_THRESHOLD = 1 << 17  # below this a second thread costs more than it saves
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tracegrad-sampler")
+    return _pool
+
+
+class DirectionSampler:
+    """Seeded source of tangent directions with E[v vᵀ] = I.
+
+    Two independent streams are spawned from one ``SeedSequence``; each fills a fixed half
+    of every draw, so the numbers depend only on the seed, never on thread timing."""
+
+    def __init__(self, distribution: str = "normal", seed: int | None = None):
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        self.distribution = distribution
+        self._seq = np.random.SeedSequence(seed)
+        self._streams = [np.random.default_rng(s) for s in self._seq.spawn(2)]
+
+    def state(self) -> list[dict[str, Any]]:
+        """Bit-generator states, for checkpoints."""
+        return [g.bit_generator.state for g in self._streams]
+
+    def set_state(self, state: Sequence[dict[str, Any]]) -> None:
+        for g, s in zip(self._streams, state):
+            g.bit_generator.state = s
+
+    def draw(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        out = np.empty(shape, dtype)
+        flat = out.reshape(-1)
+        n = flat.size
+        if n >= _THREAD_THRESHOLD:
+            half = n // 2
+            parts = [(self._streams[0], flat[:half]), (self._streams[1], flat[half:])]
+            list(_executor().map(lambda p: self._fill(*p), parts))
+        else:
+            self._fill(self._streams[0], flat)
+        return out
+
+    def _fill(self, gen: np.random.Generator, out: np.ndarray) -> None:
+        if self.distribution == "normal":
+            if out.dtype in (np.float32, np.float64):
+                gen.standard_normal(out=out, dtype=out.dtype)
+            else:
+                out[...] = gen.standard_normal(out.size, dtype=np.float32)
+        else:
+            bits = np.unpackbits(np.frombuffer(gen.bytes((out.size + 7) // 8), np.uint8), count=out.size)
+            np.multiply(bits, 2, out=out, casting="unsafe")
+            out -= 1
+
+
+def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
+                 distribution: str = "normal", seed: int | None = None, backend: str = "numpy",
+                 static_argnums: Sequence[int] = ()) -> Callable[..., tuple[Any, Any]]:
+    """Return ``g(*args) -> (value, grad_estimate)``: the forward-gradient estimate of the
+    gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed), averaged
+    over ``directions`` random tangents computed in one execution."""
+    if int(directions) < 1:
+        raise ValueError(f"directions must be >= 1, got {directions}")
+    k = int(directions)
+    compiled = fn if isinstance(fn, Compiled) else compile(fn, backend=backend, static_argnums=static_argnums)
+    sampler = DirectionSampler(distribution, seed)
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+
+    def estimate(*args: Any) -> tuple[Any, Any]:
+        for i in nums:
+            if i >= len(args):
+                raise TypeError(f"argnums names argument {i}, but only {len(args)} were passed")
+        tangents: list[Any] = [None] * len(args)
+        drawn: dict[int, tuple[list[np.ndarray], Any]] = {}
+        for i in nums:
+            leaves, tree = tree_flatten(args[i])
+            vs = []
+            for leaf in leaves:
+                arr = np.asarray(leaf)
+                if arr.dtype.kind != "f":
+                    raise TangentError(f"forward_grad: argument {i} has a leaf of dtype {arr.dtype}; "
+                                       "only floating-point parameters can be differentiated",
+                                       hint="pass integer data through an argument not in argnums")
+                vs.append(sampler.draw((k,) + arr.shape, arr.dtype))
+            drawn[i] = (vs, tree)
+            tangents[i] = tree_unflatten(tree, vs)
+        value, jv = compiled.jvp(tuple(args), tuple(tangents), batched=True)
+        if np.ndim(value) != 0 or jv is None:
+            raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
+                               hint="reduce the output, e.g. return np.mean(loss)")
+        grads = []
+        for i in nums:
+            vs, tree = drawn[i]
+            if k == 1:
+                g = [v[0] * jv[0] for v in vs]
+            else:
+                g = [np.tensordot(jv, v, axes=1) / k for v in vs]
+            grads.append(tree_unflatten(tree, g))
+        return value, grads[0] if single else tuple(grads)
+
+    estimate.sampler = sampler  # type: ignore[attr-defined]
+    estimate.compiled = compiled  # type: ignore[attr-defined]
+    return estimate
