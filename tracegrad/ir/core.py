@@ -181,10 +181,18 @@ class Graph:
     # -- naming and printing -------------------------------------------------------
     def names(self) -> dict[Var, str]:
         """Short, unique, deterministic names: inputs first, then node outputs in order."""
-        gen = _name_sequence()
         names: dict[Var, str] = {}
+        used: set[str] = set()
+        for v in self.inputs:  # argument-derived hints (``x``, ``params_w1``) read best
+            h = v.hint
+            if h and h.isidentifier() and not keyword.iskeyword(h) and h not in ("np", "cp") \
+                    and not h.startswith("_") and h not in used:
+                names[v] = h
+                used.add(h)
+        gen = (n for n in _name_sequence() if n not in used)
         for v in self.inputs:
-            names[v] = next(gen)
+            if v not in names:
+                names[v] = next(gen)
         for node in self.nodes:
             for v in node.outputs:
                 names[v] = next(gen)
