@@ -126,6 +126,21 @@ class Compiled:
         avals = tuple(_leaf_aval(x, f"argument {n}") for x, n in zip(leaves, names))
         return leaves, treedef, avals, static
 
+    def _signature(self, args: tuple) -> tuple[list[Any], TreeDef, tuple, tuple]:
+        """Cheap per-call cache key of the leaves; avals are built only on a cache miss."""
+        dynamic, static = self._split(args) if self.static_argnums else (args, ())
+        leaves, treedef = tree_flatten(dynamic)
+        sig = []
+        for x in leaves:
+            t = type(x)
+            if t is np.ndarray and x.dtype.kind in "biufc":
+                sig.append((x.shape, x.dtype))
+            elif t in (float, int, bool):
+                sig.append(t)
+            else:
+                return self._avals(args)  # the slow path validates and explains bad types
+        return leaves, treedef, tuple(sig), static
+
     def _leaf_names(self, treedef: TreeDef, nargs: int) -> list[str]:
         names: list[str] = []
         for pos, child in zip(self._dynamic_positions(nargs), treedef.children):
@@ -148,10 +163,11 @@ class Compiled:
         return builder.build(out_leaves), out_tree
 
     def _entry(self, args: tuple, mode: tuple) -> tuple[_Entry, list[Any]]:
-        leaves, treedef, avals, static = self._avals(args)
-        key = (treedef, avals, static, len(args), mode)
+        leaves, treedef, sig, static = self._signature(args)
+        key = (treedef, sig, static, len(args), mode)
         entry = self._cache.get(key)
         if entry is None:
+            leaves, treedef, avals, static = self._avals(args)
             primal, out_tree = self._trace(treedef, avals, static, len(args))
             if mode[0] == "primal":
                 graph = optimize(primal)
@@ -182,14 +198,13 @@ class Compiled:
         for i in self.static_argnums:
             if i < len(tangents) and tangents[i] is not None:
                 raise TangentError(f"jvp: static argument {i} cannot have a tangent; pass None")
-        leaves, treedef, avals, _ = self._avals(primals)
+        leaves, treedef, _, _ = self._signature(primals)
         dyn_tangents = [t for i, t in enumerate(tangents) if i not in self.static_argnums]
         dyn_primals = [p for i, p in enumerate(primals) if i not in self.static_argnums]
         t_leaves: list[Any] = []
         for pos, p, t in zip(self._dynamic_positions(len(primals)), dyn_primals, dyn_tangents):
             t_leaves.extend(_match_tangent(p, t, self._arg_name(pos)))
-        names = self._leaf_names(treedef, len(primals))
-        batch = _check_tangents(avals, t_leaves, names, batched)
+        batch = _check_tangents(leaves, t_leaves, lambda: self._leaf_names(treedef, len(primals)), batched)
         mask = tuple(t is not None for t in t_leaves)
         entry, leaves = self._entry(primals, ("jvp", mask, batch))
         outs = entry.executable(*leaves, *[t for t in t_leaves if t is not None])
@@ -249,11 +264,29 @@ def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
     return [None] * len(p_leaves)
 
 
-def _check_tangents(avals: Sequence[Aval], tangents: Sequence[Any], names: Sequence[str], batched: bool) -> tuple:
+def _shape_dtype(x: Any) -> tuple[tuple[int, ...], np.dtype, bool]:
+    if type(x) is np.ndarray:
+        return x.shape, x.dtype, False
+    a = _leaf_aval(x, "a tangent")
+    return a.shape, a.dtype, a.weak
+
+
+def _check_tangents(primals: Sequence[Any], tangents: Sequence[Any], names: Callable[[], list[str]],
+                    batched: bool) -> tuple:
     batch: tuple | None = None
-    for aval, t, name in zip(avals, tangents, names):
+    for i, (p, t) in enumerate(zip(primals, tangents)):
         if t is None:
             continue
+        p_shape, p_dtype, p_weak = _shape_dtype(p)
+        t_shape, t_dtype, t_weak = _shape_dtype(t)
+        if p_dtype.kind == "f" and t_dtype == p_dtype and t_weak == p_weak:
+            if not batched and t_shape == p_shape:
+                continue
+            if batched and t_shape[1:] == p_shape and (batch is None or t_shape[:1] == batch):
+                batch = t_shape[:1]
+                continue
+        name = names()[i]  # the slow path explains what is wrong
+        aval = _leaf_aval(p, f"argument {name}")
         if not aval.is_float:
             raise TangentError(f"argument {name} has dtype {aval.dtype} and cannot have a tangent",
                                hint="pass None as its tangent (integer data such as labels is constant)")
