@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 import tracegrad.numpy as tnp
+from tracegrad.nn import functional as F
 
 R = np.random.default_rng(1234)
 
@@ -147,9 +148,45 @@ CASES = [
          extra={"numpy": lambda a, y: np.sum(a * np.eye(5)[y])}),
     Case("logaddexp", lambda a, b: np.logaddexp(a, b), [n(4), n(4)], (0, 1), ("log1p",)),
     Case("mlp_layer", lambda x, w, b: np.tanh(x @ w + b), [n(6, 4), n(4, 3), n(3)], (1, 2), ("matmul", "tanh")),
+    # neural-network primitives (NCHW), against naive loop references below
+    Case("conv2d", lambda x, w: F.conv2d(x, w), [n(2, 3, 5, 6), n(4, 3, 3, 2)], (0, 1), ("conv2d",),
+         extra={"numpy": lambda x, w: naive_conv2d(x, w, (1, 1), (0, 0))}),
+    Case("conv2d_stride_pad", lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=(1, 2)),
+         [n(2, 2, 5, 4), n(3, 2, 3, 3)], (0, 1), ("conv2d",),
+         extra={"numpy": lambda x, w: naive_conv2d(x, w, (2, 1), (1, 2))}),
+    Case("max_pool2d", lambda x: F.max_pool2d(x, 2), [n(2, 3, 5, 4)], (0,), ("max_pool2d",),
+         extra={"numpy": lambda x: naive_pool(x, (2, 2), (2, 2), np.max)}),
+    Case("max_pool2d_overlap", lambda x: F.max_pool2d(x, (3, 2), stride=1), [n(1, 2, 4, 5)], (0,), ("max_pool2d",),
+         extra={"numpy": lambda x: naive_pool(x, (3, 2), (1, 1), np.max)}),
+    Case("avg_pool2d", lambda x: F.avg_pool2d(x, 2, stride=(1, 2)), [n(2, 2, 4, 5)], (0,), ("avg_pool2d",),
+         extra={"numpy": lambda x: naive_pool(x, (2, 2), (1, 2), np.mean)}),
 ]
 
 CASE_IDS = [c.name for c in CASES]
+
+
+def naive_conv2d(x, w, stride, padding):
+    """Cross-correlation by explicit loops over output positions (the definition)."""
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    o, _, kh, kw = w.shape
+    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    out = np.zeros((x.shape[0], o, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            out[:, :, i, j] = np.einsum("nchw,ochw->no", patch, w)
+    return out
+
+
+def naive_pool(x, window, stride, reduce):
+    (kh, kw), (sh, sw) = window, stride
+    ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    out = np.zeros(x.shape[:2] + (ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            out[:, :, i, j] = reduce(x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw], axis=(2, 3))
+    return out
 
 
 def numpy_reference(case: Case) -> Callable[..., Any]:

@@ -1,0 +1,401 @@
+"""Forward-gradient training (Baydin et al. 2022, Algorithm 1) with metrics and checkpoints.
+
+Contract: each step takes the next batch of a seeded ``BatchStream``, computes the loss and
+the forward-gradient estimate ``(1/K) Σ_k (∇f·v_k) v_k`` in one fused JVP execution
+(``tracegrad.forward_grad``, compiled once and reused), and applies one optimizer update.
+A run is a pure function of its config: the same seed gives bit-identical parameters, and
+a run resumed from a checkpoint ends with exactly the parameters of an uninterrupted run.
+
+The loss is the mean softmax cross-entropy of ``model.apply(params, x)``. Evaluation on the
+test split runs a compiled primal function over chunks of ``eval_batch_size`` examples, so
+memory stays bounded on large test sets. A non-finite batch loss stops the run with
+``TrainingDivergedError``; checkpoints are only written after the current parameters have
+produced a finite loss, so the newest checkpoint is always a good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import numpy as tnp
+from ..api import compile as tg_compile
+from ..data import DATASETS, BatchStream, Dataset, load_dataset
+from ..forward_grad import DISTRIBUTIONS, forward_grad
+from ..optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from .checkpoint import (
+    CheckpointError,
+    TrainError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .metrics import MetricsHistory
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "MODELS",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "fit",
+]
+
+MODELS = ("logreg", "mlp", "cnn")
+DEFAULT_STEPS = 2000  # used when neither steps nor epochs is given (~70 epochs of digits)
+
+# Config fields a resumed run must share with its checkpoint: changing any of them would
+# silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
+_RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "directions",
+                 "distribution", "seed", "model_kwargs")
+
+
+class TrainingDivergedError(TrainError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+    def __init__(self, step: int, loss: float, checkpoint: Path | None, lr: float,
+                 checkpoint_every: int):
+        self.step, self.loss, self.checkpoint = step, loss, checkpoint
+        self.suggested_lr = lr / 10.0
+        if checkpoint is not None:
+            kept = (f"the last good checkpoint {checkpoint} is kept "
+                    f"(continue from it with --resume --lr {self.suggested_lr:g})")
+        else:
+            kept = f"no checkpoint had been written yet (one is written every {checkpoint_every} steps)"
+        super().__init__(
+            f"training diverged at step {step}: the loss is {loss}; {kept}; "
+            f"try a smaller learning rate, e.g. --lr {self.suggested_lr:g}"
+        )
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; JSON-serializable (it is stored in checkpoints).
+
+    Exactly one of ``steps`` and ``epochs`` may be set; with neither, ``DEFAULT_STEPS``.
+    ``out=None`` trains in memory and writes no files (and cannot resume)."""
+
+    model: str = "logreg"
+    data: str = "digits"
+    data_dir: str | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    schedule: str = "constant"
+    directions: int = 1
+    distribution: str = "normal"
+    backend: str = "numpy"
+    seed: int = 0
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    log_every: int = 10
+    out: str | None = None
+    resume: bool = False
+    quiet: bool = False
+    plot: bool = True
+    eval_batch_size: int = 1000
+    keep_checkpoints: int = 3
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Raise ``ValueError`` naming the first bad field; return ``self``."""
+
+        def positive_int(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        for name, choices in (("model", MODELS), ("data", DATASETS), ("optimizer", tuple(OPTIMIZERS)),
+                              ("schedule", SCHEDULES), ("distribution", DISTRIBUTIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give steps or epochs, not both")
+        if self.steps is not None:
+            positive_int("steps", self.steps)
+        if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and self.epochs > 0
+                                            and math.isfinite(self.epochs)):
+            raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
+        for name in ("batch_size", "directions", "eval_every", "checkpoint_every", "log_every",
+                     "eval_batch_size", "keep_checkpoints"):
+            positive_int(name, getattr(self, name))
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
+                self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.resume and self.out is None:
+            raise ValueError("resume needs an output folder (out) to find the checkpoint in")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Build from a dict, ignoring keys this version does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    """What a finished run returns."""
+
+    params: Any
+    step: int
+    train_time: float  # seconds of training, excluding evaluation and file writing
+    total_time: float  # seconds of this call, everything included
+    test_loss: float
+    test_accuracy: float
+    history: MetricsHistory
+    out_dir: Path | None
+    checkpoint: Path | None
+
+
+def cross_entropy_loss(apply: Callable[[Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """``loss(params, x, y)``: mean softmax cross-entropy of ``apply(params, x)``."""
+
+    def loss(params: Any, x: Any, y: Any) -> Any:
+        return tnp.cross_entropy(apply(params, x), y)
+
+    return loss
+
+
+def _build_model(cfg: TrainConfig, ds: Dataset) -> Any:
+    # Imported here: the model zoo is a separate package and only the trainer needs it.
+    from ..nn.models import build_model
+
+    return build_model(cfg.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape,
+                       **cfg.model_kwargs)
+
+
+class Trainer:
+    """One training run. ``Trainer(config).run()`` trains; construction loads data, builds
+    and compiles the model and, with ``config.resume``, restores the latest checkpoint.
+
+    ``model`` (anything with ``init(seed)`` and ``apply(params, x)``) and ``dataset`` may be
+    passed in to bypass ``build_model``/``load_dataset``. ``log`` receives progress lines
+    (default: print to stdout; nothing when ``config.quiet``)."""
+
+    def __init__(self, config: TrainConfig, *, model: Any = None, dataset: Dataset | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.config = cfg = config.validate()
+        self._log_fn = log if log is not None else (lambda s: print(s, flush=True))
+        self.dataset = ds = dataset if dataset is not None else load_dataset(
+            cfg.data, cfg.data_dir, flatten=cfg.model != "cnn")
+        self.model = model if model is not None else _build_model(cfg, ds)
+        self.out_dir = Path(cfg.out) if cfg.out is not None else None
+
+        self.stream = BatchStream(ds.x_train, ds.y_train, cfg.batch_size, cfg.seed)
+        self.batches_per_epoch = self.stream.batches_per_epoch
+        if cfg.steps is not None:
+            self.total_steps = int(cfg.steps)
+        elif cfg.epochs is not None:
+            self.total_steps = max(1, math.ceil(cfg.epochs * self.batches_per_epoch))
+        else:
+            self.total_steps = DEFAULT_STEPS
+        self.optimizer = make_optimizer(cfg.optimizer, float(cfg.lr), cfg.schedule,
+                                        total_steps=self.total_steps)
+
+        loss = cross_entropy_loss(self.model.apply)
+        self.loss_fn = tg_compile(loss, backend=cfg.backend)
+        self.estimate = forward_grad(self.loss_fn, argnums=0, directions=cfg.directions,
+                                     distribution=cfg.distribution, seed=cfg.seed)
+        apply = self.model.apply
+
+        def evaluate(params: Any, x: Any, y: Any) -> Any:
+            logits = apply(params, x)
+            return tnp.cross_entropy(logits, y), logits
+
+        self.eval_fn = tg_compile(evaluate, backend=cfg.backend)
+
+        self.params = self.model.init(cfg.seed)
+        self.opt_state = self.optimizer.init(self.params)
+        self.step = 0
+        self.train_time = 0.0
+        self.history = MetricsHistory()
+        self.last_checkpoint: Path | None = None
+        self.resumed_from: Path | None = None
+        if cfg.resume:
+            self._resume()
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _resume(self) -> None:
+        assert self.out_dir is not None
+        path = latest_checkpoint(self.out_dir)
+        if path is None:
+            raise CheckpointError(f"resume: no checkpoint (ckpt-*.npz) in {self.out_dir}; "
+                                  "run without --resume to start a new run")
+        ck = load_checkpoint(path)
+        mine = self.config.to_dict()
+        for key in _RESUME_FIXED:
+            if key in ck.config and ck.config[key] != mine[key]:
+                raise CheckpointError(
+                    f"{path} was made with {key}={ck.config[key]!r} but this run has "
+                    f"{key}={mine[key]!r}; keep it the same to resume, or pick another out folder"
+                )
+        self.params, self.opt_state = ck.restore(self.params, self.opt_state)
+        try:
+            self.estimate.sampler.set_state(ck.sampler_state)
+            self.stream.load_state_dict(ck.stream_state)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: unusable random-number or batch state ({exc})") from None
+        self.step = ck.step
+        self.train_time = ck.train_time
+        self.history = MetricsHistory(r for r in ck.history if r["step"] <= ck.step)
+        self.last_checkpoint = self.resumed_from = path
+
+    def save_checkpoint(self) -> Path:
+        """Write the current state to ``out/ckpt-<step>.npz`` (atomically)."""
+        if self.out_dir is None:
+            raise CheckpointError("this run has no output folder (out=None); nothing to save into")
+        self.last_checkpoint = save_checkpoint(
+            self.out_dir, step=self.step, params=self.params, opt_state=self.opt_state,
+            sampler_state=self.estimate.sampler.state(), stream_state=self.stream.state_dict(),
+            config=self.config.to_dict(), history=self.history.rows, train_time=self.train_time,
+            keep=self.config.keep_checkpoints)
+        return self.last_checkpoint
+
+    def _params_finite(self, x: np.ndarray, y: np.ndarray) -> bool:
+        """Whether the current params are finite and give a finite loss on the last batch —
+        a cheap primal pass that keeps bad parameters out of checkpoints."""
+        from ..tree import tree_leaves
+
+        if not all(np.isfinite(leaf).all() for leaf in tree_leaves(self.params)):
+            return False
+        return bool(np.isfinite(self.loss_fn(self.params, x, y)))
+
+    # -- evaluation ------------------------------------------------------------------
+    def evaluate(self, params: Any = None) -> tuple[float, float]:
+        """``(mean loss, accuracy)`` on the test split, in chunks of ``eval_batch_size``."""
+        params = self.params if params is None else params
+        ds, n, chunk = self.dataset, len(self.dataset.y_test), self.config.eval_batch_size
+        loss_sum, correct = 0.0, 0
+        for i in range(0, n, chunk):
+            x, y = ds.x_test[i:i + chunk], ds.y_test[i:i + chunk]
+            loss, logits = self.eval_fn(params, x, y)
+            loss_sum += float(loss) * len(y)
+            correct += int((np.asarray(logits).argmax(axis=1) == y).sum())
+        return loss_sum / n, correct / n
+
+    # -- the loop --------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if not self.config.quiet:
+            self._log_fn(msg)
+
+    def _write_metrics(self, plot: bool) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.history.write_csv(self.out_dir / "metrics.csv")
+        self.history.write_jsonl(self.out_dir / "metrics.jsonl")
+        if plot and self.config.plot and self.history.rows:
+            cfg = self.config
+            self.history.plot(self.out_dir / "plot.png",
+                              title=f"{cfg.model} on {cfg.data}: {cfg.optimizer} lr={cfg.lr:g}, "
+                                    f"K={cfg.directions} forward-gradient directions")
+
+    def _start_fresh_out_dir(self) -> None:
+        """A new run in a used folder: old checkpoints would be mistaken for this run's."""
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        old = list_checkpoints(self.out_dir)
+        for _, p in old:
+            p.unlink()
+        if old:
+            self._log(f"new run: removed {len(old)} old checkpoint(s) from {self.out_dir} "
+                      "(pass --resume to continue a run instead)")
+
+    def run(self, stop_after: int | None = None) -> TrainResult:
+        """Train up to ``total_steps`` (or only up to step ``stop_after``, then checkpoint
+        and return, as if interrupted), evaluating and checkpointing on the way."""
+        cfg = self.config
+        start = time.perf_counter()
+        if self.step == 0 and self.resumed_from is None:
+            self._start_fresh_out_dir()
+        end = self.total_steps if stop_after is None else min(int(stop_after), self.total_steps)
+        if self.resumed_from is not None:
+            self._log(f"resumed from {self.resumed_from} at step {self.step}")
+
+        from tqdm import tqdm  # imported here: only the training loop shows a bar
+
+        remaining = end - self.step
+        bar = tqdm(total=end, initial=self.step, unit="step", dynamic_ncols=True, leave=False,
+                   disable=cfg.quiet or remaining < 100 or not sys.stderr.isatty())
+        say = self._log if bar.disable else (lambda s: None if cfg.quiet else bar.write(s))
+        row_time, row_steps = 0.0, 0
+        try:
+            while self.step < end:
+                t0 = time.perf_counter()
+                x, y = self.stream.next()
+                loss, grads = self.estimate(self.params, x, y)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    self._write_metrics(plot=True)
+                    raise TrainingDivergedError(self.step + 1, loss, self.last_checkpoint,
+                                                float(cfg.lr), cfg.checkpoint_every)
+                self.params, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+                dt = time.perf_counter() - t0
+                self.train_time += dt
+                row_time += dt
+                row_steps += 1
+                self.step += 1
+                bar.update(1)
+
+                step = self.step
+                is_eval = step % cfg.eval_every == 0 or step == self.total_steps
+                if is_eval or step % cfg.log_every == 0:
+                    test_loss = test_acc = None
+                    if is_eval:
+                        test_loss, test_acc = self.evaluate()
+                    self.history.append(
+                        step=step, epoch=step / self.batches_per_epoch, wall_time=self.train_time,
+                        train_loss=loss, test_loss=test_loss, test_accuracy=test_acc,
+                        examples_per_sec=row_steps * cfg.batch_size / row_time if row_time > 0 else None)
+                    row_time, row_steps = 0.0, 0
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    if is_eval:
+                        say(f"step {step}/{self.total_steps}  epoch {step / self.batches_per_epoch:.2f}  "
+                            f"train loss {loss:.4f}  test loss {test_loss:.4f}  "
+                            f"test accuracy {100 * test_acc:.2f}%  "
+                            f"({self.history.rows[-1]['examples_per_sec'] or 0:.0f} examples/s)")
+                if self.out_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
+                    if not self._params_finite(x, y):
+                        self._write_metrics(plot=True)
+                        raise TrainingDivergedError(step + 1, math.nan, self.last_checkpoint,
+                                                    float(cfg.lr), cfg.checkpoint_every)
+                    self.save_checkpoint()
+                    self._write_metrics(plot=False)
+        finally:
+            bar.close()
+
+        test_loss = self.history.rows[-1]["test_loss"] if self.history.rows else None
+        test_acc = self.history.rows[-1]["test_accuracy"] if self.history.rows else None
+        if test_loss is None or self.history.rows[-1]["step"] != self.step:
+            test_loss, test_acc = self.evaluate()
+        self._write_metrics(plot=True)
+        return TrainResult(params=self.params, step=self.step, train_time=self.train_time,
+                           total_time=time.perf_counter() - start, test_loss=test_loss,
+                           test_accuracy=test_acc, history=self.history, out_dir=self.out_dir,
+                           checkpoint=self.last_checkpoint)
+
+
+def fit(config: TrainConfig | None = None, *, model: Any = None, dataset: Dataset | None = None,
+        log: Callable[[str], None] | None = None, **overrides: Any) -> TrainResult:
+    """Train with ``config`` (default ``TrainConfig()``) updated by keyword ``overrides``."""
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    return Trainer(config, model=model, dataset=dataset, log=log).run()
+
