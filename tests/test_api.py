@@ -6,7 +6,6 @@ import time
 
 import networkx as nx
 import numpy as np
-import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp

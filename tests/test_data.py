@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -240,17 +239,9 @@ def test_load_mnist_images_file_swapped_for_labels(tmp_path):
 # --- real MNIST ------------------------------------------------------------------------------
 
 
-def mnist_dir() -> Path:
-    env = os.environ.get("TRACEGRAD_MNIST_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/data/mnist"
-
-
 @pytest.fixture(scope="module")
-def real_mnist() -> Dataset:
-    root = mnist_dir()
-    if not root.is_dir():
-        pytest.skip(f"real MNIST not found at {root} (set TRACEGRAD_MNIST_DIR to its directory)")
-    return load_dataset("mnist", data_dir=root)
+def real_mnist(real_mnist_dir) -> Dataset:
+    return load_dataset("mnist", data_dir=real_mnist_dir)
 
 
 def test_real_mnist(real_mnist):

@@ -72,6 +72,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers, got {text!r}")
+    return values
+
+
 # -- train ------------------------------------------------------------------------------
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .backends import BACKENDS
@@ -98,7 +118,16 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, metavar="LR",
                    help=f"learning rate (default {d.lr:g})")
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help=f"learning-rate schedule (default {d.schedule})")
+                   help=f"learning-rate schedule (default {d.schedule}; exp is the paper's "
+                        "lr0 * e^(-1e-4 step))")
+    p.add_argument("--weight-decay", type=_nonneg_float, metavar="WD",
+                   help=f"L2 weight decay (default {d.weight_decay:g})")
+    p.add_argument("--hidden", type=_int_list, metavar="N,N,...",
+                   help="hidden layer sizes of the mlp (default 1024,1024), or the cnn's "
+                        "hidden linear layer (one size, default 1024)")
+    p.add_argument("--channels", type=_int_list, metavar="C,C,C,C",
+                   help="the cnn's four conv channel counts (default 64,64,64,64; e.g. 8,8,16,16 "
+                        "for a fast CPU run)")
     p.add_argument("--directions", type=_positive_int, metavar="K",
                    help=f"random tangent directions per step, averaged (default {d.directions})")
     p.add_argument("--distribution", choices=DISTRIBUTIONS,
@@ -118,7 +147,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _TRAIN_OPTIONS = ("model", "data", "data_dir", "steps", "epochs", "batch_size", "optimizer", "lr",
-                  "schedule", "directions", "distribution", "backend", "seed", "eval_every",
+                  "schedule", "weight_decay", "directions", "distribution", "backend", "seed", "eval_every",
                   "checkpoint_every")
 
 
@@ -144,7 +173,22 @@ def _train_config(args: argparse.Namespace) -> Any:
         base = dataclasses.replace(base, epochs=None)
     if "epochs" in given:
         base = dataclasses.replace(base, steps=None)
-    config = dataclasses.replace(base, **given, out=out, resume=args.resume, quiet=args.quiet)
+    model = given.get("model", base.model)
+    model_kwargs = dict(base.model_kwargs) if model == base.model else {}
+    if args.hidden is not None:
+        if model == "logreg":
+            raise CLIError("--hidden applies to --model mlp or cnn, not logreg")
+        if model == "cnn" and len(args.hidden) != 1:
+            raise CLIError(f"--hidden for the cnn is one size (its hidden linear layer), got {args.hidden}")
+        model_kwargs["hidden"] = args.hidden if model == "mlp" else args.hidden[0]
+    if args.channels is not None:
+        if model != "cnn":
+            raise CLIError("--channels applies to --model cnn only")
+        if len(args.channels) != 4:
+            raise CLIError(f"--channels takes four conv channel counts, got {len(args.channels)}")
+        model_kwargs["channels"] = args.channels
+    config = dataclasses.replace(base, **given, out=out, resume=args.resume, quiet=args.quiet,
+                                 model_kwargs=model_kwargs)
     if config.data == "mnist" and config.data_dir is None:
         raise CLIError("--data mnist needs --data-dir DIR, the folder holding "
                        "train-images-idx3-ubyte[.gz] and the other three MNIST IDX files")

@@ -20,6 +20,10 @@ __all__ = [
     "TangentError",
     "TraceError",
     "BackendUnavailableError",
+    "DataError",
+    "TrainError",
+    "CheckpointError",
+    "TrainingDivergedError",
 ]
 
 
@@ -85,3 +89,37 @@ class TraceError(TracegradError, RuntimeError):
 
 class BackendUnavailableError(TracegradError, RuntimeError):
     """The requested backend cannot run here (for example CuPy or a CUDA device is missing)."""
+
+
+# -- run-time errors of data loading and training --------------------------------------
+# These are not tied to a traced line of user code, so they are plain one-line messages
+# (the CLI prints them as ``tracegrad: error: ...``) rather than ``TracegradError``s.
+
+
+class DataError(ValueError):
+    """A data file or data-set request is unusable; the message names the file and the fault."""
+
+
+class TrainError(Exception):
+    """Base class of training errors; the message is one line that says what to do."""
+
+
+class CheckpointError(TrainError):
+    """A checkpoint is missing, unreadable, or does not fit the run that loads it."""
+
+
+class TrainingDivergedError(TrainError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+    def __init__(self, step: int, loss: float, checkpoint: Any, lr: float, checkpoint_every: int):
+        self.step, self.loss, self.checkpoint = step, loss, checkpoint
+        self.suggested_lr = lr / 10.0
+        if checkpoint is not None:
+            kept = (f"the last good checkpoint {checkpoint} is kept "
+                    f"(continue from it with --resume --lr {self.suggested_lr:g})")
+        else:
+            kept = f"no checkpoint had been written yet (one is written every {checkpoint_every} steps)"
+        super().__init__(
+            f"training diverged at step {step}: the loss is {loss}; {kept}; "
+            f"try a smaller learning rate, e.g. --lr {self.suggested_lr:g}"
+        )

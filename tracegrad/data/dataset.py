@@ -14,11 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
+
 __all__ = ["DataError", "Dataset", "build_dataset"]
-
-
-class DataError(ValueError):
-    """A data file or data-set request is unusable; the message names the file and the fault."""
 
 
 @dataclass(frozen=True, eq=False)

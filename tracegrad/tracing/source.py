@@ -1,7 +1,8 @@
 """Find the user's source line that is calling into tracegrad.
 
 Frames inside tracegrad's machinery (tracing, ops, transforms, ...) and inside NumPy
-are skipped; model code that ships with tracegrad (``tracegrad/nn``) counts as user code.
+are skipped, as is the thin ``tracegrad/nn/functional.py`` layer; model code that ships
+with tracegrad (``tracegrad/nn/models.py``) counts as user code.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = tuple(
     os.path.join(_PKG, d) + os.sep for d in ("tracing", "ops", "ir", "transforms", "backends")
 )
-_INTERNAL_FILES = tuple(os.path.join(_PKG, f) for f in ("numpy.py", "api.py", "forward_grad.py", "tree.py"))
+_INTERNAL_FILES = tuple(os.path.join(_PKG, f) for f in (
+    "numpy.py", "api.py", "forward_grad.py", "tree.py", os.path.join("nn", "functional.py")))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CheckpointError, TrainError
 from ..tree import tree_flatten, tree_unflatten
 from .metrics import atomic_open
 
@@ -42,14 +43,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
-
-
-class TrainError(Exception):
-    """Base class of training errors; the message is one line that says what to do."""
-
-
-class CheckpointError(TrainError):
-    """A checkpoint is missing, unreadable, or does not fit the run that loads it."""
 
 
 def checkpoint_path(out_dir: str | os.PathLike[str], step: int) -> Path:

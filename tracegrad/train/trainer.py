@@ -29,11 +29,11 @@ import numpy as np
 from .. import numpy as tnp
 from ..api import compile as tg_compile
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
+from ..errors import TrainingDivergedError
 from ..forward_grad import DISTRIBUTIONS, forward_grad
 from ..optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from .checkpoint import (
     CheckpointError,
-    TrainError,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -56,26 +56,8 @@ DEFAULT_STEPS = 2000  # used when neither steps nor epochs is given (~70 epochs 
 
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
-_RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "directions",
+_RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
                  "distribution", "seed", "model_kwargs")
-
-
-class TrainingDivergedError(TrainError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
-
-    def __init__(self, step: int, loss: float, checkpoint: Path | None, lr: float,
-                 checkpoint_every: int):
-        self.step, self.loss, self.checkpoint = step, loss, checkpoint
-        self.suggested_lr = lr / 10.0
-        if checkpoint is not None:
-            kept = (f"the last good checkpoint {checkpoint} is kept "
-                    f"(continue from it with --resume --lr {self.suggested_lr:g})")
-        else:
-            kept = f"no checkpoint had been written yet (one is written every {checkpoint_every} steps)"
-        super().__init__(
-            f"training diverged at step {step}: the loss is {loss}; {kept}; "
-            f"try a smaller learning rate, e.g. --lr {self.suggested_lr:g}"
-        )
 
 
 @dataclass
@@ -94,6 +76,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.01
     schedule: str = "constant"
+    weight_decay: float = 0.0
     directions: int = 1
     distribution: str = "rademacher"  # unbiased like normal, ~15x cheaper to draw (docs/benchmarks.md)
     backend: str = "numpy"
@@ -133,6 +116,9 @@ class TrainConfig:
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
                 self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or not (
+                self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.resume and self.out is None:
@@ -207,7 +193,8 @@ class Trainer:
         else:
             self.total_steps = DEFAULT_STEPS
         self.optimizer = make_optimizer(cfg.optimizer, float(cfg.lr), cfg.schedule,
-                                        total_steps=self.total_steps)
+                                        total_steps=self.total_steps,
+                                        weight_decay=float(cfg.weight_decay))
 
         loss = cross_entropy_loss(self.model.apply)
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
