@@ -174,3 +174,15 @@ def test_real_mnist_logreg_short_run(real_mnist_dir):
     """A few seconds on the real MNIST files: well above chance."""
     r = fit(_cfg(data="mnist", data_dir=real_mnist_dir, steps=4000, lr=1e-4, eval_every=4000, out=None))
     assert r.test_accuracy > 0.75
+
+
+def test_first_reaching_a_target():
+    from tracegrad.train import MetricsHistory
+
+    h = MetricsHistory()
+    for step, loss, acc in [(10, 2.0, None), (20, 1.0, 0.5), (30, 0.4, 0.9), (40, 0.6, 0.8)]:
+        h.append(step=step, epoch=step / 10, wall_time=step / 100, train_loss=loss, test_loss=loss if acc else None,
+                 test_accuracy=acc, examples_per_sec=1.0)
+    assert h.first_reaching("test_loss", 0.5)["step"] == 30
+    assert h.first_reaching("test_accuracy", 0.85, below=False)["wall_time"] == 0.3
+    assert h.first_reaching("train_loss", 0.1) is None

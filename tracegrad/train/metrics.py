@@ -117,6 +117,16 @@ class MetricsHistory:
         rows = [r for r in self.rows if r[name] is not None or not only_present]
         return [r["step"] for r in rows], [r[name] for r in rows]
 
+    def first_reaching(self, column: str, target: float, *, below: bool = True) -> dict[str, Any] | None:
+        """The first row whose ``column`` is ``<= target`` (``>=`` with ``below=False``), or
+        ``None``: its ``step`` and ``wall_time`` are the "time to reach a loss/accuracy"
+        that compares runs (e.g. forward gradients against backprop)."""
+        for row in self.rows:
+            v = row[column]
+            if v is not None and (v <= target if below else v >= target):
+                return row
+        return None
+
     # -- files ---------------------------------------------------------------------
     def to_json(self) -> str:
         return json.dumps(self.rows, allow_nan=True)
