@@ -20,6 +20,8 @@ __all__ = [
     "TangentError",
     "TraceError",
     "BackendUnavailableError",
+    "GraphvizNotFoundError",
+    "RenderError",
 ]
 
 
@@ -85,3 +87,20 @@ class TraceError(TracegradError, RuntimeError):
 
 class BackendUnavailableError(TracegradError, RuntimeError):
     """The requested backend cannot run here (for example CuPy or a CUDA device is missing)."""
+
+
+class GraphvizNotFoundError(TracegradError, RuntimeError):
+    """Graphviz's ``dot`` program, which draws SVG and PNG images of graphs, is not installed."""
+
+    def __init__(self, message: str | None = None, *, source: Any = None, hint: str | None = None):
+        super().__init__(
+            message or "drawing a graph as SVG, PNG or HTML needs Graphviz's 'dot' program, "
+                       "which is not on PATH",
+            source=source,
+            hint=hint or "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: "
+                         "brew install graphviz; conda: conda install graphviz), or write .dot or "
+                         ".txt, which need no Graphviz")
+
+
+class RenderError(TracegradError, ValueError):
+    """A graph could not be written: an unknown file suffix, or ``dot`` rejected the input."""
