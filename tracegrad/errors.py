@@ -90,7 +90,10 @@ class BackendUnavailableError(TracegradError, RuntimeError):
 
 
 class GraphvizNotFoundError(TracegradError, RuntimeError):
-    """Graphviz's ``dot`` program, which draws SVG and PNG images of graphs, is not installed."""
+    """Graphviz's ``dot`` program, which draws SVG and PNG images of graphs, is not installed.
+
+    Like ``RenderError`` it is about the environment, not a line of the user's model, so it
+    carries no source location unless one is given."""
 
     def __init__(self, message: str | None = None, *, source: Any = None, hint: str | None = None):
         super().__init__(
@@ -100,7 +103,12 @@ class GraphvizNotFoundError(TracegradError, RuntimeError):
             hint=hint or "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: "
                          "brew install graphviz; conda: conda install graphviz), or write .dot or "
                          ".txt, which need no Graphviz")
+        self.source = source
 
 
 class RenderError(TracegradError, ValueError):
     """A graph could not be written: an unknown file suffix, or ``dot`` rejected the input."""
+
+    def __init__(self, message: str, *, source: Any = None, hint: str | None = None):
+        super().__init__(message, source=source, hint=hint)
+        self.source = source
