@@ -143,6 +143,6 @@ def test_bad_specs_give_one_line_and_exit_2(model, capsys, argv, message):
 
 def test_python_dash_m_from_the_worktree(model):
     proc = subprocess.run([sys.executable, "-m", "tracegrad", "graph", f"{model}:mlp", "--shapes", MLP_SHAPES,
-                           "--stats"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                           "--stats"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "FLOPs 640;" in proc.stdout

@@ -188,7 +188,8 @@ def _add_graph_arguments(p: argparse.ArgumentParser) -> None:
                    help="dtype of parameters without ':DTYPE' (default float32)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--jvp", action="store_true",
-                      help="the fused primal+tangent graph (tangents for every float parameter, or --wrt)")
+                      help="the fused primal+tangent graph (tangents for every float "
+                           "parameter, or --wrt)")
     mode.add_argument("--grad", action="store_true", help="the reverse-mode gradient graph")
     p.add_argument("--wrt", metavar="NAMES",
                    help="comma-separated parameters that get tangents (with --jvp or --grad)")
@@ -237,7 +238,8 @@ def _parse_dtype(text: str, where: str) -> Any:
     except TypeError:
         dtype = None
     if dtype is None or dtype.kind not in "biuf":
-        raise CLIError(f"{where}: unknown or non-numeric dtype {text!r} (use e.g. float32, float64, int64)")
+        raise CLIError(f"{where}: unknown or non-numeric dtype {text!r} "
+                       "(use e.g. float32, float64, int64)")
     return dtype
 
 
@@ -250,13 +252,14 @@ def _load_target(spec: str) -> tuple[Any, str]:
 
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise CLIError(f"expected MODULE:FUNCTION, got {spec!r} (e.g. mypkg.models:loss or model.py:loss)")
+        raise CLIError(f"expected MODULE:FUNCTION, got {spec!r} "
+                       "(e.g. mypkg.models:loss or model.py:loss)")
     try:
         if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
             path = Path(module_name)
             if not path.is_file():
                 raise CLIError(f"no such file: {module_name}")
-            sys.path.insert(0, str(path.resolve().parent))  # its sibling modules import, as with python FILE
+            sys.path.insert(0, str(path.resolve().parent))  # sibling modules import, as with python FILE
             mod_spec = importlib.util.spec_from_file_location(f"_tracegrad_graph_{path.stem}", path)
             assert mod_spec is not None and mod_spec.loader is not None
             module = importlib.util.module_from_spec(mod_spec)
@@ -267,7 +270,7 @@ def _load_target(spec: str) -> tuple[Any, str]:
         raise
     except ModuleNotFoundError as exc:
         raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
-    except Exception as exc:  # the user's module failed while running: say which and why
+    except Exception as exc:  # noqa: BLE001 - the user's module failed: say which and why
         raise CLIError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
     fn: Any = module
     for part in attr.split("."):
@@ -279,7 +282,8 @@ def _load_target(spec: str) -> tuple[Any, str]:
     return fn, spec
 
 
-def _graph_arguments(fn: Any, shapes: dict[str, tuple[tuple[int, ...], Any]]) -> tuple[list[Any], list[str]]:
+def _graph_arguments(fn: Any, shapes: dict[str, tuple[tuple[int, ...], Any]]
+                     ) -> tuple[list[Any], list[str]]:
     """Call arguments (zero arrays of the given shapes; defaults in between) and the
     positional parameter names, in order."""
     import inspect
@@ -343,14 +347,15 @@ def _run_graph(args: argparse.Namespace) -> int:
             if args.grad:
                 if not hasattr(compiled, "grad_graph"):
                     raise CLIError("--grad: reverse mode is not available in this version")
-                graph = compiled.grad_graph(*call_args, **({} if argnums is None else {"argnums": argnums}))
+                wrt = {} if argnums is None else {"argnums": argnums}
+                graph = compiled.grad_graph(*call_args, **wrt)
             elif args.jvp:
                 graph = compiled.jvp_graph(*call_args, argnums=argnums, directions=args.directions)
             else:
                 graph = primal
         except (CLIError, TracegradError):
             raise
-        except Exception as exc:  # the user's function failed while being traced
+        except Exception as exc:  # noqa: BLE001 - the user's function failed while traced
             raise CLIError(f"tracing {spec} failed: {type(exc).__name__}: {exc}") from None
     finally:
         sys.path[:] = saved_path

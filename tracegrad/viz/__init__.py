@@ -20,8 +20,20 @@ from .stats import GraphStats, NodeCost, StatsComparison, compare_stats, graph_s
 from .text import listing
 
 __all__ = [
-    "FORMATS", "render", "to_dot", "to_svg", "to_html", "to_networkx", "listing", "describe",
-    "graph_stats", "compare_stats", "GraphStats", "NodeCost", "StatsComparison", "dot_available",
+    "FORMATS",
+    "GraphStats",
+    "NodeCost",
+    "StatsComparison",
+    "compare_stats",
+    "describe",
+    "dot_available",
+    "graph_stats",
+    "listing",
+    "render",
+    "to_dot",
+    "to_html",
+    "to_networkx",
+    "to_svg",
 ]
 
 FORMATS = (".svg", ".png", ".dot", ".gv", ".txt", ".html")

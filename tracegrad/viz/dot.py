@@ -17,7 +17,7 @@ from ..errors import GraphvizNotFoundError, RenderError
 from ..ir import Graph
 from .model import View, ViewNode, describe
 
-__all__ = ["COLORS", "to_dot", "run_dot", "to_svg", "svg_or_none", "dot_available"]
+__all__ = ["COLORS", "dot_available", "run_dot", "svg_or_none", "to_dot", "to_svg"]
 
 # role -> (fill, border); kept in one table so views and tests agree
 COLORS = {
@@ -88,16 +88,16 @@ def _tooltip(n: ViewNode) -> str:
 def to_dot(graph: Graph | View, *, values: Any = None) -> str:
     """DOT text for ``graph`` (or an already built ``View``); see the module docstring."""
     view = graph if isinstance(graph, View) else describe(graph, values)
-    (pf, pb), (tf, tb) = COLORS["primal"], COLORS["tangent"]
+    pb, tb = COLORS["primal"][1], COLORS["tangent"][1]
     title = (f"<<b>{_esc(view.name)}</b>   <font color='{pb}'>■ primal</font>   "
              f"<font color='{tb}'>■ tangent</font>>")
     lines = [
         f"digraph {_quote(view.name)} {{",
-        f"  graph [rankdir=TB, labelloc=t, label={title}, fontname=\"Helvetica\", fontsize=12, "
-        "nodesep=0.25, ranksep=0.35, bgcolor=\"white\"];",
+        (f"  graph [rankdir=TB, labelloc=t, label={title}, fontname=\"Helvetica\", fontsize=12, "
+         "nodesep=0.25, ranksep=0.35, bgcolor=\"white\"];"),
         "  node [fontname=\"Helvetica\", fontsize=10, style=\"rounded,filled\", margin=\"0.12,0.04\"];",
-        "  edge [fontname=\"Helvetica\", fontsize=8, color=\"#6b7280\", fontcolor=\"#374151\", "
-        "arrowsize=0.6];",
+        ("  edge [fontname=\"Helvetica\", fontsize=8, color=\"#6b7280\", fontcolor=\"#374151\", "
+         "arrowsize=0.6];"),
     ]
     groups: dict[Any, list[ViewNode]] = {}
     for n in view.nodes:
@@ -135,7 +135,7 @@ def run_dot(dot_text: str, fmt: str) -> bytes:
         raise GraphvizNotFoundError()
     extra = ["-Gdpi=144"] if fmt == "png" else []
     proc = subprocess.run([exe, f"-T{fmt}", *extra], input=dot_text.encode(), capture_output=True,
-                          timeout=120)
+                          timeout=120, check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise RenderError(f"Graphviz 'dot -T{fmt}' failed: {err[0] if err else proc.returncode}")

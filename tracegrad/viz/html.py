@@ -22,7 +22,7 @@ from .dot import COLORS, dot_available, to_svg
 from .model import View, describe
 from .stats import graph_stats
 
-__all__ = ["to_html", "notebook_html"]
+__all__ = ["notebook_html", "to_html"]
 
 _CSS = """
 * { box-sizing: border-box; }
@@ -101,7 +101,8 @@ _SCRIPT = """
     add(dl, "FLOPs", n.kind === "node" ? n.flops : null);
     add(dl, "bytes", n.kind === "node" ? n.bytes : null);
     add(dl, "fusion group", n.group);
-    add(dl, "source", n.source ? n.source + (n.source_function ? " in " + n.source_function : "") : null);
+    var where = n.source_function ? n.source + " in " + n.source_function : n.source;
+    add(dl, "source", n.source ? where : null);
     add(dl, "file", n.source_file);
     panel.appendChild(dl);
     if (n.source_line) {

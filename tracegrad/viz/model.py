@@ -21,7 +21,7 @@ from ..ir import Graph, Literal, Node, Var
 from .stats import node_bytes
 from .text import format_value
 
-__all__ = ["ViewNode", "ViewEdge", "View", "describe", "fusion_group", "resolve_values"]
+__all__ = ["View", "ViewEdge", "ViewNode", "describe", "fusion_group", "resolve_values"]
 
 
 @dataclass

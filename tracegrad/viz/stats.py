@@ -27,7 +27,7 @@ from typing import Any
 
 from ..ir import Graph, Literal, Node, Var
 
-__all__ = ["NodeCost", "GraphStats", "StatsComparison", "graph_stats", "compare_stats", "node_bytes"]
+__all__ = ["GraphStats", "NodeCost", "StatsComparison", "compare_stats", "graph_stats", "node_bytes"]
 
 
 def _nbytes(a: Any) -> int:
@@ -95,10 +95,10 @@ class GraphStats:
     def __str__(self) -> str:
         from .text import format_bytes, format_count
 
-        rows = [f"{'node':>5}  {'name':<6} {'primitive':<16} {'role':<8} {'shape':<18} "
-                f"{'FLOPs':>10} {'bytes':>11} {'live':>11}"]
+        rows = [(f"{'node':>5}  {'name':<6} {'primitive':<16} {'role':<8} {'shape':<18} "
+                 f"{'FLOPs':>10} {'bytes':>11} {'live':>11}")]
         for c in self.nodes:
-            rows.append(f"{c.index:>5}  {c.name:<6} {c.primitive:<16} {c.role:<8} {str(c.shape):<18} "
+            rows.append(f"{c.index:>5}  {c.name:<6} {c.primitive:<16} {c.role:<8} {c.shape!s:<18} "
                         f"{format_count(c.flops):>10} {format_bytes(c.bytes):>11} "
                         f"{format_bytes(c.live_bytes):>11}")
         rows.append(f"{'total':>5}  {'':<6} {'':<16} {'':<8} {'':<18} {format_count(self.flops):>10} "

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir import Graph, Var
 
-__all__ = ["format_value", "format_count", "format_bytes", "listing"]
+__all__ = ["format_bytes", "format_count", "format_value", "listing"]
 
 
 def format_value(x: Any, limit: int = 6) -> str:
