@@ -83,10 +83,10 @@ class GraphStats:
     def summary(self) -> str:
         from .text import format_bytes, format_count
 
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        counts = " (" + ", ".join(f"{k} {v}" for k, v in self.counts.items()) + ")" if self.counts else ""
         roles = "".join(f", {r} {format_count(f)}" for r, f in self.flops_by_role.items()
                         if f and len(self.flops_by_role) > 1)
-        return (f"graph {self.name}: {len(self.nodes)} nodes ({counts})\n"
+        return (f"graph {self.name}: {len(self.nodes)} nodes{counts}\n"
                 f"FLOPs {format_count(self.flops)}{roles}; bytes moved {format_bytes(self.bytes)}; "
                 f"peak memory {format_bytes(self.peak_bytes)} (inputs {format_bytes(self.input_bytes)}"
                 f", constants {format_bytes(self.constant_bytes)}, temporaries "
