@@ -1,4 +1,4 @@
-"""The ``tracegrad`` command line: ``tracegrad train ...`` (more subcommands plug in).
+"""The ``tracegrad`` command line: ``tracegrad train ...``, ``tracegrad graph ...``.
 
 Contract: ``main(argv)`` returns an exit status and never lets a usage error, a data error
 or a diverged run escape as a traceback: those print ONE line ``tracegrad: error: ...`` on
@@ -217,9 +217,211 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- graph ------------------------------------------------------------------------------
+_GRAPH_SUFFIXES = (".svg", ".png", ".html", ".dot", ".gv", ".txt")
+
+
+def _add_graph_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="MODULE:FUNCTION",
+                   help="the function to trace: a dotted module (mypkg.models:loss) or a .py file "
+                        "(path/to/model.py:loss)")
+    p.add_argument("--shapes", required=True, metavar="SPEC",
+                   help="shapes of the function's parameters by name, e.g. 'x=64x784,w=784x10'; "
+                        "'s=()' is a scalar; ':DTYPE' sets one parameter's dtype ('y=64:int64')")
+    p.add_argument("--dtype", default="float32", metavar="DTYPE",
+                   help="dtype of parameters without ':DTYPE' (default float32)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--jvp", action="store_true",
+                      help="the fused primal+tangent graph (tangents for every float "
+                           "parameter, or --wrt)")
+    mode.add_argument("--grad", action="store_true", help="the reverse-mode gradient graph")
+    p.add_argument("--wrt", metavar="NAMES",
+                   help="comma-separated parameters that get tangents (with --jvp or --grad)")
+    p.add_argument("--directions", type=_positive_int, metavar="K",
+                   help="with --jvp: K tangent directions at once")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the graph to FILE: " + ", ".join(_GRAPH_SUFFIXES) + " (from the suffix)")
+    p.add_argument("--stats", action="store_true",
+                   help="print node counts, FLOPs, bytes moved and peak memory (and, for --jvp or "
+                        "--grad, the ratios to the primal graph)")
+
+
+def _parse_shapes(text: str, default_dtype: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """``'x=64x784,y=64:int64,s=()'`` -> ``{name: (shape, dtype)}``."""
+    rule = "expected NAME=DIMS[:DTYPE] entries separated by commas, e.g. 'x=64x784,y=64:int64'"
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        name, eq, rest = entry.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise CLIError(f"--shapes: bad entry {entry!r}: {rule}")
+        dims_text, colon, dtype_text = rest.partition(":")
+        dims_text = dims_text.strip()
+        try:
+            if dims_text in ("()", "scalar"):
+                shape: tuple[int, ...] = ()
+            else:
+                shape = tuple(int(d) for d in dims_text.lower().replace("*", "x").split("x"))
+                if any(d < 0 for d in shape):
+                    raise ValueError
+        except ValueError:
+            raise CLIError(f"--shapes: bad dimensions {dims_text!r} for {name}: use non-negative "
+                           "integers joined by 'x' (64x784), or () for a scalar") from None
+        dtype = _parse_dtype(dtype_text.strip(), f"--shapes ({name})") if colon else default_dtype
+        if name in out:
+            raise CLIError(f"--shapes: {name} is given twice")
+        out[name] = (shape, dtype)
+    return out
+
+
+def _parse_dtype(text: str, where: str) -> Any:
+    import numpy as np
+
+    try:
+        dtype = np.dtype(text)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise CLIError(f"{where}: unknown or non-numeric dtype {text!r} "
+                       "(use e.g. float32, float64, int64)")
+    return dtype
+
+
+def _load_target(spec: str) -> tuple[Any, str]:
+    """The function named by ``MODULE:FUNCTION`` and a display name."""
+    import importlib
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise CLIError(f"expected MODULE:FUNCTION, got {spec!r} "
+                       "(e.g. mypkg.models:loss or model.py:loss)")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise CLIError(f"no such file: {module_name}")
+            sys.path.insert(0, str(path.resolve().parent))  # sibling modules import, as with python FILE
+            mod_spec = importlib.util.spec_from_file_location(f"_tracegrad_graph_{path.stem}", path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except CLIError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed: say which and why
+        raise CLIError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
+    fn: Any = module
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise CLIError(f"module {module_name!r} has no attribute {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise CLIError(f"{spec} is a {type(fn).__name__}, not a function")
+    return fn, spec
+
+
+def _graph_arguments(fn: Any, shapes: dict[str, tuple[tuple[int, ...], Any]]
+                     ) -> tuple[list[Any], list[str]]:
+    """Call arguments (zero arrays of the given shapes; defaults in between) and the
+    positional parameter names, in order."""
+    import inspect
+
+    import numpy as np
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        raise CLIError("cannot read the function's parameters to match --shapes") from None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in positional]
+    unknown = [n for n in shapes if n not in names]
+    if unknown:
+        raise CLIError(f"--shapes names unknown parameter {unknown[0]!r}; the function takes "
+                       f"{', '.join(names) or 'no positional parameters'}")
+    missing = [p.name for p in positional if p.name not in shapes and p.default is p.empty]
+    missing += [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if missing:
+        raise CLIError(f"--shapes is missing parameter(s) {', '.join(missing)}; give each a shape, "
+                       f"e.g. {missing[0]}=8x4")
+    last = max((i for i, n in enumerate(names) if n in shapes), default=-1)
+    args = [np.zeros(*shapes[p.name]) if p.name in shapes else p.default for p in positional[:last + 1]]
+    return args, names[:last + 1]
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .api import Compiled
+    from .errors import TracegradError
+    from .viz import compare_stats, render
+
+    if args.output is not None and Path(args.output).suffix.lower() not in _GRAPH_SUFFIXES:
+        raise CLIError(f"-o {args.output}: unknown suffix; use one of {', '.join(_GRAPH_SUFFIXES)}")
+    if args.wrt is not None and not (args.jvp or args.grad):
+        raise CLIError("--wrt needs --jvp (or --grad)")
+    if args.directions is not None and not args.jvp:
+        raise CLIError("--directions needs --jvp")
+    dtype = _parse_dtype(args.dtype, "--dtype")
+    shapes = _parse_shapes(args.shapes, dtype)
+    saved_path = list(sys.path)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as 'python -m' does: modules in the current folder import
+    try:
+        fn, spec = _load_target(args.target)
+        call_args, names = _graph_arguments(fn.fn if isinstance(fn, Compiled) else fn, shapes)
+        compiled = fn if isinstance(fn, Compiled) else Compiled(fn)
+        argnums = None
+        if args.wrt is not None:
+            wanted = [w.strip() for w in args.wrt.split(",") if w.strip()]
+            for w in wanted:
+                if w not in shapes:
+                    raise CLIError(f"--wrt names {w!r}, which is not a parameter given in --shapes")
+                if shapes[w][1].kind != "f":
+                    raise CLIError(f"--wrt: {w} has dtype {shapes[w][1]} and cannot have a tangent")
+            argnums = tuple(names.index(w) for w in wanted)
+        try:
+            primal = compiled.graph(*call_args)
+            if args.grad:
+                if not hasattr(compiled, "grad_graph"):
+                    raise CLIError("--grad: reverse mode is not available in this version")
+                wrt = {} if argnums is None else {"argnums": argnums}
+                graph = compiled.grad_graph(*call_args, **wrt)
+            elif args.jvp:
+                graph = compiled.jvp_graph(*call_args, argnums=argnums, directions=args.directions)
+            else:
+                graph = primal
+        except (CLIError, TracegradError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's function failed while traced
+            raise CLIError(f"tracing {spec} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path[:] = saved_path
+    if args.output is not None:
+        path = render(graph, args.output)
+        print(f"wrote {path} ({graph.name}: {len(graph.nodes)} nodes)", flush=True)
+    if args.stats:
+        stats = graph.stats()
+        print(stats, flush=True)
+        if graph is not primal:
+            label = "gradient graph" if args.grad else "JVP graph"
+            print(compare_stats(primal.stats(), stats, label=label), flush=True)
+    if args.output is None and not args.stats:
+        print(graph.pretty(source=True), flush=True)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model with forward gradients (Baydin et al. 2022)",
                      _add_train_arguments, _run_train),
+    "graph": Command("draw or measure the traced graph of a function (SVG, PNG, HTML, DOT, text)",
+                     _add_graph_arguments, _run_graph),
 }
 
 

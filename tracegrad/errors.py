@@ -24,6 +24,8 @@ __all__ = [
     "TrainError",
     "CheckpointError",
     "TrainingDivergedError",
+    "GraphvizNotFoundError",
+    "RenderError",
 ]
 
 
@@ -89,6 +91,31 @@ class TraceError(TracegradError, RuntimeError):
 
 class BackendUnavailableError(TracegradError, RuntimeError):
     """The requested backend cannot run here (for example CuPy or a CUDA device is missing)."""
+
+
+class GraphvizNotFoundError(TracegradError, RuntimeError):
+    """Graphviz's ``dot`` program, which draws SVG and PNG images of graphs, is not installed.
+
+    Like ``RenderError`` it is about the environment, not a line of the user's model, so it
+    carries no source location unless one is given."""
+
+    def __init__(self, message: str | None = None, *, source: Any = None, hint: str | None = None):
+        super().__init__(
+            message or "drawing a graph as SVG, PNG or HTML needs Graphviz's 'dot' program, "
+                       "which is not on PATH",
+            source=source,
+            hint=hint or "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: "
+                         "brew install graphviz; conda: conda install graphviz), or write .dot or "
+                         ".txt, which need no Graphviz")
+        self.source = source
+
+
+class RenderError(TracegradError, ValueError):
+    """A graph could not be written: an unknown file suffix, or ``dot`` rejected the input."""
+
+    def __init__(self, message: str, *, source: Any = None, hint: str | None = None):
+        super().__init__(message, source=source, hint=hint)
+        self.source = source
 
 
 # -- run-time errors of data loading and training --------------------------------------

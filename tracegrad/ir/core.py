@@ -267,8 +267,9 @@ class Graph:
                 assert a in defined, f"output {a!r} is never defined"
         return self
 
-    def interpret(self, *args: Any) -> list[Any]:
-        """Evaluate the graph with each primitive's NumPy implementation (a reference)."""
+    def values(self, *args: Any) -> dict[Var, Any]:
+        """Every variable's value for these inputs, by the primitives' NumPy implementations
+        (a reference; ``interpret`` and the annotated drawings in ``tracegrad.viz`` use it)."""
         if len(args) != len(self.inputs):
             raise TypeError(f"graph {self.name} takes {len(self.inputs)} inputs, got {len(args)}")
         env: dict[Var, Any] = dict(zip(self.inputs, args))
@@ -281,40 +282,52 @@ class Graph:
             if not node.primitive.multiple_results:
                 outs = (outs,)
             env.update(zip(node.outputs, outs))
-        return [read(a) for a in self.outputs]
+        return env
 
-    def to_networkx(self) -> Any:
-        """A ``networkx.DiGraph``: one node per graph input, IR node and output; edges carry
-        the operand index. Node attributes: kind, primitive, shape, dtype, params, source, role."""
-        import networkx as nx
+    def interpret(self, *args: Any) -> list[Any]:
+        """Evaluate the graph with each primitive's NumPy implementation (a reference)."""
+        env = self.values(*args)
+        return [env[a] if isinstance(a, Var) else a.value for a in self.outputs]
 
-        names = self.names()
-        roles = self.roles()
-        g = nx.DiGraph(name=self.name)
-        producer: dict[Var, str] = {}
-        for v, kind in zip(self.inputs, self.input_kinds):
-            key = f"in:{names[v]}"
-            g.add_node(key, kind="input", primitive=None, label=names[v], shape=v.aval.shape,
-                       dtype=str(v.aval.dtype), params={}, source=None, role=kind)
-            producer[v] = key
-        for i, node in enumerate(self.nodes):
-            key = f"n{i}:{names[node.out]}"
-            g.add_node(key, kind="node", primitive=node.primitive.name,
-                       label=", ".join(names[v] for v in node.outputs),
-                       shape=node.out.aval.shape, dtype=str(node.out.aval.dtype),
-                       params=dict(node.params),
-                       source=node.source.short() if node.source else None,
-                       role=roles[node.out])
-            for pos, a in enumerate(node.inputs):
-                if isinstance(a, Var):
-                    g.add_edge(producer[a], key, operand=pos, shape=a.aval.shape)
-            for v in node.outputs:
-                producer[v] = key
-        for j, a in enumerate(self.outputs):
-            key = f"out:{j}"
-            g.add_node(key, kind="output", primitive=None, label=f"out{j}", shape=a.aval.shape,
-                       dtype=str(a.aval.dtype), params={}, source=None,
-                       role=roles.get(a, "primal") if isinstance(a, Var) else "primal")
-            if isinstance(a, Var):
-                g.add_edge(producer[a], key, operand=0, shape=a.aval.shape)
-        return g
+    # -- seeing the graph (``tracegrad.viz``; imported on first use) ------------------
+    def to_networkx(self, *, values: Any = None) -> Any:
+        """A ``networkx.DiGraph`` of inputs, constants, nodes and outputs; edges carry the
+        operand index and shape. See ``tracegrad.viz.networkx`` for the attributes."""
+        from ..viz import to_networkx
+
+        return to_networkx(self, values=values)
+
+    def to_dot(self, *, values: Any = None) -> str:
+        """Graphviz DOT text: primal nodes blue, tangent nodes orange, fusion groups as clusters.
+        ``values``: the graph's input arrays (or a ``{Var: value}`` map) to print on nodes."""
+        from ..viz import to_dot
+
+        return to_dot(self, values=values)
+
+    def render(self, path: Any, *, values: Any = None) -> Any:
+        """Write the graph to ``path`` as .svg, .png, .dot, .txt or .html (from the suffix)."""
+        from ..viz import render
+
+        return render(self, path, values=values)
+
+    def to_html(self, path: Any = None, *, values: Any = None) -> str:
+        """A self-contained HTML page: the diagram, a node table and a detail panel."""
+        from ..viz import to_html
+
+        return to_html(self, path, values=values)
+
+    def stats(self) -> Any:
+        """Node counts, FLOPs, bytes moved and the generated code's estimated peak memory."""
+        from ..viz import graph_stats
+
+        return graph_stats(self)
+
+    def _repr_svg_(self) -> str | None:
+        from ..viz.dot import svg_or_none
+
+        return svg_or_none(self)
+
+    def _repr_html_(self) -> str:
+        from ..viz.html import notebook_html
+
+        return notebook_html(self)

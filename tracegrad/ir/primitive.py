@@ -40,6 +40,11 @@ class Primitive:
     - ``jvp(primals, tangents, **params) -> (primal_out, tangent_out)``: written with
       traceable ops; ``None`` for a primitive whose output has a zero tangent.
     - ``lowerings[backend](*operand_exprs, **params) -> str``: a Python expression.
+    - ``flops(in_avals, out_avals, params) -> int``: the cost rule used by ``Graph.stats()``;
+      ``None`` means the elementwise default (one FLOP per output element), which only an
+      ``elementwise`` primitive may rely on.
+    - ``view``: the output aliases operand 0's memory in NumPy (no copy, no bytes moved);
+      a bool or a function ``(in_avals, params) -> bool`` when it depends on the call.
     """
 
     name: str
@@ -51,6 +56,8 @@ class Primitive:
     elementwise: bool = False  # output[i] depends on input[i] only (with broadcasting)
     linear: bool = False  # linear in its array operands (JVP = same op on tangents)
     param_format: Callable[[dict[str, Any]], str] | None = None  # custom listing of params
+    flops: Callable[[list[Aval], list[Aval], dict[str, Any]], int] | None = None
+    view: bool | Callable[[list[Aval], dict[str, Any]], bool] = False
     _impl_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -69,6 +76,21 @@ class Primitive:
         except KeyError:
             raise NotImplementedError(f"primitive {self.name!r} has no {backend} lowering") from None
         return rule(*args, **params)
+
+    def has_cost_rule(self) -> bool:
+        return self.flops is not None or self.elementwise
+
+    def flop_count(self, in_avals: list[Aval], out_avals: list[Aval], params: dict[str, Any]) -> int:
+        """Floating-point operations of one application (conventions in ``tracegrad.viz.stats``)."""
+        if self.flops is not None:
+            return int(self.flops(in_avals, out_avals, params))
+        if self.elementwise:
+            return sum(a.size for a in out_avals)  # one operation per output element
+        raise NotImplementedError(f"primitive {self.name!r} declares no FLOP rule (flops=...)")
+
+    def is_view(self, in_avals: list[Aval], params: dict[str, Any]) -> bool:
+        """Whether NumPy returns a view of operand 0 (so the output allocates nothing)."""
+        return bool(self.view(in_avals, params) if callable(self.view) else self.view)
 
     def impl(self, *args: Any, **params: Any) -> Any:
         """Evaluate with NumPy, through the NumPy lowering compiled into a lambda."""

@@ -14,7 +14,7 @@ from ..transforms import tangents as T
 
 __all__ = [
     "broadcast_shapes", "probe_dtype", "elementwise_abstract", "declare", "defjvp_unary",
-    "normalize_axes", "fmt_shape",
+    "normalize_axes", "fmt_shape", "no_flops", "input_size_flops",
 ]
 
 
@@ -68,6 +68,16 @@ def elementwise_abstract(name: str) -> Callable[[list[Aval], dict[str, Any]], Av
         return Aval(shape, dtype, weak and not shape)
 
     return rule
+
+
+def no_flops(in_avals: list[Aval], out_avals: list[Aval], params: dict[str, Any]) -> int:
+    """FLOP rule of data movement (indexing, reshapes, copies): no arithmetic."""
+    return 0
+
+
+def input_size_flops(in_avals: list[Aval], out_avals: list[Aval], params: dict[str, Any]) -> int:
+    """FLOP rule of a reduction: one operation per element reduced."""
+    return in_avals[0].size
 
 
 def declare(name: str, numpy: Callable[..., str], abstract_eval: Any = None, **kw: Any) -> Primitive:

@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, defjvp_unary
+from ._rules import declare, defjvp_unary, no_flops
 
 
 def _binop(sym: str):
@@ -231,7 +231,8 @@ def astype_jvp(primals, tangents, *, dtype):
 astype_p.jvp = astype_jvp
 astype_p.linear = True
 
-stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, elementwise=True)
+stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, elementwise=True,
+                          flops=no_flops, view=True)
 
 
 def stop_gradient(x: Any) -> Any:

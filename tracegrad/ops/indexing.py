@@ -15,7 +15,7 @@ from ..errors import DTypeError, ShapeError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import broadcast_shapes, declare, fmt_shape
+from ._rules import broadcast_shapes, declare, fmt_shape, no_flops
 from .shape import reshape, transpose
 
 
@@ -77,7 +77,14 @@ def _format_template(params: dict[str, Any]) -> str:
     return ", ".join(_entry_src(e, arrays) for e in template)
 
 
-index_p = declare("index", _index_lowering, _index_abstract, linear=True, param_format=_format_template)
+def _is_view(avals: list[Aval], template: tuple) -> bool:
+    """Basic indexing returns a view unless integers consume every axis (a scalar copy)."""
+    ints = sum(1 for e in template if e[0] == "int")
+    return len(avals) == 1 and avals[0].ndim - ints + sum(1 for e in template if e[0] == "none") > 0
+
+
+index_p = declare("index", _index_lowering, _index_abstract, linear=True, param_format=_format_template,
+                  flops=no_flops, view=lambda avals, params: _is_view(avals, params["template"]))
 
 
 def index(x: Any, template: tuple, arrays: list[Any]) -> Any:
@@ -133,7 +140,8 @@ def _take_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
 
 
 take_along_axis_p = declare(
-    "take_along_axis", lambda x, i, axis: f"np.take_along_axis({x}, {i}, axis={axis})", _take_abstract, linear=True)
+    "take_along_axis", lambda x, i, axis: f"np.take_along_axis({x}, {i}, axis={axis})", _take_abstract, linear=True,
+    flops=no_flops)
 
 
 def take_along_axis(x: Any, indices: Any, axis: int) -> Any:

@@ -7,6 +7,7 @@ front — ``_matmul_with_batch`` arranges that for every combination of 1-D oper
 
 from __future__ import annotations
 
+import math
 import string
 from typing import Any
 
@@ -46,7 +47,12 @@ def _matmul_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(matmul_shape(a.shape, b.shape), np.result_type(a.dtype, b.dtype))
 
 
-matmul_p = declare("matmul", lambda a, b: f"{a} @ {b}", _matmul_abstract)
+def _matmul_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
+    """(m, k) @ (k, n) = 2mkn: a multiply and an add per term of each of the m*n dot products."""
+    return 2 * outs[0].size * avals[0].shape[-1]
+
+
+matmul_p = declare("matmul", lambda a, b: f"{a} @ {b}", _matmul_abstract, flops=_matmul_flops)
 
 
 def matmul(a: Any, b: Any) -> Any:
@@ -115,8 +121,18 @@ def _einsum_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(tuple(sizes[ch] for ch in out), np.result_type(*[a.dtype for a in avals]))
 
 
+def _einsum_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
+    """A multiply-add per point of the full index space (a single-operand einsum only adds)."""
+    sizes: dict[str, int] = {}
+    for sub, a in zip(parse_subscripts(params["subscripts"])[0], avals):
+        for ch, d in zip(sub, a.shape):
+            sizes[ch] = max(sizes.get(ch, 1), d)
+    return (2 if len(avals) > 1 else 1) * math.prod(sizes.values())
+
+
 einsum_p = declare(
-    "einsum", lambda *xs, subscripts: f"np.einsum({subscripts!r}, {', '.join(xs)}, optimize=True)", _einsum_abstract)
+    "einsum", lambda *xs, subscripts: f"np.einsum({subscripts!r}, {', '.join(xs)}, optimize=True)", _einsum_abstract,
+    flops=_einsum_flops)
 
 
 def einsum(subscripts: str, *operands: Any) -> Any:

@@ -157,7 +157,19 @@ def _format_conv(params: dict[str, Any]) -> str:
     return f"stride={params['stride']}, padding={params['padding']}"
 
 
-conv2d_p = declare("conv2d", _conv_lowering, _conv_abstract, param_format=_format_conv)
+def _conv_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
+    """2*N*O*H'*W'*C*kh*kw: each output element is a dot product of length C*kh*kw."""
+    _, c, kh, kw = avals[1].shape
+    return 2 * outs[0].size * c * kh * kw
+
+
+def _pool_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
+    """One operation per window element read (a reduction over each kh*kw window)."""
+    kh, kw = params["window"]
+    return outs[0].size * kh * kw
+
+
+conv2d_p = declare("conv2d", _conv_lowering, _conv_abstract, param_format=_format_conv, flops=_conv_flops)
 
 
 def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0) -> Any:
@@ -203,7 +215,8 @@ def _format_pool(params: dict[str, Any]) -> str:
     return f"window={params['window']}, stride={params['stride']}"
 
 
-max_pool2d_p = declare("max_pool2d", _max_pool_lowering, _pool_abstract("max_pool2d"), param_format=_format_pool)
+max_pool2d_p = declare("max_pool2d", _max_pool_lowering, _pool_abstract("max_pool2d"), param_format=_format_pool,
+                       flops=_pool_flops)
 
 
 def _pool_params(op: str, window: Any, stride: Any) -> dict[str, tuple[int, int]]:
@@ -243,7 +256,7 @@ def _avg_pool_lowering(x: str, window: tuple[int, int], stride: tuple[int, int])
 
 
 avg_pool2d_p = declare("avg_pool2d", _avg_pool_lowering, _pool_abstract("avg_pool2d"), linear=True,
-                       param_format=_format_pool)
+                       param_format=_format_pool, flops=_pool_flops)
 
 
 def avg_pool2d(x: Any, window: Any, stride: Any = None) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, probe_dtype
+from ._rules import declare, input_size_flops, probe_dtype
 from .elementwise import astype, div, equal
 from .shape import reshape
 
@@ -43,9 +43,12 @@ def _reduce_lowering(fn: str):
     return lower
 
 
-reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True)
-reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"))
-reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"))
+reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True,
+                         flops=input_size_flops)
+reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"),
+                         flops=input_size_flops)
+reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"),
+                         flops=input_size_flops)
 
 
 def reduce_sum(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
@@ -106,8 +109,8 @@ def _arg_lowering(fn: str):
     return lower
 
 
-argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False)
-argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False)
+argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False, flops=input_size_flops)
+argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False, flops=input_size_flops)
 
 
 def argmax(x: Any, axis: int | None, keepdims: bool = False) -> Any:

@@ -16,7 +16,7 @@ from ..errors import ShapeError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, fmt_shape
+from ._rules import declare, fmt_shape, no_flops
 
 
 # ---------------------------------------------------------------- reshape
@@ -29,7 +29,8 @@ def _reshape_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(shape, x.dtype)
 
 
-reshape_p = declare("reshape", lambda x, shape: f"np.reshape({x}, {shape!r})", _reshape_abstract, linear=True)
+reshape_p = declare("reshape", lambda x, shape: f"np.reshape({x}, {shape!r})", _reshape_abstract, linear=True,
+                    flops=no_flops, view=True)
 
 
 def resolve_shape(size: int, shape: tuple[int, ...], old: tuple[int, ...]) -> tuple[int, ...]:
@@ -71,7 +72,8 @@ def _transpose_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(tuple(x.shape[p] for p in perm), x.dtype)
 
 
-transpose_p = declare("transpose", lambda x, perm: f"np.transpose({x}, {perm!r})", _transpose_abstract, linear=True)
+transpose_p = declare("transpose", lambda x, perm: f"np.transpose({x}, {perm!r})", _transpose_abstract, linear=True,
+                      flops=no_flops, view=True)
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -102,7 +104,7 @@ def _broadcast_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
 
 
 broadcast_to_p = declare("broadcast_to", lambda x, shape: f"np.broadcast_to({x}, {shape!r})",
-                         _broadcast_abstract, linear=True)
+                         _broadcast_abstract, linear=True, flops=no_flops, view=True)
 
 
 def broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
@@ -145,7 +147,7 @@ def _concat_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
 
 concatenate_p = declare(
     "concatenate", lambda *xs, axis: f"np.concatenate(({', '.join(xs)}{',' if len(xs) == 1 else ''}), axis={axis})",
-    _concat_abstract, linear=True)
+    _concat_abstract, linear=True, flops=no_flops)
 
 
 def concatenate(xs: list[Any], axis: int) -> Any:

@@ -18,7 +18,7 @@ from ..ir import SourceInfo
 
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = tuple(
-    os.path.join(_PKG, d) + os.sep for d in ("tracing", "ops", "ir", "transforms", "backends")
+    os.path.join(_PKG, d) + os.sep for d in ("tracing", "ops", "ir", "transforms", "backends", "viz")
 )
 _INTERNAL_FILES = tuple(os.path.join(_PKG, f) for f in (
     "numpy.py", "api.py", "forward_grad.py", "tree.py", os.path.join("nn", "functional.py")))

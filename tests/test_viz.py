@@ -1,0 +1,351 @@
+"""Seeing the graphs: networkx/DOT/SVG/PNG/HTML views, values on nodes, and cost statistics.
+
+Drawing tests need Graphviz's ``dot``; the HTML test needs Chromium; each skips with the
+reason when its program is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+from op_cases import CASES
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+from tracegrad.errors import GraphvizNotFoundError, RenderError
+from tracegrad.ir import PRIMITIVES
+from tracegrad.nn import functional as F
+from tracegrad.viz import compare_stats, listing
+from tracegrad.viz.dot import COLORS
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
+                               reason="Graphviz 'dot' not installed (apt-get install graphviz)")
+CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(c)), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None or shutil.which("dot") is None,
+                                    reason="headless HTML test needs chromium and Graphviz "
+                                           "(apt-get install chromium graphviz)")
+
+THETA = np.array([3.0, -1.0, 2.0])
+V = np.array([1.0, 0.0, 0.0])
+
+
+def seed_fn(theta):
+    return (theta[0] + theta[1]) * theta[2]
+
+
+SEED_LINE = "return (theta[0] + theta[1]) * theta[2]"
+
+
+def mlp(x, w1, b1, w2):
+    h = np.maximum(x @ w1 + b1, 0.0)
+    return h @ w2
+
+
+def mlp_args(dtype=np.float64):
+    r = np.random.default_rng(0)
+    shapes = [(8, 4), (4, 5), (5,), (5, 3)]
+    return tuple(r.standard_normal(s).astype(dtype) for s in shapes)
+
+
+@pytest.fixture(scope="module")
+def seed_graphs():
+    f = tg.compile(seed_fn)
+    return f.graph(THETA), f.jvp_graph(THETA)
+
+
+# ---------------------------------------------------------------- cost rules
+def test_every_primitive_declares_a_cost_rule():
+    missing = sorted(name for name, p in PRIMITIVES.items() if not p.has_cost_rule())
+    assert not missing, f"primitives without a FLOP rule (flops=... on the declaration): {missing}"
+
+
+def test_cost_rules_run_on_every_op_case():
+    seen: set[str] = set()
+    for case in CASES:
+        for graph in (tg.compile(case.fn).graph(*case.args),
+                      tg.compile(case.fn).jvp_graph(*case.args, argnums=case.argnums)):
+            s = graph.stats()
+            assert all(isinstance(c.flops, int) and c.flops >= 0 and c.bytes >= 0 for c in s.nodes), case.name
+            assert s.peak_bytes >= s.input_bytes + s.constant_bytes
+            seen.update(c.primitive for c in s.nodes)
+    assert not sorted(set(PRIMITIVES) - seen), "some cost rules were never evaluated"
+
+
+@pytest.mark.parametrize("fn, args, flops", [
+    (lambda a, b: a @ b, [np.ones((3, 4)), np.ones((4, 5))], 2 * 3 * 4 * 5),
+    (lambda a, b: a @ b, [np.ones((2, 3, 4)), np.ones((4, 5))], 2 * 2 * 3 * 4 * 5),
+    (lambda a, b: a @ b, [np.ones((3, 4)), np.ones(4)], 2 * 3 * 4),
+    (lambda a, b: np.einsum("ij,jk->ik", a, b), [np.ones((3, 4)), np.ones((4, 5))], 2 * 3 * 4 * 5),
+    (lambda x, w: F.conv2d(x, w), [np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))],
+     2 * 2 * 4 * 6 * 6 * 3 * 3 * 3),  # 2*N*O*H'*W'*C*kh*kw
+    (lambda x: F.max_pool2d(x, 2), [np.ones((1, 1, 4, 4))], 4 * 4),  # 4 windows of 4
+    (lambda x: np.sum(x, axis=1), [np.ones((3, 4))], 12),  # reductions: input size
+    (lambda x: np.argmax(x), [np.ones((3, 4))], 12),
+    (lambda x: np.exp(x) + 1.0, [np.ones((3, 4))], 12 + 12),  # elementwise: 1 per output
+    (lambda x: x.reshape(4, 3).T, [np.ones((3, 4))], 0),  # data movement: 0
+])
+def test_flop_conventions(fn, args, flops):
+    assert tg.compile(fn).graph(*args).stats().flops == flops
+
+
+def test_mlp_stats_hand_counted():
+    g = tg.compile(mlp).graph(*mlp_args())
+    s = g.stats()
+    # x(8,4) @ w1(4,5): 2*8*4*5 = 320; + b1: 8*5 = 40; relu (maximum): 40; @ w2(5,3): 2*8*5*3 = 240
+    assert [c.primitive for c in s.nodes] == ["matmul", "add", "maximum", "matmul"]
+    assert [c.flops for c in s.nodes] == [320, 40, 40, 240]
+    assert s.flops == 640
+    assert s.counts == {"matmul": 2, "add": 1, "maximum": 1}
+    # bytes (float64): read operands + write output; the scalar 0.0 is free
+    #   matmul 256 + 160 + 320 = 736; add 320 + 40 + 320 = 680; maximum 320 + 320 = 640;
+    #   matmul 320 + 120 + 192 = 632
+    assert [c.bytes for c in s.nodes] == [736, 680, 640, 632]
+    assert s.bytes == 2688
+    # peak: inputs 256+160+40+120 = 576 live throughout; at node 1 both a (320) and b (320)
+    # are live (a is deleted after its last use there): 576 + 640 = 1216
+    assert s.input_bytes == 576 and s.constant_bytes == 0
+    assert [c.live_bytes for c in s.nodes] == [896, 1216, 1216, 1088]
+    assert s.peak_bytes == 1216 and s.peak_node == 1 and s.peak_temporary_bytes == 640
+    assert "graph mlp: 4 nodes (matmul 2, add 1, maximum 1)" in str(s)
+
+
+def test_jvp_stats_and_comparison():
+    f = tg.compile(mlp)
+    args = mlp_args()
+    jg = f.jvp_graph(*args, argnums=(1, 2, 3))
+    s = jg.stats()
+    # primal 640 + gt 40 (relu mask); tangents: x @ w1_dot 320, + b1_dot 40, where 40,
+    # relu' @ w2 240, relu @ w2_dot 240, sum of both 24
+    assert s.flops == 640 + 40 + 320 + 40 + 40 + 240 + 240 + 24 == 1584
+    assert s.flops_by_role == {"primal": 680, "tangent": 904}
+    cmp = compare_stats(f.graph(*args), jg)
+    assert cmp.flops_ratio == pytest.approx(1584 / 640)
+    assert str(cmp).startswith("JVP graph: 2.5x primal FLOPs, ")
+    # K directions multiply the tangent work, not the primal work
+    k4 = compare_stats(f.graph(*args), f.jvp_graph(*args, argnums=(1, 2, 3), directions=4))
+    assert k4.flops_ratio > 3 * cmp.flops_ratio - 2
+
+
+def test_peak_memory_follows_views_and_deletes():
+    def fn(x):
+        return np.sum((x.reshape(10, 10) * 2.0).T)
+
+    s = tg.compile(fn).graph(np.ones(100)).stats()
+    assert [c.primitive for c in s.nodes] == ["reshape", "mul", "transpose", "reduce_sum"]
+    # reshape and transpose are views (no bytes, no new memory); mul allocates 800 B
+    assert [c.bytes for c in s.nodes] == [0, 1600, 0, 808]
+    assert [c.live_bytes for c in s.nodes] == [800, 1600, 1600, 1608]
+    assert s.peak_bytes == 1608
+
+
+# ---------------------------------------------------------------- networkx
+def test_networkx_structure_of_the_seed_graph(seed_graphs):
+    g, _ = seed_graphs
+    d = g.to_networkx()
+    assert isinstance(d, nx.DiGraph) and nx.is_directed_acyclic_graph(d)
+    assert d.number_of_nodes() == 1 + 5 + 1 and d.number_of_edges() == 8
+    assert sorted(d.nodes) == ["in0", "n0", "n1", "n2", "n3", "n4", "out0"]
+    add = d.nodes["n2"]
+    assert (add["kind"], add["primitive"], add["role"], add["shape"], add["dtype"]) == \
+        ("node", "add", "primal", (), "float64")
+    assert add["name"] == "c" and add["operands"] == ["a", "b"] and add["group"] is None
+    assert add["source"] == f"test_viz.py:{seed_fn.__code__.co_firstlineno + 1}"
+    assert add["source_line"] == SEED_LINE and add["source_function"] == "seed_fn"
+    assert add["flops"] == 1 and add["value"] is None
+    assert d.nodes["n0"]["params"] == {"template": (("int", 0),)} and d.nodes["n0"]["params_text"] == "0"
+    assert d.nodes["in0"]["kind"] == "input" and d.nodes["in0"]["shape"] == (3,)
+    assert d.nodes["out0"]["kind"] == "output"
+    assert d.edges["n0", "n2"]["operand"] == 0 and d.edges["n1", "n2"]["operand"] == 1
+    assert d.edges["in0", "n0"]["shape"] == (3,) and d.edges["n2", "n4"]["shape"] == ()
+    assert list(d.predecessors("out0")) == ["n4"]
+
+
+def test_networkx_roles_of_the_jvp_graph(seed_graphs):
+    _, jg = seed_graphs
+    d = jg.to_networkx(values=(THETA, V))
+    kinds = [d.nodes[n]["kind"] for n in d]
+    assert kinds.count("input") == 2 and kinds.count("output") == 2 and kinds.count("node") == 12
+    assert [d.nodes[f"in{i}"]["role"] for i in range(2)] == ["primal", "tangent"]
+    roles = [d.nodes[n]["role"] for n in d if d.nodes[n]["kind"] == "node"]
+    assert roles.count("primal") == 5 and roles.count("tangent") == 7
+    assert d.nodes["out0"]["value"] == "4" and d.nodes["out1"]["value"] == "2"  # f and ∂f/∂θ₁
+    tangent_edges = [e for e in d.edges if d.edges[e]["role"] == "tangent"]
+    assert tangent_edges and all(d.nodes[u]["role"] == "tangent" for u, _ in tangent_edges)
+
+
+def test_networkx_edge_lists_a_repeated_operand_and_constants_get_nodes():
+    c = np.arange(3.0)
+    d = tg.compile(lambda x: x * x + c).graph(np.ones(3)).to_networkx()
+    mul = next(n for n in d if d.nodes[n]["primitive"] == "mul")
+    assert d.edges["in0", mul]["operands"] == [0, 1]
+    consts = [n for n in d if d.nodes[n]["kind"] == "constant"]
+    assert consts == ["c0"] and d.nodes["c0"]["shape"] == (3,)
+
+
+def test_fusion_groups_become_attributes_and_clusters(seed_graphs):
+    _, jg = seed_graphs
+    g = tg.ir.Graph(list(jg.inputs), list(jg.nodes), list(jg.outputs), jg.name, list(jg.input_kinds))
+    g.groups = {g.nodes[9]: "k0", g.nodes[10]: "k0", g.nodes[11]: "k0"}
+    d = g.to_networkx()
+    assert [d.nodes[f"n{i}"]["group"] for i in (8, 9, 10, 11)] == [None, "k0", "k0", "k0"]
+    dot = g.to_dot()
+    cluster = dot[dot.index("subgraph"):]
+    cluster = cluster[:cluster.index("  }")]
+    assert 'label="fused: k0"' in cluster and all(f'"n{i}" [' in cluster for i in (9, 10, 11))
+    assert '"n8" [' not in cluster
+    assert "subgraph" not in jg.to_dot()
+
+
+# ---------------------------------------------------------------- DOT, SVG, PNG, text
+def test_dot_text_marks_roles_inputs_outputs_and_shapes(seed_graphs):
+    _, jg = seed_graphs
+    dot = jg.to_dot()
+    (pf, _), (tf, _) = COLORS["primal"], COLORS["tangent"]
+    lines = {m.group(1): m.group(0) for m in re.finditer(r'^  "(\w+)" \[.*$', dot, re.MULTILINE)}
+    assert len(lines) == 2 + 12 + 2
+    assert "shape=invhouse" in lines["in0"] and f'fillcolor="{tf}"' in lines["in1"]
+    assert "shape=doubleoctagon" in lines["out0"] and "shape=doubleoctagon" in lines["out1"]
+    assert f'fillcolor="{pf}"' in lines["n0"] and "<b>index</b>" in lines["n0"]
+    # 6 index nodes with 1 operand, 6 add/mul nodes with 2, 2 outputs
+    assert dot.count(" -> ") == 6 * 1 + 6 * 2 + 2 and dot.count('label="f64[3]"') == 6
+
+
+@needs_dot
+def test_dot_parses_and_svg_png_are_drawn(seed_graphs, tmp_path):
+    _, jg = seed_graphs
+    proc = subprocess.run(["dot", "-Tsvg"], input=jg.to_dot().encode(), capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    svg = proc.stdout.decode()
+    assert svg.count('class="node"') == 16 and svg.count('class="edge"') == 20
+    assert 'id="n11"' in svg and COLORS["tangent"][0] in svg
+
+    from PIL import Image
+
+    out_svg, out_png = jg.render(tmp_path / "j.svg"), jg.render(tmp_path / "j.png")
+    assert out_svg.read_text().count('class="node"') == 16
+    img = Image.open(out_png).convert("RGB")
+    assert img.width > 300 and img.height > 300
+    colors = img.getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 20  # not a blank image
+    have = {c for _, c in colors}
+    assert tuple(bytes.fromhex(COLORS["primal"][0][1:])) in have
+    assert tuple(bytes.fromhex(COLORS["tangent"][0][1:])) in have
+
+
+def test_render_dot_and_txt_need_no_graphviz(seed_graphs, tmp_path, monkeypatch):
+    g, _ = seed_graphs
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    assert g.render(tmp_path / "g.dot").read_text() == g.to_dot()
+    text = g.render(tmp_path / "g.txt", values=(THETA,)).read_text()
+    assert "c:f64[] = add a b" in text and "= 2" in text and "# out0 = 4" in text
+    with pytest.raises(GraphvizNotFoundError, match="apt-get install graphviz"):
+        g.render(tmp_path / "g.svg")
+    with pytest.raises(GraphvizNotFoundError):
+        g.to_html(tmp_path / "g.html")
+    assert g._repr_svg_() is None  # Jupyter shows the next representation instead
+    assert "<pre>" in g._repr_html_() and "add a b" in g._repr_html_()
+    with pytest.raises(RenderError, match="unknown suffix '.pdf'"):
+        g.render(tmp_path / "g.pdf")
+
+
+@needs_dot
+def test_jupyter_representations(seed_graphs):
+    g, _ = seed_graphs
+    assert g._repr_svg_().startswith("<svg")
+    assert "<svg" in g._repr_html_() and "FLOPs 2" in g._repr_html_()
+
+
+def test_values_on_nodes_of_the_seed_jvp(seed_graphs):
+    _, jg = seed_graphs
+    dot = jg.to_dot(values=(THETA, V))
+    assert "= [3, -1, 2]" in dot and "= [1, 0, 0]" in dot
+    assert re.search(r"<b>out0</b> = i<br/><font[^>]*>= 4<", dot)  # f(θ) = (3 - 1) * 2
+    assert re.search(r"<b>out1</b> = l<br/><font[^>]*>= 2<", dot)  # ∂f/∂θ₁ = θ₃ = 2
+    text = listing(jg, (THETA, V))
+    assert re.search(r"e:f64\[\] = add a c .*= 2$", text, re.MULTILINE)
+    env = jg.values(THETA, V)
+    assert listing(jg, env) == text  # a {Var: value} map works as well
+
+
+# ---------------------------------------------------------------- HTML in a real browser
+def _chromium(url: str, tmp_path: Path, name: str) -> tuple[str, Path]:
+    shot = tmp_path / f"{name}.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--hide-scrollbars", f"--user-data-dir={tmp_path / ('profile-' + name)}",
+           f"--screenshot={shot}", "--window-size=1200,900", "--dump-dom", url]
+    proc = subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    return proc.stdout.decode(), shot
+
+
+def _detail(dom: str) -> str:
+    m = re.search(r'<aside id="detail"[^>]*>.*?</aside>', dom, re.DOTALL)
+    assert m, "no detail panel in the DOM"
+    return m.group(0)
+
+
+def _field(panel: str, key: str) -> str:
+    m = re.search(rf'<dd class="field-{key}">(.*?)</dd>', panel)
+    return m.group(1) if m else ""
+
+
+@needs_chromium
+def test_html_view_in_headless_chromium(seed_graphs, tmp_path):
+    from PIL import Image
+
+    _, jg = seed_graphs
+    page = tmp_path / "seed.html"
+    html = jg.to_html(page, values=(THETA, V))
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html), "the page must work offline"
+
+    # a click on the SVG node of j = mul f g (the tangent product θ̇-part times θ₃)
+    dom, shot = _chromium(page.as_uri() + "#click=n9", tmp_path, "svg")
+    panel = _detail(dom)
+    assert 'data-selected="n9"' in panel
+    assert _field(panel, "primitive") == "mul" and _field(panel, "shape") == "f64[]"
+    assert _field(panel, "role") == "tangent" and _field(panel, "value") == "2"
+    assert _field(panel, "operands") == "f, g"
+    assert _field(panel, "source") == f"test_viz.py:{seed_fn.__code__.co_firstlineno + 1} in seed_fn"
+    assert f'<pre class="source-line">{SEED_LINE}</pre>' in panel
+    assert re.search(r'<g id="n9" class="node selected"', dom)
+
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1200, 900) and shot.stat().st_size > 20_000
+    counts = {c: n for n, c in img.getcolors(maxcolors=1 << 22)}
+    assert len(counts) > 100  # not one colour: text, shapes and edges were drawn
+    primal = tuple(bytes.fromhex(COLORS["primal"][0][1:]))
+    tangent = tuple(bytes.fromhex(COLORS["tangent"][0][1:]))
+    assert counts.get(primal, 0) > 2000 and counts.get(tangent, 0) > 2000  # the diagram is visible
+
+    # a click on a table row (the tangent input) fills the panel the same way
+    dom, _ = _chromium(page.as_uri() + "#clickrow=in1", tmp_path, "row")
+    panel = _detail(dom)
+    assert _field(panel, "kind") == "input" and _field(panel, "role") == "tangent"
+    assert _field(panel, "shape") == "f64[3]" and _field(panel, "value") == "[1, 0, 0]"
+    assert re.search(r'<tr data-node="in1" class="tangent selected"', dom)
+
+
+def test_import_tracegrad_does_not_import_the_viz_package():
+    code = "import sys, tracegrad; print('tracegrad.viz' in sys.modules, 'networkx' in sys.modules)"
+    out = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=60, check=False)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_stats_report_text():
+    s = tg.compile(lambda x, y: tnp.cross_entropy(x, y)).graph(np.zeros((4, 3)), np.zeros(4, np.int64)).stats()
+    text = str(s)
+    assert text.splitlines()[0].startswith(f"graph f: {len(s.nodes)} nodes (")  # lambdas trace as "f"
+    assert "peak memory" in text and text.splitlines()[-1].startswith("total")
+    buf = io.StringIO()
+    print(s, file=buf)
+    assert len(buf.getvalue().splitlines()) == len(s.nodes) + 4
