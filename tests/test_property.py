@@ -64,7 +64,9 @@ def build(steps):
         vals = [x, y]
         for step in steps:
             if step[0] == "unary":
-                vals.append(UNARY[step[1]](vals[step[2]]))
+                v = vals[step[2]]
+                # softmax reduces over axis -1, which a 0-d value lacks (NumPy raises too).
+                vals.append(UNARY[step[1]](v) if step[1] != "softmax" or np.ndim(v) >= 1 else v)
             elif step[0] == "binary":
                 vals.append(BINARY[step[1]](vals[step[2]], vals[step[3]]))
             else:
