@@ -9,7 +9,7 @@ from .base import Executable
 
 __all__ = ["Executable", "get_backend", "BACKENDS"]
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "cupy")
 _instances: dict[str, Any] = {}
 
 
@@ -19,6 +19,10 @@ def get_backend(name: str) -> Any:
             from .numpy_backend import NumpyBackend
 
             _instances[name] = NumpyBackend()
+        elif name == "cupy":
+            from .cupy_backend import CupyBackend  # imports CuPy; a clear error without it
+
+            _instances[name] = CupyBackend()
         else:
             raise BackendUnavailableError(
                 f"unknown backend {name!r}; available: {', '.join(BACKENDS)}",

@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, probe_dtype
+from ._rules import CudaReduction, declare, probe_dtype
 from .elementwise import astype, div, equal
 from .shape import reshape
 
@@ -43,9 +43,12 @@ def _reduce_lowering(fn: str):
     return lower
 
 
-reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True)
-reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"))
-reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"))
+reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True,
+                       cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"))
+reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"),
+                       cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"))
+reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"),
+                       cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"))
 
 
 def reduce_sum(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
