@@ -6,7 +6,8 @@ merged set is still a valid group and stays *convex* — no path leaves the grou
 comes back into it, so the group can run as one kernel at one point of the program. If
 it cannot join, it starts a group of its own; a view never does (outside a group a
 reshape or broadcast is free, no kernel). Primal and tangent chains of one layer meet in
-``where``/``mul`` nodes, so they end up in one group: one kernel computes both.
+``where``/``mul`` nodes, so they end up in one group: one kernel computes both. Then
+groups that are independent but fit together are merged (horizontal fusion).
 
 Nodes are then reordered — a stable topological order of groups and single nodes — so
 every group is contiguous. The result computes exactly what the input computes (the
@@ -81,6 +82,17 @@ def fuse(graph: Graph) -> Graph:
             members[next_gid] = [i]
             group_of[i] = next_gid
             next_gid += 1
+    # Horizontal: a group that shares no producer with an earlier one may still fit its
+    # kernel (e.g. the primal and tangent tails of a softmax): one launch instead of two.
+    order = sorted(members, key=lambda g: members[g][0])
+    for pos, b in enumerate(order):
+        for a in reversed(order[:pos]):
+            if a in members and b in members and _valid(nodes, sorted(members[a] + members[b]), producer):
+                for k in members.pop(b):
+                    group_of[k] = a
+                    members[a].append(k)
+                members[a].sort()
+                break
     return _reorder(graph, group_of, members, producer)
 
 
