@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import tracegrad.backends as backends
-from fake_cupy import have_compiler, make_fake_cupy
+from fake_cupy import have_compiler
 
 needs_gxx = pytest.mark.skipif(not have_compiler(), reason="g++ is needed to run generated kernels on the CPU")
-
-
-@pytest.fixture
-def emulated_cupy(monkeypatch):
-    """``backend="cupy"`` served by the CPU stand-in for the duration of a test."""
-    from tracegrad.backends.cupy_backend import CupyBackend
-
-    fake = make_fake_cupy()
-    monkeypatch.setitem(backends._instances, "cupy", CupyBackend(fake))
-    monkeypatch.setitem(__import__("sys").modules, "cupy", fake)
-    return fake
 
 
 def as_f32(args):

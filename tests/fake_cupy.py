@@ -89,7 +89,7 @@ class RawModule:
         self._suffix = ""
         _batch.pending.append(self)
 
-    def get_function(self, name: str) -> "_Function":
+    def get_function(self, name: str) -> _Function:
         if name not in _KERNEL.findall(self.code):
             raise AttributeError(f"no kernel {name!r} in module")
         return _Function(self, name)
@@ -131,6 +131,7 @@ def make_fake_cupy() -> types.ModuleType:
     mod.asnumpy = np.asarray
     mod.get_array_module = lambda *a: np
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
-    mod.cuda = types.SimpleNamespace(runtime=runtime, Stream=None)
+    device = types.SimpleNamespace(synchronize=lambda: None)
+    mod.cuda = types.SimpleNamespace(runtime=runtime, Stream=None, Device=lambda *a: device)
     mod.__fake__ = True
     return mod

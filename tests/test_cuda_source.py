@@ -10,6 +10,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from cupy_helpers import INT_CASES, as_f32
+from op_cases import CASES
 
 import tracegrad as tg
 from tracegrad.backends.cuda_c import PREAMBLE
@@ -18,9 +20,6 @@ from tracegrad.ir import PRIMITIVES, Graph
 from tracegrad.ir.fusion import GATHERS, REDUCTIONS
 from tracegrad.nn.models import cnn, loss_fn, mlp
 from tracegrad.ops._rules import CudaReduction
-
-from cupy_helpers import INT_CASES, as_f32
-from op_cases import CASES
 
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA toolkit) is not installed here")

@@ -5,14 +5,12 @@ float32; the MLP and CNN forward-gradient graphs; the one-GEMM ``[x; x_dot] @ W`
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from cupy_helpers import INT_CASES, as_f32, needs_gxx
+from op_cases import CASES
 
 import tracegrad as tg
 from tracegrad.testing import random_tangents
 from tracegrad.tree import tree_leaves
-
-from cupy_helpers import INT_CASES, as_f32, emulated_cupy, needs_gxx  # noqa: F401
-from op_cases import CASE_IDS, CASES
 
 pytestmark = needs_gxx
 

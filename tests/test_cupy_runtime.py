@@ -5,14 +5,13 @@ device, optimizers fed device gradients, and the trainer with ``backend="cupy"``
 from __future__ import annotations
 
 import numpy as np
+from cupy_helpers import needs_gxx
 
 import tracegrad as tg
 from tracegrad.backends.cuda_random import DeviceSampler, reference
 from tracegrad.forward_grad import DirectionSampler
 from tracegrad.optim import adam, momentum, sgd
 from tracegrad.train import TrainConfig, Trainer
-
-from cupy_helpers import emulated_cupy, needs_gxx  # noqa: F401
 
 pytestmark = needs_gxx
 

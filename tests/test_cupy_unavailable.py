@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tracegrad as tg
-import tracegrad.backends as backends
+from tracegrad import backends
 from tracegrad.cli import main
 from tracegrad.errors import BackendUnavailableError
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from op_cases import CASE_IDS, CASES
 
 import tracegrad as tg
 from tracegrad.backends import get_backend
 from tracegrad.backends.cupy_codegen import generate
-from tracegrad.ir import Aval, Graph, Node, PRIMITIVES, Var
+from tracegrad.ir import PRIMITIVES, Aval, Graph, Node, Var
 from tracegrad.ir.fusion import GroupError, fusion_groups
 from tracegrad.nn.models import cnn, loss_fn, mlp
 from tracegrad.transforms import fuse
 from tracegrad.transforms.fuse import kernel_count
-
-from op_cases import CASE_IDS, CASES
 
 F32 = np.dtype(np.float32)
 
@@ -185,3 +184,20 @@ def test_kernel_names_come_from_the_graph():
     prog = generate(tg.compile(lambda x: np.exp(x) + 1.0).graph(np.ones(3)))
     assert [k.name for k in prog.kernels] == ["f_k0_exp_add"]
     assert "<lambda>" not in prog.cuda_source and "<lambda>" not in prog.python_source
+
+
+def test_groups_never_close_a_cycle_through_another_group():
+    """A = {a1, a2} and C = {c1, c2} with a1 -> c1 and c2 -> a2: no node path leaves A and
+    comes back, but as kernels A would have to run both before and after C."""
+    from tracegrad.transforms.fuse import _State
+
+    x = _v(4)
+    exp, sin = PRIMITIVES["exp"], PRIMITIVES["sin"]
+    a1, c1, c2, a2 = _v(4), _v(4), _v(4), _v(4)
+    nodes = [Node(exp, (x,), (a1,)), Node(sin, (a1,), (c1,)), Node(exp, (x,), (c2,)), Node(sin, (c2,), (a2,))]
+    producer = {n.out: i for i, n in enumerate(nodes)}
+    st = _State(nodes, producer)
+    st.members, st.group_of = {0: [0], 1: [1, 2]}, {0: 0, 1: 1, 2: 1}
+    assert not st.valid([0], [3])
+    st.members, st.group_of = {0: [0], 1: [1]}, {0: 0, 1: 1}  # without c2 in C it is fine
+    assert st.valid([0], [3])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cupy_helpers import INT_CASES, as_f32
+from op_cases import CASE_IDS, CASES
 
 import tracegrad as tg
 from tracegrad.backends import to_device, to_host
@@ -15,13 +17,10 @@ from tracegrad.optim import sgd
 from tracegrad.testing import random_tangents
 from tracegrad.tree import tree_leaves
 
-from cupy_helpers import INT_CASES, as_f32
-from op_cases import CASE_IDS, CASES
-
 
 def _close(got, want, dtype, what):
     tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    got, want = to_host(got), want
+    got = to_host(got)
     for g, w in zip(tree_leaves(got), tree_leaves(want)):
         assert np.asarray(g).dtype == np.asarray(w).dtype, what
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), **tol, err_msg=what)

@@ -15,8 +15,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PREAMBLE", "ctype", "c_literal", "c_name", "convert", "SUPPORTED_DTYPES", "index_ctype",
-           "identity_literal"]
+__all__ = [
+    "PREAMBLE",
+    "SUPPORTED_DTYPES",
+    "c_literal",
+    "c_name",
+    "convert",
+    "ctype",
+    "identity_literal",
+    "index_ctype",
+]
 
 SUPPORTED_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                     "float32", "float64")
@@ -66,15 +74,7 @@ __device__ __forceinline__ float64 tg_pow(float64 a, float64 b) { return pow(a, 
 """
 
 # C++ keywords (and names the kernels use) that a graph variable name must not shadow
-_RESERVED = frozenset("""
-alignas alignof and asm auto bitand bitor bool break case catch char class compl const constexpr
-const_cast continue decltype default delete do double dynamic_cast else enum explicit export extern
-false float for friend goto if inline int long mutable namespace new noexcept not nullptr operator or
-private protected public register reinterpret_cast return short signed sizeof static static_assert
-static_cast struct switch template this throw true try typedef typeid typename union unsigned using
-virtual void volatile wchar_t while xor int8 int16 int32 int64 uint8 uint16 uint32 uint64 float32
-float64 blockIdx blockDim threadIdx gridDim
-""".split())
+_RESERVED = frozenset(["alignas", "alignof", "and", "asm", "auto", "bitand", "bitor", "bool", "break", "case", "catch", "char", "class", "compl", "const", "constexpr", "const_cast", "continue", "decltype", "default", "delete", "do", "double", "dynamic_cast", "else", "enum", "explicit", "export", "extern", "false", "float", "for", "friend", "goto", "if", "inline", "int", "long", "mutable", "namespace", "new", "noexcept", "not", "nullptr", "operator", "or", "private", "protected", "public", "register", "reinterpret_cast", "return", "short", "signed", "sizeof", "static", "static_assert", "static_cast", "struct", "switch", "template", "this", "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile", "wchar_t", "while", "xor", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64", "blockIdx", "blockDim", "threadIdx", "gridDim"])
 
 
 def c_name(name: str) -> str:

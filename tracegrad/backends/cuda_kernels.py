@@ -14,8 +14,9 @@ tests runs them with one thread).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from ..ir import Literal, Node, Var
 from ..ir.fusion import FusionGroup, fusion_role, gathered_operands
 from .cuda_c import c_literal, c_name, convert, ctype, identity_literal, index_ctype
 
-__all__ = ["Layout", "Kernel", "group_kernel", "im2col_kernel", "c_strides"]
+__all__ = ["Kernel", "Layout", "c_strides", "group_kernel", "im2col_kernel"]
 
 
 def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -47,7 +48,7 @@ class Layout:
 
     @staticmethod
     def contiguous(base: str, shape: tuple[int, ...], dtype: Any, offset: int = 0,
-                   base_size: int | None = None) -> "Layout":
+                   base_size: int | None = None) -> Layout:
         size = math.prod(shape)
         return Layout(base, offset, c_strides(shape), tuple(shape), np.dtype(dtype),
                       base_size if base_size is not None else offset + size)
@@ -56,17 +57,17 @@ class Layout:
         return all(s == c or d == 1 for s, c, d in zip(self.strides, c_strides(self.shape), self.shape))
 
     # -- views (all static; None where a copy would be needed) ------------------
-    def transpose(self, perm: tuple[int, ...]) -> "Layout":
+    def transpose(self, perm: tuple[int, ...]) -> Layout:
         return Layout(self.base, self.offset, tuple(self.strides[p] for p in perm),
                       tuple(self.shape[p] for p in perm), self.dtype, self.base_size)
 
-    def broadcast(self, shape: tuple[int, ...]) -> "Layout":
+    def broadcast(self, shape: tuple[int, ...]) -> Layout:
         pad = len(shape) - len(self.shape)
         strides = [0] * pad + [0 if d == 1 and n != 1 else s
                                for d, n, s in zip(self.shape, shape[pad:], self.strides)]
         return Layout(self.base, self.offset, tuple(strides), tuple(shape), self.dtype, self.base_size)
 
-    def reshape(self, shape: tuple[int, ...]) -> "Layout | None":
+    def reshape(self, shape: tuple[int, ...]) -> Layout | None:
         if self.is_contiguous():
             return Layout(self.base, self.offset, c_strides(shape), tuple(shape), self.dtype, self.base_size)
         old = [(d, s) for d, s in zip(self.shape, self.strides) if d != 1]
@@ -76,7 +77,7 @@ class Layout:
         strides = tuple(0 if d == 1 else next(it) for d in shape)
         return Layout(self.base, self.offset, strides, tuple(shape), self.dtype, self.base_size)
 
-    def index(self, template: tuple) -> "Layout | None":
+    def index(self, template: tuple) -> Layout | None:
         """Basic indexing (slices, ints, None); None for index arrays."""
         offset, shape, strides = self.offset, [], []
         dim = 0

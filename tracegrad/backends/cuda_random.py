@@ -22,7 +22,7 @@ import numpy as np
 
 from .cuda_c import PREAMBLE
 
-__all__ = ["SOURCE", "DeviceSampler", "reference", "KERNEL_NAMES"]
+__all__ = ["KERNEL_NAMES", "SOURCE", "DeviceSampler", "reference"]
 
 KERNEL_NAMES = {"rademacher": "tg_rademacher_f32", "normal": "tg_normal_f32"}
 _GOLDEN = 0x9E3779B97F4A7C15

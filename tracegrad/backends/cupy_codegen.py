@@ -41,7 +41,7 @@ from .cuda_c import PREAMBLE, ctype
 from .cuda_kernels import Kernel, Layout, group_kernel, im2col_kernel
 from .emit import _identifier, format_scalar
 
-__all__ = ["CupyProgram", "generate", "VIEW_PRIMITIVES"]
+__all__ = ["VIEW_PRIMITIVES", "CupyProgram", "generate"]
 
 VIEW_PRIMITIVES = ("reshape", "transpose", "broadcast_to", "index", "stop_gradient")
 _NO_COPY = ("matmul",)  # library results known to be C-contiguous
@@ -83,6 +83,7 @@ class _Stack:
     rest: Var  # (N, F) or (K, N, F): right after it
     first: Node  # the earlier matmul: the one GEMM is emitted in its place
     second: Node  # the later one, computed by that GEMM too
+    lead_operand: Var  # the (N, F) matmul operand: ``lead`` itself or a reshape of it
 
 
 def _py(text: str) -> str:
@@ -154,7 +155,7 @@ class _Planner:
         return f"  {node.source.short()}" if node.source else ""
 
     # -- plan --------------------------------------------------------------------
-    def run(self) -> "CupyProgram":
+    def run(self) -> CupyProgram:
         g = self.graph
         for v in g.inputs:
             name = self.names[v]
@@ -185,7 +186,17 @@ class _Planner:
         return self.finish()
 
     def _plan_stacks(self, groups: dict[int, FusionGroup]) -> list[_Stack]:
+        """Matmul pairs ``a @ W``, ``b @ W`` whose ``a`` and ``b`` (or what they are reshapes
+        of, like the flatten before a dense layer) come out of the same elementwise kernel."""
         group_of = {v: grp.gid for grp in groups.values() if grp.reduction is None for v in grp.outputs}
+        reshaped = {n.out: n.inputs[0] for n in self.graph.nodes
+                    if n.primitive.name == "reshape" and n.fusion_group is None and isinstance(n.inputs[0], Var)}
+
+        def root(v: Var) -> Var:
+            while v in reshaped:
+                v = reshaped[v]
+            return v
+
         used: set[Var] = set()
         stacks = []
         mats = [n for n in self.graph.nodes if n.primitive.name == "matmul" and n.fusion_group is None]
@@ -196,15 +207,16 @@ class _Planner:
                 same_w = w1 is w2 or (isinstance(w1, Literal) and isinstance(w2, Literal) and w1.value is w2.value)
                 if not (same_w and isinstance(a, Var) and isinstance(b, Var) and a is not b):
                     continue
-                if w1.aval.ndim != 2 or a in used or b in used or a.aval.dtype != b.aval.dtype:
-                    continue
-                if group_of.get(a) is None or group_of.get(a) != group_of.get(b):
-                    continue
                 lead, rest = (a, b) if a.aval.ndim <= b.aval.ndim else (b, a)
                 if lead.aval.ndim != 2 or rest.aval.shape[-2:] != lead.aval.shape or rest.aval.ndim > 3:
                     continue
-                used.update((a, b))
-                stacks.append(_Stack(self.tmp("stack"), lead, rest, m1, m2))
+                r_lead, r_rest = root(lead), root(rest)
+                if w1.aval.ndim != 2 or {r_lead, r_rest} & used or a.aval.dtype != b.aval.dtype:
+                    continue
+                if r_lead is r_rest or group_of.get(r_lead) is None or group_of.get(r_lead) != group_of.get(r_rest):
+                    continue
+                used.update((r_lead, r_rest))
+                stacks.append(_Stack(self.tmp("stack"), r_lead, r_rest, m1, m2, lead))
         return stacks
 
     # -- fusion groups -------------------------------------------------------------
@@ -293,7 +305,7 @@ class _Planner:
 
     def stacked_matmul(self, s: _Stack) -> None:
         w = s.first.inputs[1]
-        n, f = s.lead.aval.shape
+        n, f = s.lead_operand.aval.shape
         h = w.aval.shape[1]
         res = self.tmp("mm")
         stacked = f"cp.reshape({s.name}, (-1, {f}))"
@@ -303,8 +315,7 @@ class _Planner:
         self.cublas += 1
         total = (s.lead.aval.size + s.rest.aval.size) // f * h
         for m in (s.first, s.second):
-            lead = m.inputs[0] is s.lead
-            off = 0 if lead else n * h
+            off = 0 if m.inputs[0] is s.lead_operand else n * h
             out = m.out
             self.layouts[out] = Layout.contiguous(res, out.aval.shape, out.aval.dtype, off, total)
             self.pyexpr[out] = f"_segment({res}, {off}, {out.aval.shape!r})"
@@ -343,7 +354,7 @@ class _Planner:
         self.pyexpr[out] = f"cp.transpose(cp.reshape({res}, {(o, n, ho, wo)!r}), (1, 0, 2, 3))"
 
     # -- finish --------------------------------------------------------------------
-    def finish(self) -> "CupyProgram":
+    def finish(self) -> CupyProgram:
         g = self.graph
         outs = []
         for a in g.outputs:

@@ -24,8 +24,9 @@ gets the same numbers; a GPU backend turns each group into one kernel.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,8 +35,15 @@ from .core import Graph, Var
 if TYPE_CHECKING:  # pragma: no cover
     from .core import Node
 
-__all__ = ["FusionGroup", "fusion_role", "gathered_operands", "fusion_groups", "analyze_group",
-           "GroupError", "strip_leading_ones"]
+__all__ = [
+    "FusionGroup",
+    "GroupError",
+    "analyze_group",
+    "fusion_groups",
+    "fusion_role",
+    "gathered_operands",
+    "strip_leading_ones",
+]
 
 REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
 GATHERS = {"max_pool2d": (0,), "avg_pool2d": (0,), "take_along_axis": (0,)}
@@ -52,7 +60,7 @@ def strip_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape[i:])
 
 
-def fusion_role(node: "Node") -> str | None:
+def fusion_role(node: Node) -> str | None:
     """How ``node`` may take part in a fusion group, or None if it cannot."""
     name = node.primitive.name
     if name in REDUCTIONS:
@@ -69,7 +77,7 @@ def fusion_role(node: "Node") -> str | None:
     return None
 
 
-def gathered_operands(node: "Node") -> tuple[int, ...]:
+def gathered_operands(node: Node) -> tuple[int, ...]:
     """Operand positions read at indices other than the node's own (they must be external)."""
     return GATHERS.get(node.primitive.name, ())
 
@@ -79,11 +87,11 @@ class FusionGroup:
     """One group's structure, as a backend needs it to emit a kernel."""
 
     gid: int
-    nodes: list["Node"]
+    nodes: list[Node]
     shape: tuple[int, ...]  # iteration shape S of the prologue
-    reduction: "Node | None" = None
-    prologue: list["Node"] = field(default_factory=list)
-    epilogue: list["Node"] = field(default_factory=list)
+    reduction: Node | None = None
+    prologue: list[Node] = field(default_factory=list)
+    epilogue: list[Node] = field(default_factory=list)
     inputs: list[Var] = field(default_factory=list)  # external vars read, first use first
     outputs: list[Var] = field(default_factory=list)  # member values needed after the group
 
@@ -109,7 +117,7 @@ def _broadcast(shapes: Iterable[tuple[int, ...]], what: str) -> tuple[int, ...]:
         raise GroupError(f"{what}: member shapes do not broadcast together") from None
 
 
-def analyze_group(gid: int, members: list["Node"], used_later: set[Var] | None = None) -> FusionGroup:
+def analyze_group(gid: int, members: list[Node], used_later: set[Var] | None = None) -> FusionGroup:
     """Check that ``members`` (in execution order) form a valid group; return its structure.
 
     ``used_later``: vars read outside the group (or returned); they become group outputs.

@@ -2,8 +2,9 @@
 
 Greedy, in execution order. A fusible node (see ``tracegrad.ir.fusion`` for the roles and
 the contract) joins the group(s) of the producers of its non-gathered operands when the
-merged set is still a valid group and stays *convex* — no path leaves the group and
-comes back into it, so the group can run as one kernel at one point of the program. If
+merged set is still a valid group and the graph of units (groups and single nodes) stays
+acyclic — no path leaves the group and comes back into it — so each group can run as
+one kernel at one point of the program. If
 it cannot join, it starts a group of its own; a view never does (outside a group a
 reshape or broadcast is free, no kernel). Primal and tangent chains of one layer meet in
 ``where``/``mul`` nodes, so they end up in one group: one kernel computes both. Then
@@ -25,34 +26,67 @@ from ..ir.fusion import GroupError, analyze_group, fusion_role, gathered_operand
 __all__ = ["fuse", "kernel_count"]
 
 
-def _convex(nodes: list[Node], idx: list[int], producer: dict[Var, int]) -> bool:
-    """No node outside ``idx`` both depends on a member and feeds a member."""
-    members = set(idx)
-    tainted: set[int] = set()  # outside nodes between the first and last member that depend on one
-    for j in range(idx[0], idx[-1] + 1):
-        srcs = {producer[a] for a in nodes[j].inputs if isinstance(a, Var) and a in producer}
-        if j in members:
-            if srcs & tainted:
-                return False
-        elif srcs & (members | tainted):
-            tainted.add(j)
-    return True
+class _State:
+    """The grouping so far, and the consumers of each node (for the cycle test)."""
 
+    def __init__(self, nodes: list[Node], producer: dict[Var, int]):
+        self.nodes = nodes
+        self.producer = producer
+        self.consumers: dict[int, list[int]] = {i: [] for i in range(len(nodes))}
+        for j, n in enumerate(nodes):
+            for a in n.inputs:
+                if isinstance(a, Var) and a in producer:
+                    self.consumers[producer[a]].append(j)
+        self.group_of: dict[int, int] = {}
+        self.members: dict[int, list[int]] = {}
 
-def _valid(nodes: list[Node], idx: list[int], producer: dict[Var, int]) -> bool:
-    try:
-        analyze_group(-1, [nodes[k] for k in idx])
-    except GroupError:
-        return False
-    return _convex(nodes, idx, producer)
+    def acyclic(self, merged: set[int], idx: list[int]) -> bool:
+        """Running ``idx`` (made of groups ``merged`` and new nodes) as one unit keeps the
+        graph of units acyclic: no path leaves the unit and comes back. Paths are followed
+        through whole groups, since a group runs as one kernel: two independent nodes of a
+        group C can close a cycle (unit -> c1, c2 -> unit) although no node path does."""
+        unit = set(idx)
+        frontier = [c for m in idx for c in self.consumers[m] if c not in unit]
+        visited: set[int] = set()
+        while frontier:
+            x = frontier.pop()
+            if x in visited:
+                continue
+            g = self.group_of.get(x)
+            block = self.members[g] if g is not None and g not in merged else [x]
+            for u in block:
+                visited.add(u)
+                for c in self.consumers[u]:
+                    if c in unit:
+                        return False
+                    if c not in visited:
+                        frontier.append(c)
+        return True
+
+    def valid(self, groups: list[int], extra: list[int]) -> bool:
+        idx = sorted([k for g in groups for k in self.members[g]] + extra)
+        try:
+            analyze_group(-1, [self.nodes[k] for k in idx])
+        except GroupError:
+            return False
+        return self.acyclic(set(groups), idx)
+
+    def merge(self, target: int, others: list[int], extra: list[int]) -> None:
+        for g in others:
+            for k in self.members.pop(g):
+                self.group_of[k] = target
+                self.members[target].append(k)
+        for k in extra:
+            self.group_of[k] = target
+            self.members[target].append(k)
+        self.members[target].sort()
 
 
 def fuse(graph: Graph) -> Graph:
     """Assign ``fusion_group`` ids and make each group contiguous; see the module docstring."""
     nodes = graph.nodes
     producer = {v: i for i, n in enumerate(nodes) for v in n.outputs}
-    group_of: dict[int, int] = {}
-    members: dict[int, list[int]] = {}
+    st = _State(nodes, producer)
     next_gid = 0
     for i, node in enumerate(nodes):
         role = fusion_role(node)
@@ -62,38 +96,27 @@ def fuse(graph: Graph) -> Graph:
         cands: list[int] = []
         for pos, a in enumerate(node.inputs):
             j = producer.get(a) if isinstance(a, Var) and pos not in gathered else None
-            if j is not None and j in group_of and group_of[j] not in cands:
-                cands.append(group_of[j])
+            if j is not None and j in st.group_of and st.group_of[j] not in cands:
+                cands.append(st.group_of[j])
         options = [cands] if cands else []
         if len(cands) > 1:  # all producer groups at once, else the largest one that fits
-            options += [[g] for g in sorted(cands, key=lambda g: (-len(members[g]), g))]
-        chosen = next((opt for opt in options
-                       if _valid(nodes, sorted([k for g in opt for k in members[g]] + [i]), producer)), None)
+            options += [[g] for g in sorted(cands, key=lambda g: (-len(st.members[g]), g))]
+        chosen = next((opt for opt in options if st.valid(opt, [i])), None)
         if chosen:
-            target = chosen[0]
-            for g in chosen[1:]:
-                for k in members.pop(g):
-                    group_of[k] = target
-                    members[target].append(k)
-            members[target].append(i)
-            members[target].sort()
-            group_of[i] = target
+            st.merge(chosen[0], chosen[1:], [i])
         elif role != "view":
-            members[next_gid] = [i]
-            group_of[i] = next_gid
+            st.members[next_gid] = [i]
+            st.group_of[i] = next_gid
             next_gid += 1
     # Horizontal: a group that shares no producer with an earlier one may still fit its
     # kernel (e.g. the primal and tangent tails of a softmax): one launch instead of two.
-    order = sorted(members, key=lambda g: members[g][0])
+    order = sorted(st.members, key=lambda g: st.members[g][0])
     for pos, b in enumerate(order):
         for a in reversed(order[:pos]):
-            if a in members and b in members and _valid(nodes, sorted(members[a] + members[b]), producer):
-                for k in members.pop(b):
-                    group_of[k] = a
-                    members[a].append(k)
-                members[a].sort()
+            if a in st.members and b in st.members and st.valid([a, b], []):
+                st.merge(a, [b], [])
                 break
-    return _reorder(graph, group_of, members, producer)
+    return _reorder(graph, st.group_of, st.members, producer)
 
 
 def _reorder(graph: Graph, group_of: dict[int, int], members: dict[int, list[int]],
