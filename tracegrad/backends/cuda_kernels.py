@@ -373,10 +373,14 @@ def im2col_kernel(name: str, x: Layout, cols: Layout, kernel: tuple[int, int], s
     lines, nm = decompose("_n", space, list(range(6)), index_t)
     ci, ii, ji, ni, ohi, owi = (nm.get(d, "0") for d in range(6))
     header, args, pnames = _signature(name, [x], [cols])
-    lines.append(f"const {index_t} _h = {_paren(ohi)} * {sh} + {_paren(ii)} - {ph};")
-    lines.append(f"const {index_t} _w = {_paren(owi)} * {sw} + {_paren(ji)} - {pw};")
+    def pos(o: str, s: int, k: str, p: int) -> str:  # o * s + k - p, without the no-op terms
+        return f"{o if s == 1 else f'{_paren(o)} * {s}'} + {k}" + (f" - {p}" if p else "")
+
+    lines.append(f"const {index_t} _h = {pos(ohi, sh, ii, ph)};")
+    lines.append(f"const {index_t} _w = {pos(owi, sw, ji, pw)};")
     value = load(x, [ni, ci, "_h", "_w"], pnames)
-    lines.append(f"{pnames[cols.base]}[{cols.offset} + _n] = "
+    at = "_n" if cols.offset == 0 else f"{cols.offset} + _n"
+    lines.append(f"{pnames[cols.base]}[{at}] = "
                  f"(_h >= 0 && _h < {h} && _w >= 0 && _w < {w}) ? {value} : {c_literal(0, x.dtype)};")
     grid, block = _launch_1d(total)
     start = "blockIdx.x * blockDim.x + threadIdx.x" if index_t == "int" else \
