@@ -103,3 +103,17 @@ def test_direction_sampler_state_round_trips_the_device_position(emulated_cupy):
     t.set_state(state)
     (b,) = t.draw_many([((4,), np.float32)], emulated_cupy)
     np.testing.assert_array_equal(a, b)
+
+
+def test_check_backends_passes_and_catches_a_wrong_template(emulated_cupy, monkeypatch):
+    import pytest
+
+    from tracegrad.ir import PRIMITIVES
+    from tracegrad.testing import check_backends
+
+    params, x, y = _problem()
+    check_backends(_loss, (params, x, y), argnums=(0,), directions=3)
+    check_backends(lambda a: np.sin(a) * 2.0, (np.linspace(0, 1, 5),))
+    monkeypatch.setitem(PRIMITIVES["sin"].lowerings, "cuda", lambda x: f"tg_cos({x})")
+    with pytest.raises(AssertionError, match="cupy and numpy disagree"):
+        check_backends(lambda a: np.sin(a) * 3.0, (np.linspace(0, 1, 5),))
