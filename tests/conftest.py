@@ -1,8 +1,8 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
-
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
@@ -22,3 +22,17 @@ def real_mnist_dir() -> str:
     if not root.is_dir():
         pytest.skip(f"real MNIST not found at {root} (set TRACEGRAD_MNIST_DIR to its directory)")
     return str(root)
+
+
+@pytest.fixture
+def emulated_cupy(monkeypatch):
+    """``backend="cupy"`` served by the CPU stand-in for the duration of a test."""
+    from fake_cupy import make_fake_cupy
+
+    import tracegrad.backends as backends
+    from tracegrad.backends.cupy_backend import CupyBackend
+
+    fake = make_fake_cupy()
+    monkeypatch.setitem(backends._instances, "cupy", CupyBackend(fake))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    return fake

@@ -133,8 +133,8 @@ class Compiled:
         sig = []
         for x in leaves:
             t = type(x)
-            if t is np.ndarray and x.dtype.kind in "biufc":
-                sig.append((x.shape, x.dtype))
+            if (t is np.ndarray or t.__module__.split(".")[0] == "cupy") and x.dtype.kind in "biufc":
+                sig.append((x.shape, x.dtype))  # a CuPy array keys like the NumPy array it mirrors
             elif t in (float, int, bool):
                 sig.append(t)
             else:
@@ -176,7 +176,8 @@ class Compiled:
                 _, mask, batch = mode
                 fused, out_float = jvp_graph(primal, mask, batch)
                 graph = optimize(fused)
-            entry = _Entry(graph, self._backend.compile(graph), out_tree, out_float)
+            executable = self._backend.compile(graph)  # a fusing backend returns the fused graph
+            entry = _Entry(executable.graph, executable, out_tree, out_float)
             self._cache[key] = entry
         return entry, leaves
 

@@ -6,6 +6,12 @@ NumPy Generator, so a run is reproducible from its seed. Sampling costs real tim
 millions of parameters (normal float32: ~14 ms for 1.86M numbers on one core here), so
 large normal draws are split over two threads with independent, seed-derived streams,
 and ``"rademacher"`` (±1, unbiased, lower variance) draws from random bits, ~25x faster.
+
+Array namespaces: when the compiled function runs on CuPy (``backend="cupy"``) or the
+parameters are CuPy arrays, tangents are drawn on the GPU by a counter-based generator
+(``backends/cuda_random.py``: float32, one kernel launch for all leaves, numbers a
+function of the seed and the draw position only) and the estimate is formed on the
+device; nothing passes through the host.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 
 from .api import Compiled, compile
 from .errors import TangentError
+from .optim.optimizers import array_namespace
 from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["forward_grad", "DirectionSampler", "DISTRIBUTIONS"]
@@ -40,22 +47,44 @@ class DirectionSampler:
     """Seeded source of tangent directions with E[v vᵀ] = I.
 
     Two independent streams are spawned from one ``SeedSequence``; each fills a fixed half
-    of every draw, so the numbers depend only on the seed, never on thread timing."""
+    of every draw, so the numbers depend only on the seed, never on thread timing. A third
+    child seeds the device generator used for CuPy arrays (``draw(..., xp=cupy)``)."""
 
     def __init__(self, distribution: str = "normal", seed: int | None = None):
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
         self.distribution = distribution
         self._seq = np.random.SeedSequence(seed)
-        self._streams = [np.random.default_rng(s) for s in self._seq.spawn(2)]
+        children = self._seq.spawn(3)  # the first two are what spawn(2) gave: same host streams
+        self._streams = [np.random.default_rng(s) for s in children[:2]]
+        self._device_key = int(children[2].generate_state(1, np.uint64)[0])
+        self._device_counter = 0
+        self._device: Any = None
 
     def state(self) -> list[dict[str, Any]]:
-        """Bit-generator states, for checkpoints."""
-        return [g.bit_generator.state for g in self._streams]
+        """Bit-generator states and the device generator's position, for checkpoints (JSON-able)."""
+        return [g.bit_generator.state for g in self._streams] + [{"device_counter": self._device_counter}]
 
     def set_state(self, state: Sequence[dict[str, Any]]) -> None:
-        for g, s in zip(self._streams, state):
+        for g, s in zip(self._streams, state[:2]):
             g.bit_generator.state = s
+        if len(state) > 2:
+            self._device_counter = int(state[2]["device_counter"])
+            if self._device is not None:
+                self._device.counter = self._device_counter
+
+    def draw_many(self, specs: Sequence[tuple[tuple[int, ...], Any]], xp: Any = np) -> list[Any]:
+        """One tangent per ``(shape, dtype)``, as arrays of namespace ``xp`` (NumPy or CuPy);
+        on CuPy all of them come from one kernel launch."""
+        if xp is np:
+            return [self.draw(shape, dtype) for shape, dtype in specs]
+        if self._device is None:
+            from .backends.cuda_random import DeviceSampler
+
+            self._device = DeviceSampler(xp, self._device_key, self._device_counter)
+        out = self._device.draw(self.distribution, [s for s, _ in specs], [d for _, d in specs])
+        self._device_counter = self._device.counter
+        return out
 
     def draw(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
@@ -101,33 +130,51 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             if i >= len(args):
                 raise TypeError(f"argnums names argument {i}, but only {len(args)} were passed")
         tangents: list[Any] = [None] * len(args)
-        drawn: dict[int, tuple[list[np.ndarray], Any]] = {}
+        specs, trees = [], []
         for i in nums:
             leaves, tree = tree_flatten(args[i])
-            vs = []
             for leaf in leaves:
-                arr = np.asarray(leaf)
-                if arr.dtype.kind != "f":
-                    raise TangentError(f"forward_grad: argument {i} has a leaf of dtype {arr.dtype}; "
+                dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
+                if dtype.kind != "f":
+                    raise TangentError(f"forward_grad: argument {i} has a leaf of dtype {dtype}; "
                                        "only floating-point parameters can be differentiated",
                                        hint="pass integer data through an argument not in argnums")
-                vs.append(sampler.draw((k,) + arr.shape, arr.dtype))
-            drawn[i] = (vs, tree)
-            tangents[i] = tree_unflatten(tree, vs)
+                specs.append(((k,) + tuple(np.shape(leaf)), dtype))
+            trees.append((i, tree, len(leaves)))
+        xp = _namespace(compiled, [args[i] for i in nums])
+        drawn = sampler.draw_many(specs, xp)
+        vs_of: dict[int, tuple[list[Any], Any]] = {}
+        start = 0
+        for i, tree, count in trees:
+            vs_of[i] = (drawn[start:start + count], tree)
+            tangents[i] = tree_unflatten(tree, vs_of[i][0])
+            start += count
         value, jv = compiled.jvp(tuple(args), tuple(tangents), batched=True)
         if np.ndim(value) != 0 or jv is None:
             raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
                                hint="reduce the output, e.g. return np.mean(loss)")
         grads = []
         for i in nums:
-            vs, tree = drawn[i]
+            vs, tree = vs_of[i]
             if k == 1:
                 g = [v[0] * jv[0] for v in vs]
             else:
-                g = [np.tensordot(jv, v, axes=1) / k for v in vs]
+                g = [xp.tensordot(jv, v, axes=1) / k for v in vs]
             grads.append(tree_unflatten(tree, g))
         return value, grads[0] if single else tuple(grads)
 
     estimate.sampler = sampler  # type: ignore[attr-defined]
+    estimate.namespace = lambda *args: _namespace(compiled, [args[i] for i in nums])  # type: ignore[attr-defined]
     estimate.compiled = compiled  # type: ignore[attr-defined]
     return estimate
+
+
+def _namespace(compiled: Compiled, params: Sequence[Any]) -> Any:
+    """Where tangents live: CuPy when the function runs on CuPy or the parameters are CuPy
+    arrays (imported only then), else NumPy."""
+    if compiled.backend == "cupy":
+        from .backends import get_backend
+
+        return get_backend("cupy").cp
+    leaves = [leaf for p in params for leaf in tree_flatten(p)[0]]
+    return array_namespace(*leaves)

@@ -13,7 +13,7 @@ import numpy as np
 from .api import Compiled, compile
 from .tree import tree_flatten, tree_map, tree_unflatten
 
-__all__ = ["check_jvp", "numerical_jvp", "random_tangents"]
+__all__ = ["check_jvp", "check_backends", "numerical_jvp", "random_tangents"]
 
 
 def random_tangents(args: Sequence[Any], argnums: Sequence[int], rng: np.random.Generator) -> list[Any]:
@@ -98,3 +98,33 @@ def check_jvp(fn: Callable[..., Any], args: Sequence[Any], argnums: Sequence[int
     for g, e in zip(got_leaves, exp_leaves):
         np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=rtol, atol=atol,
                                    err_msg="JVP disagrees with central finite differences")
+
+
+def check_backends(fn: Callable[..., Any], args: Sequence[Any], argnums: Sequence[int] | None = None, *,
+                   backend: str = "cupy", directions: int | None = None, seed: int = 0,
+                   rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Assert that ``fn`` compiled for ``backend`` gives what the NumPy backend (the
+    reference) gives: outputs, and the JVP in random directions (K of them with
+    ``directions=K``). Raises ``AssertionError`` naming the output that differs."""
+    from .backends import to_host
+
+    rng = np.random.default_rng(seed)
+    args = list(args)
+    argnums = list(range(len(args))) if argnums is None else list(argnums)
+    if directions is None:
+        tangents = random_tangents(args, argnums, rng)
+    else:
+        per = [random_tangents(args, argnums, rng) for _ in range(directions)]
+        tangents = [None if per[0][i] is None else
+                    tree_map(lambda *ts: np.stack(ts), *[p[i] for p in per]) for i in range(len(args))]
+    ref, other = compile(fn), compile(fn, backend=backend)
+    pairs = [("outputs", other(*args), ref(*args)),
+             ("JVP", other.jvp(args, tangents, batched=directions is not None),
+              ref.jvp(args, tangents, batched=directions is not None))]
+    for what, got, want in pairs:
+        got_leaves, want_leaves = tree_flatten(to_host(got))[0], tree_flatten(want)[0]
+        assert len(got_leaves) == len(want_leaves), f"{what}: structure differs"
+        for i, (g, w) in enumerate(zip(got_leaves, want_leaves)):
+            assert np.asarray(g).dtype == np.asarray(w).dtype, f"{what} leaf {i}: dtype {np.asarray(g).dtype} != {np.asarray(w).dtype}"
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol,
+                                       err_msg=f"{backend} and numpy disagree ({what} leaf {i})")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..errors import BackendUnavailableError
 from .base import Executable
 
-__all__ = ["Executable", "get_backend", "BACKENDS"]
+__all__ = ["Executable", "get_backend", "BACKENDS", "to_host", "to_device"]
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "cupy")
 _instances: dict[str, Any] = {}
 
 
@@ -19,8 +21,34 @@ def get_backend(name: str) -> Any:
             from .numpy_backend import NumpyBackend
 
             _instances[name] = NumpyBackend()
+        elif name == "cupy":
+            from .cupy_backend import CupyBackend  # imports CuPy; a clear error without it
+
+            _instances[name] = CupyBackend()
         else:
             raise BackendUnavailableError(
                 f"unknown backend {name!r}; available: {', '.join(BACKENDS)}",
                 hint="use backend='numpy'")
     return _instances[name]
+
+
+def _on_device(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def to_host(tree: Any) -> Any:
+    """A pytree with every CuPy array copied to a NumPy array (other leaves unchanged)."""
+    from ..tree import tree_map
+
+    return tree_map(lambda x: x.get() if _on_device(x) else x, tree)
+
+
+def to_device(tree: Any, backend: str = "cupy") -> Any:
+    """A pytree with every NumPy array moved to ``backend``'s device, once (other leaves
+    unchanged); the identity for ``backend="numpy"``."""
+    from ..tree import tree_map
+
+    if backend == "numpy":
+        return tree
+    cp = get_backend(backend).cp
+    return tree_map(lambda x: cp.asarray(x) if isinstance(x, np.ndarray) else x, tree)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..ir import Graph
@@ -17,6 +17,8 @@ class Executable:
     fn: Callable[..., tuple]
     filename: str
     backend: str
+    cuda_source: str = ""  # GPU backends: the CUDA translation unit (also shown in ``source``)
+    launches: dict[str, int] = field(default_factory=dict)  # per call: kernels, cuBLAS calls, ...
 
     def __call__(self, *args: Any) -> tuple:
         return self.fn(*args)

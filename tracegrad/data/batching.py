@@ -120,6 +120,10 @@ class BatchStream:
         # Cache the permutation: regenerating it per batch would cost O(n) each step.
         if self._order_epoch != self.epoch:
             self._order = epoch_permutation(len(self.x), self.seed, self.epoch)
+            if type(self.x).__module__.split(".")[0] == "cupy":  # data on a GPU: index it there
+                import cupy
+
+                self._order = cupy.asarray(self._order)
             self._order_epoch = self.epoch
         return self._order
 

@@ -140,6 +140,7 @@ class Node:
     outputs: tuple[Var, ...]
     params: dict[str, Any] = field(default_factory=dict)
     source: SourceInfo | None = None
+    fusion_group: int | None = None  # set by transforms.fuse: nodes sharing an id run as one kernel
 
     @property
     def out(self) -> Var:
@@ -210,14 +211,24 @@ class Graph:
             for v, k in zip(self.inputs, self.input_kinds)
         )
         lines = [f"{{ lambda {ins} ."]
+        group: int | None = None
         for node in self.nodes:
+            if node.fusion_group != group:  # fusion groups print as indented blocks
+                if group is not None:
+                    lines.append("    }")
+                group = node.fusion_group
+                if group is not None:
+                    lines.append(f"    fusion_group {group} {{")
+            indent = "      " if group is not None else "    "
             outs = " ".join(f"{names[v]}:{v.aval}" for v in node.outputs)
             params = node.primitive.format_params(node.params)
             args = " ".join(atom(a) for a in node.inputs)
-            text = f"    {outs} = {node.primitive.name}{params} {args}".rstrip()
+            text = f"{indent}{outs} = {node.primitive.name}{params} {args}".rstrip()
             if source and node.source is not None:
                 text = f"{text:<60}  # {node.source.short()}"
             lines.append(text)
+        if group is not None:
+            lines.append("    }")
         outs = " ".join(atom(a) for a in self.outputs)
         lines.append(f"  in ( {outs} ) }}")
         return "\n".join(lines)
@@ -265,6 +276,10 @@ class Graph:
         for a in self.outputs:
             if isinstance(a, Var):
                 assert a in defined, f"output {a!r} is never defined"
+        if any(node.fusion_group is not None for node in self.nodes):
+            from .fusion import fusion_groups
+
+            fusion_groups(self)  # raises AssertionError for a group a kernel could not compute
         return self
 
     def values(self, *args: Any) -> dict[Var, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from ..transforms import tangents as T
 
 __all__ = [
     "broadcast_shapes", "probe_dtype", "elementwise_abstract", "declare", "defjvp_unary",
-    "normalize_axes", "fmt_shape", "no_flops", "input_size_flops",
+    "normalize_axes", "fmt_shape", "no_flops", "input_size_flops", "CudaReduction",
 ]
 
 
@@ -80,11 +80,26 @@ def input_size_flops(in_avals: list[Aval], out_avals: list[Aval], params: dict[s
     return in_avals[0].size
 
 
-def declare(name: str, numpy: Callable[..., str], abstract_eval: Any = None, **kw: Any) -> Primitive:
-    """Create and register a primitive; elementwise ones get the broadcasting shape rule."""
+class CudaReduction(NamedTuple):
+    """CUDA lowering of a reduction: ``combine(acc, x)`` as a C expression, and the start
+    value: ``"zero"``, ``"lowest"`` or ``"highest"`` of the output dtype."""
+
+    combine: Callable[[str, str], str]
+    identity: str
+
+
+def declare(name: str, numpy: Callable[..., str], abstract_eval: Any = None, *,
+            cuda: Any = None, **kw: Any) -> Primitive:
+    """Create and register a primitive; elementwise ones get the broadcasting shape rule.
+
+    ``cuda``: the primitive's CUDA C template for fused kernels (``lowerings["cuda"]``): for
+    elementwise ops ``(*operand_exprs, **params) -> C expression`` (operands arrive converted
+    to the op's compute type); for gathers ``(read, index, *other_operands, **params)`` where
+    ``read(coords)`` loads the gathered operand; for reductions a ``CudaReduction``."""
     if abstract_eval is None:
         abstract_eval = elementwise_abstract(name)
-    return register(Primitive(name, abstract_eval, lowerings={"numpy": numpy}, **kw))
+    lowerings = {"numpy": numpy} if cuda is None else {"numpy": numpy, "cuda": cuda}
+    return register(Primitive(name, abstract_eval, lowerings=lowerings, **kw))
 
 
 def defjvp_unary(prim: Primitive, derivative: Callable[[Any, Any], Any]) -> None:

@@ -24,15 +24,19 @@ def _call(fn: str):
     return lambda *args: f"{fn}({', '.join(args)})"
 
 
+# CUDA C templates (fused kernels, see tracegrad/backends/cuda_c.py for the tg_* helpers)
+_c_binop, _c_call = _binop, _call
+
+
 # ---------------------------------------------------------------- arithmetic
-add_p = declare("add", _binop("+"), elementwise=True)
-sub_p = declare("sub", _binop("-"), elementwise=True)
-mul_p = declare("mul", _binop("*"), elementwise=True)
-div_p = declare("div", _binop("/"), elementwise=True)
-neg_p = declare("neg", lambda x: f"-{x}", elementwise=True)
-pow_p = declare("pow", _binop("**"), elementwise=True)
-max_p = declare("maximum", _call("np.maximum"), elementwise=True)
-min_p = declare("minimum", _call("np.minimum"), elementwise=True)
+add_p = declare("add", _binop("+"), elementwise=True, cuda=_c_binop("+"))
+sub_p = declare("sub", _binop("-"), elementwise=True, cuda=_c_binop("-"))
+mul_p = declare("mul", _binop("*"), elementwise=True, cuda=_c_binop("*"))
+div_p = declare("div", _binop("/"), elementwise=True, cuda=_c_binop("/"))
+neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, cuda=lambda x: f"-{x}")
+pow_p = declare("pow", _binop("**"), elementwise=True, cuda=_c_call("tg_pow"))
+max_p = declare("maximum", _call("np.maximum"), elementwise=True, cuda=_c_call("tg_maximum"))
+min_p = declare("minimum", _call("np.minimum"), elementwise=True, cuda=_c_call("tg_minimum"))
 
 
 def add(a: Any, b: Any) -> Any: return bind(add_p, a, b)
@@ -105,17 +109,18 @@ neg_p.jvp, pow_p.jvp, max_p.jvp, min_p.jvp = neg_jvp, pow_jvp, max_jvp, min_jvp
 add_p.linear = sub_p.linear = neg_p.linear = True
 
 # ---------------------------------------------------------------- unary math
-exp_p = declare("exp", _call("np.exp"), elementwise=True)
-log_p = declare("log", _call("np.log"), elementwise=True)
-log1p_p = declare("log1p", _call("np.log1p"), elementwise=True)
-expm1_p = declare("expm1", _call("np.expm1"), elementwise=True)
-sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True)
-abs_p = declare("abs", _call("np.abs"), elementwise=True)
-sin_p = declare("sin", _call("np.sin"), elementwise=True)
-cos_p = declare("cos", _call("np.cos"), elementwise=True)
-tanh_p = declare("tanh", _call("np.tanh"), elementwise=True)
+exp_p = declare("exp", _call("np.exp"), elementwise=True, cuda=_c_call("tg_exp"))
+log_p = declare("log", _call("np.log"), elementwise=True, cuda=_c_call("tg_log"))
+log1p_p = declare("log1p", _call("np.log1p"), elementwise=True, cuda=_c_call("tg_log1p"))
+expm1_p = declare("expm1", _call("np.expm1"), elementwise=True, cuda=_c_call("tg_expm1"))
+sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True, cuda=_c_call("tg_sqrt"))
+abs_p = declare("abs", _call("np.abs"), elementwise=True, cuda=_c_call("tg_abs"))
+sin_p = declare("sin", _call("np.sin"), elementwise=True, cuda=_c_call("tg_sin"))
+cos_p = declare("cos", _call("np.cos"), elementwise=True, cuda=_c_call("tg_cos"))
+tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, cuda=_c_call("tg_tanh"))
 # logistic(x) = 1 / (1 + e^-x), written through tanh: exact, and never overflows.
-logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True)
+logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True,
+                     cuda=lambda x: f"0.5f * tg_tanh(0.5f * {x}) + 0.5f")
 
 
 def exp(x: Any) -> Any: return bind(exp_p, x)
@@ -142,8 +147,9 @@ defjvp_unary(tanh_p, lambda x, y: sub(1, mul(y, y)))
 defjvp_unary(logistic_p, lambda x, y: mul(y, sub(1, y)))
 
 # ---------------------------------------------------------------- selection
-where_p = declare("where", _call("np.where"), elementwise=True)
-clip_p = declare("clip", _call("np.clip"), elementwise=True)
+where_p = declare("where", _call("np.where"), elementwise=True, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
+clip_p = declare("clip", _call("np.clip"), elementwise=True,
+                 cuda=lambda x, lo, hi: f"tg_minimum(tg_maximum({x}, {lo}), {hi})")
 
 
 def where(cond: Any, a: Any, b: Any) -> Any: return bind(where_p, cond, a, b)
@@ -170,18 +176,22 @@ def clip_jvp(primals, tangents):
 where_p.jvp, clip_p.jvp = where_jvp, clip_jvp
 
 # ---------------------------------------------------------------- non-differentiable
-sign_p = declare("sign", _call("np.sign"), elementwise=True, differentiable=False)
-floor_p = declare("floor", _call("np.floor"), elementwise=True, differentiable=False)
-eq_p = declare("eq", _binop("=="), elementwise=True, differentiable=False)
-ne_p = declare("ne", _binop("!="), elementwise=True, differentiable=False)
-lt_p = declare("lt", _binop("<"), elementwise=True, differentiable=False)
-le_p = declare("le", _binop("<="), elementwise=True, differentiable=False)
-gt_p = declare("gt", _binop(">"), elementwise=True, differentiable=False)
-ge_p = declare("ge", _binop(">="), elementwise=True, differentiable=False)
-and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, differentiable=False)
-or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, differentiable=False)
-not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, differentiable=False)
-isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, differentiable=False)
+sign_p = declare("sign", _call("np.sign"), elementwise=True, differentiable=False, cuda=_c_call("tg_sign"))
+floor_p = declare("floor", _call("np.floor"), elementwise=True, differentiable=False, cuda=_c_call("tg_floor"))
+eq_p = declare("eq", _binop("=="), elementwise=True, differentiable=False, cuda=_c_binop("=="))
+ne_p = declare("ne", _binop("!="), elementwise=True, differentiable=False, cuda=_c_binop("!="))
+lt_p = declare("lt", _binop("<"), elementwise=True, differentiable=False, cuda=_c_binop("<"))
+le_p = declare("le", _binop("<="), elementwise=True, differentiable=False, cuda=_c_binop("<="))
+gt_p = declare("gt", _binop(">"), elementwise=True, differentiable=False, cuda=_c_binop(">"))
+ge_p = declare("ge", _binop(">="), elementwise=True, differentiable=False, cuda=_c_binop(">="))
+and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, differentiable=False,
+                cuda=_c_binop("&&"))
+or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, differentiable=False,
+               cuda=_c_binop("||"))
+not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, differentiable=False,
+                cuda=lambda x: f"!{x}")
+isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, differentiable=False,
+                     cuda=_c_call("tg_isfinite"))
 
 
 def sign(x: Any) -> Any: return bind(sign_p, x)
@@ -209,7 +219,8 @@ def _dtype_expr(dtype: Any) -> str:
 
 
 astype_p = declare("astype", lambda x, dtype: f"np.asarray({x}, dtype={_dtype_expr(dtype)})",
-                   abstract_eval=_astype_abstract, elementwise=True)
+                   abstract_eval=_astype_abstract, elementwise=True,
+                   cuda=lambda x, dtype: f"{np.dtype(dtype).name}({x})")  # C types are named like NumPy's
 
 
 def astype(x: Any, dtype: Any) -> Any:
@@ -232,7 +243,7 @@ astype_p.jvp = astype_jvp
 astype_p.linear = True
 
 stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, elementwise=True,
-                          flops=no_flops, view=True)
+                          flops=no_flops, view=True, cuda=lambda x: x)
 
 
 def stop_gradient(x: Any) -> Any:

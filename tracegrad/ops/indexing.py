@@ -139,9 +139,16 @@ def _take_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(tuple(shape), x.dtype)
 
 
+def _take_along_axis_cuda(read: Any, idx: list[str], i: str, *, axis: int) -> str:
+    """CUDA: read x where the output index has the (wrapped) index value along ``axis``."""
+    coords = list(idx)
+    coords[axis] = f"({i} < 0 ? {i} + {read.shape[axis]} : {i})"
+    return read(coords)
+
+
 take_along_axis_p = declare(
     "take_along_axis", lambda x, i, axis: f"np.take_along_axis({x}, {i}, axis={axis})", _take_abstract, linear=True,
-    flops=no_flops)
+    flops=no_flops, cuda=_take_along_axis_cuda)
 
 
 def take_along_axis(x: Any, indices: Any, axis: int) -> Any:

@@ -215,8 +215,23 @@ def _format_pool(params: dict[str, Any]) -> str:
     return f"window={params['window']}, stride={params['stride']}"
 
 
+def _window_reads(read: Any, idx: list[str], window: tuple[int, int], stride: tuple[int, int]) -> list[str]:
+    """CUDA: the kh*kw inputs of output (n, c, oh, ow), in the NumPy lowering's order."""
+    n, c, oh, ow = idx
+    (kh, kw), (sh, sw) = window, stride
+    return [read([n, c, f"{oh} * {sh} + {i}", f"{ow} * {sw} + {j}"]) for i in range(kh) for j in range(kw)]
+
+
+def _max_pool_cuda(read: Any, idx: list[str], *, window: tuple[int, int], stride: tuple[int, int]) -> str:
+    vals = _window_reads(read, idx, window, stride)
+    expr = vals[0]
+    for v in vals[1:]:
+        expr = f"tg_maximum({expr}, {v})"
+    return expr
+
+
 max_pool2d_p = declare("max_pool2d", _max_pool_lowering, _pool_abstract("max_pool2d"), param_format=_format_pool,
-                       flops=_pool_flops)
+                       flops=_pool_flops, cuda=_max_pool_cuda)
 
 
 def _pool_params(op: str, window: Any, stride: Any) -> dict[str, tuple[int, int]]:
@@ -256,7 +271,9 @@ def _avg_pool_lowering(x: str, window: tuple[int, int], stride: tuple[int, int])
 
 
 avg_pool2d_p = declare("avg_pool2d", _avg_pool_lowering, _pool_abstract("avg_pool2d"), linear=True,
-                       param_format=_format_pool, flops=_pool_flops)
+                       param_format=_format_pool, flops=_pool_flops,
+                       cuda=lambda read, idx, *, window, stride: (
+                           f"({' + '.join(_window_reads(read, idx, window, stride))}) / {window[0] * window[1]}"))
 
 
 def avg_pool2d(x: Any, window: Any, stride: Any = None) -> Any:

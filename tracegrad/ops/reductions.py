@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, input_size_flops, probe_dtype
+from ._rules import CudaReduction, declare, input_size_flops, probe_dtype
 from .elementwise import astype, div, equal
 from .shape import reshape
 
@@ -44,11 +44,11 @@ def _reduce_lowering(fn: str):
 
 
 reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True,
-                         flops=input_size_flops)
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"))
 reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"),
-                         flops=input_size_flops)
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"))
 reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"),
-                         flops=input_size_flops)
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"))
 
 
 def reduce_sum(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:

@@ -95,8 +95,10 @@ def _leaves(tree: Any, treedef: TreeDef, what: str) -> list[Any]:
     return leaves
 
 
-def _as_param(p: Any) -> Any:
-    return array_namespace(p).asarray(p)
+def _as_param(p: Any, *others: Any) -> Any:
+    """``p`` as an array where the others live: a host parameter meeting device gradients
+    (e.g. the first step of a CuPy run) moves to the device instead of failing to mix."""
+    return array_namespace(p, *others).asarray(p)
 
 
 def _like(x: Any, p: Any) -> Any:
@@ -136,7 +138,7 @@ def sgd(lr: LearningRate, weight_decay: float = 0.0) -> Optimizer:
         g_leaves = _leaves(grads, treedef, "grads")
         out = []
         for p, g in zip(p_leaves, g_leaves):
-            p = _as_param(p)
+            p = _as_param(p, g)
             g = _like(g, p)
             if wd:
                 g = g + wd * p
@@ -169,8 +171,8 @@ def momentum(
         v_leaves = _leaves(state.velocity, treedef, "momentum velocity")
         new_p, new_v = [], []
         for p, g, v in zip(p_leaves, g_leaves, v_leaves):
-            p = _as_param(p)
-            g = _like(g, p)
+            p = _as_param(p, g, v)
+            g, v = _like(g, p), _like(v, p)
             if wd:
                 g = g + wd * p
             v = _like(beta * v + g, p)
@@ -226,9 +228,9 @@ def adam(
         v_leaves = _leaves(state.nu, treedef, "adam nu")
         new_p, new_m, new_v = [], [], []
         for p, g, m, v in zip(p_leaves, g_leaves, m_leaves, v_leaves):
-            p = _as_param(p)
+            p = _as_param(p, g, m, v)
             xp = array_namespace(p)
-            g = _like(g, p)
+            g, m, v = _like(g, p), _like(m, p), _like(v, p)
             if wd and not decoupled:
                 g = g + wd * p
             m = _like(b1 * m + (1.0 - b1) * g, p)

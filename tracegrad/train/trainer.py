@@ -28,10 +28,11 @@ import numpy as np
 
 from .. import numpy as tnp
 from ..api import compile as tg_compile
+from ..backends import to_device, to_host
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
 from ..errors import TrainingDivergedError
 from ..forward_grad import DISTRIBUTIONS, forward_grad
-from ..optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from ..optim import OPTIMIZERS, SCHEDULES, array_namespace, make_optimizer
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -184,7 +185,10 @@ class Trainer:
         self.model = model if model is not None else _build_model(cfg, ds)
         self.out_dir = Path(cfg.out) if cfg.out is not None else None
 
-        self.stream = BatchStream(ds.x_train, ds.y_train, cfg.batch_size, cfg.seed)
+        # With a GPU backend the data moves to the device once, here; batches are sliced there.
+        self._train = to_device((ds.x_train, ds.y_train), cfg.backend)
+        self._test = to_device((ds.x_test, ds.y_test), cfg.backend)
+        self.stream = BatchStream(*self._train, cfg.batch_size, cfg.seed)
         self.batches_per_epoch = self.stream.batches_per_epoch
         if cfg.steps is not None:
             self.total_steps = int(cfg.steps)
@@ -208,7 +212,7 @@ class Trainer:
 
         self.eval_fn = tg_compile(evaluate, backend=cfg.backend)
 
-        self.params = self.model.init(cfg.seed)
+        self.params = to_device(self.model.init(cfg.seed), cfg.backend)
         self.opt_state = self.optimizer.init(self.params)
         self.step = 0
         self.train_time = 0.0
@@ -233,7 +237,9 @@ class Trainer:
                     f"{path} was made with {key}={ck.config[key]!r} but this run has "
                     f"{key}={mine[key]!r}; keep it the same to resume, or pick another out folder"
                 )
-        self.params, self.opt_state = ck.restore(self.params, self.opt_state)
+        params, opt_state = ck.restore(to_host(self.params), to_host(self.opt_state))
+        self.params = to_device(params, self.config.backend)
+        self.opt_state = to_device(opt_state, self.config.backend)
         try:
             self.estimate.sampler.set_state(ck.sampler_state)
             self.stream.load_state_dict(ck.stream_state)
@@ -249,7 +255,7 @@ class Trainer:
         if self.out_dir is None:
             raise CheckpointError("this run has no output folder (out=None); nothing to save into")
         self.last_checkpoint = save_checkpoint(
-            self.out_dir, step=self.step, params=self.params, opt_state=self.opt_state,
+            self.out_dir, step=self.step, params=to_host(self.params), opt_state=to_host(self.opt_state),
             sampler_state=self.estimate.sampler.state(), stream_state=self.stream.state_dict(),
             config=self.config.to_dict(), history=self.history.rows, train_time=self.train_time,
             keep=self.config.keep_checkpoints)
@@ -260,7 +266,7 @@ class Trainer:
         a cheap primal pass that keeps bad parameters out of checkpoints."""
         from ..tree import tree_leaves
 
-        if not all(np.isfinite(leaf).all() for leaf in tree_leaves(self.params)):
+        if not all(bool(array_namespace(leaf).isfinite(leaf).all()) for leaf in tree_leaves(self.params)):
             return False
         return bool(np.isfinite(self.loss_fn(self.params, x, y)))
 
@@ -268,13 +274,13 @@ class Trainer:
     def evaluate(self, params: Any = None) -> tuple[float, float]:
         """``(mean loss, accuracy)`` on the test split, in chunks of ``eval_batch_size``."""
         params = self.params if params is None else params
-        ds, n, chunk = self.dataset, len(self.dataset.y_test), self.config.eval_batch_size
+        (x_test, y_test), n, chunk = self._test, len(self.dataset.y_test), self.config.eval_batch_size
         loss_sum, correct = 0.0, 0
         for i in range(0, n, chunk):
-            x, y = ds.x_test[i:i + chunk], ds.y_test[i:i + chunk]
+            x, y = x_test[i:i + chunk], y_test[i:i + chunk]
             loss, logits = self.eval_fn(params, x, y)
             loss_sum += float(loss) * len(y)
-            correct += int((np.asarray(logits).argmax(axis=1) == y).sum())
+            correct += int((logits.argmax(axis=1) == y).sum())  # NumPy or CuPy alike
         return loss_sum / n, correct / n
 
     # -- the loop --------------------------------------------------------------------

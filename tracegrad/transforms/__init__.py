@@ -3,9 +3,10 @@
 from .cse import cse
 from .dce import dce
 from .fold import fold
+from .fuse import fuse
 from .jvp import jvp_graph
 
-__all__ = ["cse", "dce", "fold", "jvp_graph", "optimize"]
+__all__ = ["cse", "dce", "fold", "fuse", "jvp_graph", "optimize"]
 
 
 def optimize(graph):  # type: ignore[no-untyped-def]

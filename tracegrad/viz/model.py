@@ -7,8 +7,8 @@ views only format these records, so all of them agree on what a node is and says
 Ids are stable and safe in DOT, SVG, HTML and URLs: ``in<i>`` for the i-th graph input,
 ``c<i>`` for constant arrays, ``n<i>`` for the i-th node, ``out<j>`` for the j-th output.
 
-Fusion groups: a fusion pass may label nodes by setting ``node.group`` (any hashable) or
-``graph.groups`` (``{Node: label}``); nodes without a label have ``group=None``.
+Fusion groups: ``transforms.fuse`` labels nodes with ``node.fusion_group`` (an int); nodes
+without one have ``group=None``.
 """
 
 from __future__ import annotations
@@ -73,12 +73,7 @@ class View:
 
 def fusion_group(graph: Graph, node: Node) -> Any:
     """The fusion-group label of ``node`` (``None`` until a fusion pass assigns one)."""
-    label = getattr(node, "group", None)
-    if label is None:
-        groups = getattr(graph, "groups", None)
-        if groups:
-            label = groups.get(node)
-    return label
+    return node.fusion_group
 
 
 def resolve_values(graph: Graph, values: Any) -> dict[Var, Any] | None:

@@ -1,0 +1,119 @@
+"""The CuPy runtime pieces on the CPU stand-in: GPU tangent sampling (counter-based,
+regenerable, checked against its NumPy reference), forward gradients that stay on the
+device, optimizers fed device gradients, and the trainer with ``backend="cupy"``."""
+
+from __future__ import annotations
+
+import numpy as np
+from cupy_helpers import needs_gxx
+
+import tracegrad as tg
+from tracegrad.backends.cuda_random import DeviceSampler, reference
+from tracegrad.forward_grad import DirectionSampler
+from tracegrad.optim import adam, momentum, sgd
+from tracegrad.train import TrainConfig, Trainer
+
+pytestmark = needs_gxx
+
+
+def test_reference_generator_has_the_right_moments():
+    r = reference("rademacher", 12345, 0, 200_001)
+    assert set(np.unique(r)) == {-1.0, 1.0} and abs(r.mean()) < 0.01
+    z = reference("normal", 12345, 0, 200_001)
+    assert z.dtype == np.float32 and abs(z.mean()) < 0.01 and abs(z.var() - 1) < 0.01
+    assert abs(np.mean(z ** 4) - 3) < 0.1  # Gaussian kurtosis, not a uniform or a sign
+    assert np.corrcoef(z[:-1], z[1:])[0, 1] < 0.01
+    # a draw depends on (key, counter) only; different counters give fresh numbers
+    assert np.array_equal(reference("normal", 7, 100, 50), reference("normal", 7, 100, 50))
+    assert not np.allclose(reference("normal", 7, 100, 50), reference("normal", 7, 150, 50))
+
+
+def test_device_sampler_kernel_matches_reference(emulated_cupy):
+    s = DeviceSampler(emulated_cupy, key=99)
+    a, b = s.draw("rademacher", [(3, 5), (7,)], [np.float32, np.float64])
+    assert b.dtype == np.float64 and a.shape == (3, 5)
+    np.testing.assert_array_equal(np.concatenate([a.ravel(), b]), reference("rademacher", 99, 0, 22))
+    (c,) = s.draw("normal", [(4, 33)], [np.float32])  # odd total size: the last pair is half used
+    np.testing.assert_allclose(c.ravel(), reference("normal", 99, 22, 132), rtol=2e-6, atol=2e-6)
+    assert s.counter == 22 + 132
+
+
+def _loss(params, x, y):
+    h = np.tanh(x @ params["w"] + params["b"])
+    return tg.numpy.cross_entropy(h, y)
+
+
+def _problem():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((6, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}
+    return params, rng.standard_normal((10, 6)).astype(np.float32), rng.integers(0, 4, 10)
+
+
+def test_forward_grad_on_cupy_samples_on_the_device(emulated_cupy):
+    params, x, y = _problem()
+    for k in (1, 3):
+        est = tg.forward_grad(_loss, directions=k, distribution="rademacher", seed=5, backend="cupy")
+        host_before = est.sampler.state()[:2]
+        value, grads = est(params, x, y)
+        assert est.sampler.state()[:2] == host_before  # the host streams were never used
+        assert est.sampler.state()[2]["device_counter"] == k * (6 * 4 + 4)
+        # the same tangents, regenerated from (key, position), through the NumPy backend
+        flat = reference("rademacher", est.sampler._device_key, 0, k * 28)
+        vb, vw = flat[:4 * k].reshape(k, 4), flat[4 * k:].reshape(k, 6, 4)  # leaves in sorted order: b, w
+        v_np, jv = tg.compile(_loss).jvp((params, x, y), ({"b": vb, "w": vw}, None, None), batched=True)
+        np.testing.assert_allclose(value, v_np, rtol=1e-6)
+        np.testing.assert_allclose(grads["w"], np.tensordot(jv, vw, axes=1) / k, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grads["b"], np.tensordot(jv, vb, axes=1) / k, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizers_accept_gradients_from_another_namespace():
+    """A host parameter meeting a device gradient moves to the device (here: both NumPy, the
+    check is that the mixed path keeps dtypes and values)."""
+    p = {"w": np.ones(3, np.float32)}
+    g = {"w": np.full(3, 2.0, np.float64)}
+    for opt in (sgd(0.1), momentum(0.1), adam(0.1)):
+        new, _ = opt.update(g, opt.init(p), p)
+        assert new["w"].dtype == np.float32 and np.all(new["w"] < 1)
+
+
+def _config(tmp_path, **kw):
+    base = dict(model="mlp", data="digits", steps=6, batch_size=32, lr=0.05, backend="cupy", quiet=True,
+                plot=False, eval_every=3, checkpoint_every=3, model_kwargs={"hidden": [16]},
+                out=str(tmp_path / "run"))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_trainer_on_cupy_trains_and_resumes_exactly(emulated_cupy, tmp_path):
+    straight = Trainer(_config(tmp_path / "a")).run()
+    assert straight.step == 6 and np.isfinite(straight.test_loss) and 0 <= straight.test_accuracy <= 1
+    first = Trainer(_config(tmp_path / "b"))
+    first.run(stop_after=3)
+    resumed = Trainer(_config(tmp_path / "b", resume=True)).run()
+    for k in straight.params:
+        np.testing.assert_array_equal(straight.params[k], resumed.params[k])
+
+
+def test_direction_sampler_state_round_trips_the_device_position(emulated_cupy):
+    s = DirectionSampler("normal", seed=3)
+    s.draw_many([((2, 3), np.float32)], emulated_cupy)
+    state = s.state()
+    (a,) = s.draw_many([((4,), np.float32)], emulated_cupy)
+    t = DirectionSampler("normal", seed=3)
+    t.set_state(state)
+    (b,) = t.draw_many([((4,), np.float32)], emulated_cupy)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_check_backends_passes_and_catches_a_wrong_template(emulated_cupy, monkeypatch):
+    import pytest
+
+    from tracegrad.ir import PRIMITIVES
+    from tracegrad.testing import check_backends
+
+    params, x, y = _problem()
+    check_backends(_loss, (params, x, y), argnums=(0,), directions=3)
+    check_backends(lambda a: np.sin(a) * 2.0, (np.linspace(0, 1, 5),))
+    monkeypatch.setitem(PRIMITIVES["sin"].lowerings, "cuda", lambda x: f"tg_cos({x})")
+    with pytest.raises(AssertionError, match="cupy and numpy disagree"):
+        check_backends(lambda a: np.sin(a) * 3.0, (np.linspace(0, 1, 5),))
