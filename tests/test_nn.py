@@ -155,3 +155,9 @@ def test_build_model_options_and_errors():
         cnn(1, 3)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet", 4, 2)
+
+
+def test_conv_generated_source_is_one_readable_call():
+    src = tg.compile(lambda x, w: F.conv2d(x, w, padding=1)).source(np.ones((1, 1, 4, 4)), np.ones((2, 1, 3, 3)))
+    line = next(ln for ln in src.splitlines() if "# conv2d" in ln)
+    assert "tg_conv2d(x, w, stride=(1, 1), padding=(1, 1))" in line and "lambda" not in src

@@ -23,7 +23,10 @@ class NumpyBackend:
 
     def compile(self, graph: Graph) -> Executable:
         emitted = emit_function(graph, _lower, module="np")
-        fn, filename = compile_source(emitted, {"np": np})
+        namespace: dict[str, Any] = {"np": np}
+        for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
+            namespace.update(node.primitive.runtime)
+        fn, filename = compile_source(emitted, namespace)
         return Executable(graph, emitted.source, fn, filename, self.name)
 
     def to_backend(self, x: Any) -> Any:

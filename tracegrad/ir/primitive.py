@@ -58,6 +58,10 @@ class Primitive:
     param_format: Callable[[dict[str, Any]], str] | None = None  # custom listing of params
     flops: Callable[[list[Aval], list[Aval], dict[str, Any]], int] | None = None
     view: bool | Callable[[list[Aval], dict[str, Any]], bool] = False
+    # Python helpers the NumPy lowering calls by name (e.g. ``tg_conv2d``): they join the
+    # generated module's globals, so a long expression becomes one readable call that a
+    # debugger can step into.
+    runtime: dict[str, Callable[..., Any]] = field(default_factory=dict)
     _impl_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -99,7 +103,8 @@ class Primitive:
         if fn is None:
             names = [f"_x{i}" for i in range(len(args))]
             expr = self.lower("numpy", names, params)
-            fn = eval(f"lambda {', '.join(names)}: {expr}", {"np": np})  # noqa: S307 - our own template
+            namespace = {"np": np, **self.runtime}
+            fn = eval(f"lambda {', '.join(names)}: {expr}", namespace)  # noqa: S307 - our own template
             self._impl_cache[key] = fn
         return fn(*args)
 
