@@ -39,12 +39,16 @@ class Primitive:
       it raises ``ShapeError``/``DTypeError`` for operands that do not fit.
     - ``jvp(primals, tangents, **params) -> (primal_out, tangent_out)``: written with
       traceable ops; ``None`` for a primitive whose output has a zero tangent.
+    - ``vjp(ct, primals, out, **params) -> tuple`` (reverse mode): given the cotangent ``ct``
+      of the output ``out`` (both traced), one cotangent per operand (``None`` for none),
+      written with traceable ops so the backward pass is an ordinary graph.
     - ``lowerings[backend](*operand_exprs, **params) -> str``: a Python expression.
     """
 
     name: str
     abstract_eval: Callable[[list[Aval], dict[str, Any]], Any]
     jvp: Callable[..., Any] | None = None
+    vjp: Callable[..., Any] | None = None
     lowerings: dict[str, Callable[..., str]] = field(default_factory=dict)
     multiple_results: bool = False
     differentiable: bool = True  # False: outputs are integer/boolean or piecewise constant

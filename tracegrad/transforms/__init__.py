@@ -4,8 +4,9 @@ from .cse import cse
 from .dce import dce
 from .fold import fold
 from .jvp import jvp_graph
+from .vjp import vjp_graph
 
-__all__ = ["cse", "dce", "fold", "jvp_graph", "optimize"]
+__all__ = ["cse", "dce", "fold", "jvp_graph", "optimize", "vjp_graph"]
 
 
 def optimize(graph):  # type: ignore[no-untyped-def]
