@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from op_cases import CASE_IDS, CASES
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
@@ -17,8 +18,6 @@ from tracegrad.nn import functional as F
 from tracegrad.ops import elementwise
 from tracegrad.testing import check_grad, numerical_grad
 from tracegrad.transforms import jvp_graph, optimize, vjp_graph
-
-from op_cases import CASE_IDS, CASES
 
 
 def _float_argnums(case) -> tuple[int, ...]:
@@ -156,7 +155,7 @@ def test_cnn_conv_pool_value_and_grad():
     params = {"conv": rng.standard_normal((3, 2, 3, 3)) * 0.4, "cb": rng.standard_normal(3) * 0.1,
               "fc": rng.standard_normal((3 * 2 * 2, 4)) * 0.4}
     x, y = rng.standard_normal((5, 2, 5, 4)), rng.integers(0, 4, 5)
-    value, grads = tg.value_and_grad(_cnn_loss)(params, x, y)
+    _, grads = tg.value_and_grad(_cnn_loss)(params, x, y)
     fd = numerical_grad(_cnn_loss, (params, x, y), 0)
     for k in params:
         np.testing.assert_allclose(grads[k], fd[k], rtol=1e-5, atol=1e-7)

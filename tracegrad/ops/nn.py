@@ -198,15 +198,18 @@ def conv2d_vjp(ct, primals, y, *, stride, padding):
     # ct_x is ctd fully convolved with the flipped, channel-swapped kernel (then unpadded), and
     # ct_w correlates the input with ctd, batch and channel axes swapped (N becomes the sum).
     x, w = primals
-    (n, c, h, wd), (o, _, kh, kw) = aval_of(x).shape, aval_of(w).shape
+    (n, _, h, wd), (o, _, kh, kw) = aval_of(x).shape, aval_of(w).shape
     (sh, sw), (ph, pw) = stride, padding
     grid = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1)
     ctd = ct
     if tuple(aval_of(ct).shape[2:]) != grid:
         ctd = scatter_add(ct, [], (_FULL, _FULL, ("slice", 0, None, sh), ("slice", 0, None, sw)), (n, o) + grid)
     flipped = index(w, (_FULL, _FULL, ("slice", None, None, -1), ("slice", None, None, -1)), [])
-    ct_x = conv2d(ctd, transpose(flipped, (1, 0, 2, 3)), 1, (kh - 1, kw - 1))
-    if (ph, pw) != (0, 0):
+    flipped = transpose(flipped, (1, 0, 2, 3))
+    if ph < kh and pw < kw:  # pad only as far as the unpadded input reaches: no crop needed
+        ct_x = conv2d(ctd, flipped, 1, (kh - 1 - ph, kw - 1 - pw))
+    else:
+        ct_x = conv2d(ctd, flipped, 1, (kh - 1, kw - 1))
         ct_x = index(ct_x, (_FULL, _FULL, ("slice", ph, ph + h, None), ("slice", pw, pw + wd, None)), [])
     ct_w = conv2d(transpose(x, (1, 0, 2, 3)), transpose(ctd, (1, 0, 2, 3)), 1, (ph, pw))
     return ct_x, transpose(ct_w, (1, 0, 2, 3))

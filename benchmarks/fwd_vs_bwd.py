@@ -1,0 +1,277 @@
+"""Benchmark: forward gradients vs backprop, both from tracegrad's one tracer, passes and codegen.
+
+Three measurements (Baydin et al. 2022 compare the same three):
+
+1. Time per training step, for logistic regression, the MLP 784-1024-1024-10 and the MNIST CNN
+   (full 64-channel config and a small one), float32, at one batch size or a sweep:
+     primal      the compiled loss alone
+     fwd-normal  forward gradient: draw normal tangents + fused JVP + SGD update
+     fwd-rad     the same with Rademacher tangents
+     backprop    value_and_grad (reverse mode) + SGD update
+   All variants of a model run interleaved round-robin, so the noise of this shared machine
+   hits all of them alike; medians are reported, as R_f = T(fwd)/T(primal),
+   R_b = T(backprop)/T(primal) and R_f/R_b.
+2. Peak memory of one step (tracemalloc: every NumPy buffer allocated during the step,
+   after warm-up), including forward gradient vs backprop for the MLP at batch 1024.
+3. Time-to-loss: short SGD runs of the trainer, forward gradient vs backprop, same data,
+   seed, optimizer and learning rate, the two runs advanced alternately in chunks of
+   ``--eval-every`` steps; the curves go to a PNG.
+
+Run (the docs/experiments.md numbers):
+    python benchmarks/fwd_vs_bwd.py --markdown /tmp/fwd_vs_bwd.md \
+        --plot docs/img/fwd_vs_bwd_mnist.png --data-dir ../shared/data/mnist
+Quick look:  python benchmarks/fwd_vs_bwd.py --models logreg,mlp --no-memory --no-curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import tracegrad as tg
+from tracegrad.forward_grad import DirectionSampler
+from tracegrad.nn.models import cnn, count_params, logistic_regression, loss_fn, mlp
+from tracegrad.optim import sgd
+
+MODELS: dict[str, Callable[[], Any]] = {
+    "logreg": lambda: logistic_regression(784, 10),
+    "mlp": lambda: mlp([784, 1024, 1024, 10]),
+    "cnn-small": lambda: cnn(channels=(16, 16, 16, 16), hidden=128),
+    "cnn": lambda: cnn(),  # the paper's MNIST CNN: 4 x 64-channel 3x3 convs, fc 3136-1024-10
+}
+VARIANTS = ("primal", "fwd-normal", "fwd-rad", "backprop")
+LR = 1e-3  # the update's cost does not depend on it
+
+
+def make_variants(name: str, batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], Any]], int]:
+    """One step of each variant for ``name`` at ``batch``, on fixed random MNIST-shaped data."""
+    model = MODELS[name]()
+    params = model.init(seed)
+    rng = np.random.default_rng(seed)
+    shape = (batch, 1, 28, 28) if name.startswith("cnn") else (batch, 784)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    f = tg.compile(loss_fn(model))
+    opt = sgd(LR)
+    state = opt.init(params)
+
+    def step(estimate: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            _, grads = estimate(params, x, y)
+            return opt.update(grads, state, params)
+
+        return run
+
+    vg = tg.value_and_grad(f)
+    sampler = DirectionSampler("rademacher", seed)
+    tangent = {k: sampler.draw((1,) + v.shape, v.dtype) for k, v in params.items()}
+    variants = {
+        "primal": lambda: f(params, x, y),
+        "fwd-normal": step(tg.forward_grad(f, distribution="normal", seed=seed)),
+        "fwd-rad": step(tg.forward_grad(f, distribution="rademacher", seed=seed)),
+        "backprop": step(vg),
+        # the two derivative executions alone (memory table): tangents drawn beforehand, no update
+        "jvp-exec": lambda: f.jvp((params, x, y), (tangent, None, None), batched=True),
+        "vjp-exec": lambda: vg(params, x, y),
+    }
+    return variants, count_params(params)
+
+
+def time_variants(variants: dict[str, Callable[[], Any]], budget_s: float, max_rounds: int,
+                  min_rounds: int = 3) -> tuple[dict[str, float], int]:
+    """Median seconds per call, variants interleaved round-robin until the time budget is spent."""
+    for fn in variants.values():  # warm up: tracing, compilation, BLAS threads, allocator
+        fn()
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
+        for k, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}, rounds
+
+
+def peak_memory(fn: Callable[[], Any]) -> int:
+    """Bytes of the largest set of buffers alive at once during one call (after warm-up)."""
+    fn()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def timing_table(models: list[str], batches: list[int], budget_s: float, max_rounds: int) -> list[str]:
+    lines = [("| model | params | batch | primal ms | fwd-normal ms | fwd-rad ms | backprop ms | "
+              "R_f normal | R_f rad | R_b | R_f/R_b normal | R_f/R_b rad | rounds |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in models:
+        for batch in batches:
+            variants, n_params = make_variants(name, batch)
+            variants = {k: variants[k] for k in VARIANTS}
+            med, rounds = time_variants(variants, budget_s, max_rounds)
+            p, fn_, fr, b = (med[k] * 1e3 for k in VARIANTS)
+            row = (f"| {name} | {n_params:,} | {batch} | {p:.2f} | {fn_:.2f} | {fr:.2f} | {b:.2f} | "
+                   f"{fn_ / p:.2f} | {fr / p:.2f} | {b / p:.2f} | {fn_ / b:.2f} | {fr / b:.2f} | {rounds} |")
+            print(row, flush=True)
+            lines.append(row)
+    return lines
+
+
+def memory_table(cases: list[tuple[str, int]]) -> list[str]:
+    lines = [("| model | batch | params MB | primal | fwd-rad step | backprop step | backprop / fwd | "
+              "JVP exec | VJP exec | VJP / JVP |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, batch in cases:
+        variants, n_params = make_variants(name, batch)
+        mb = {k: peak_memory(variants[k]) / 2**20 for k in ("primal", "fwd-rad", "backprop", "jvp-exec", "vjp-exec")}
+        row = (f"| {name} | {batch} | {4 * n_params / 2**20:.1f} | {mb['primal']:.1f} | {mb['fwd-rad']:.1f} | "
+               f"{mb['backprop']:.1f} | {mb['backprop'] / mb['fwd-rad']:.2f} | {mb['jvp-exec']:.1f} | "
+               f"{mb['vjp-exec']:.1f} | {mb['vjp-exec'] / mb['jvp-exec']:.2f} |")
+        print(row, flush=True)
+        lines.append(row)
+    return lines
+
+
+def curves(models: list[str], data: str, data_dir: str | None, steps: int, eval_every: int,
+           lrs: dict[str, float], distribution: str, plot: str | None) -> list[str]:
+    """Train forward and backprop side by side (alternating chunks); return a table, draw the curves."""
+    from tracegrad.train import TrainConfig, Trainer
+
+    results: dict[str, dict[str, Any]] = {}
+    lines = ["| model | mode | lr | steps | training s | s/step | final test loss | final test accuracy |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    datasets: dict[bool, Any] = {}  # loaded once per layout (flat for dense models, images for the CNN)
+    for name in models:
+        trainers = {}
+        flat = not name.startswith("cnn")
+        for mode in ("forward", "backprop"):
+            cfg = TrainConfig(model=name, data=data, data_dir=data_dir, steps=steps, batch_size=64,
+                              optimizer="sgd", lr=lrs[mode], mode=mode, distribution=distribution,
+                              seed=0, eval_every=eval_every, log_every=10, out=None, quiet=True)
+            if name == "cnn-small":
+                cfg.model, cfg.model_kwargs = "cnn", {"channels": [16, 16, 16, 16], "hidden": 128}
+            trainers[mode] = Trainer(cfg, dataset=datasets.get(flat))
+            datasets[flat] = trainers[mode].dataset
+        for end in range(eval_every, steps + 1, eval_every):
+            for t in trainers.values():
+                t.run(stop_after=end)
+        results[name] = {}
+        for mode, t in trainers.items():
+            rows = t.history.rows
+            results[name][mode] = rows
+            last = [r for r in rows if r["test_loss"] is not None][-1]
+            row = (f"| {name} | {mode} | {lrs[mode]:g} | {t.step} | {t.train_time:.1f} | "
+                   f"{1e3 * t.train_time / t.step:.1f} ms | {last['test_loss']:.4f} | "
+                   f"{100 * last['test_accuracy']:.2f}% |")
+            print(row, flush=True)
+            lines.append(row)
+    if plot:
+        _plot(results, data, plot, lrs, distribution)
+    return lines
+
+
+def _plot(results: dict[str, dict[str, Any]], data: str, path: str, lrs: dict[str, float],
+          distribution: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False,
+                             constrained_layout=True)
+    colors = {"forward": "tab:blue", "backprop": "tab:red"}
+    for row, (name, by_mode) in zip(axes, results.items()):
+        for mode, rows in by_mode.items():
+            label = (f"forward gradient ({distribution}, lr {lrs[mode]:g})" if mode == "forward"
+                     else f"backprop (lr {lrs[mode]:g})")
+            ev = [r for r in rows if r["test_loss"] is not None]
+            for ax, key in zip(row, ("wall_time", "step")):
+                ax.plot([r[key] for r in rows], [r["train_loss"] for r in rows], "-", alpha=0.35,
+                        color=colors[mode])
+                ax.plot([r[key] for r in ev], [r["test_loss"] for r in ev], "o-", markersize=3,
+                        color=colors[mode], label=label + " — test")
+        row[0].set_xlabel("training time (s)")
+        row[1].set_xlabel("step")
+        for ax in row:
+            ax.set_ylabel("cross-entropy (faint: train batch)")
+            ax.set_yscale("log")
+            ax.grid(True, alpha=0.3)
+            ax.set_title(f"{name} on {data}")
+        row[0].legend(fontsize=8)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}", flush=True)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="logreg,mlp,cnn-small,cnn", help="comma-separated, of " + ", ".join(MODELS))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--sweep", type=_ints, default=None, metavar="B1,B2,...",
+                    help="time these batch sizes instead of --batch")
+    ap.add_argument("--budget", type=float, default=20.0, help="seconds of timing per model and batch")
+    ap.add_argument("--max-rounds", type=int, default=200)
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-cases", default="logreg:64,mlp:64,mlp:1024,mlp:4096,cnn-small:64,cnn:64",
+                    help="model:batch pairs for the memory table")
+    ap.add_argument("--no-curves", action="store_true")
+    ap.add_argument("--curve-models", default="logreg,mlp")
+    ap.add_argument("--data-dir", default=None, help="MNIST IDX folder; without it the curves use digits")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of both modes")
+    ap.add_argument("--lr-forward", type=float, default=None, help="override --lr for forward gradients")
+    ap.add_argument("--distribution", default="normal", choices=("normal", "rademacher"),
+                    help="tangent distribution of the forward-gradient runs (the paper's: normal)")
+    ap.add_argument("--plot", default="docs/img/fwd_vs_bwd_time_to_loss.png")
+    ap.add_argument("--markdown", default=None, help="write the tables to this file")
+    args = ap.parse_args()
+
+    header = (f"numpy {np.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs, "
+              f"float32, {time.strftime('%Y-%m-%d')}")
+    print(header, flush=True)
+    out = [header, ""]
+    models = [m for m in args.models.split(",") if m]
+    batches = args.sweep or [args.batch]
+    out += ["### Time per step (medians, interleaved)", ""]
+    out += timing_table(models, batches, args.budget, args.max_rounds)
+    if not args.no_memory:
+        cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.memory_cases.split(",") if c]
+        out += ["", "### Peak memory of one step (tracemalloc)", ""]
+        out += memory_table(cases)
+    if not args.no_curves:
+        data = "mnist" if args.data_dir and os.path.isdir(args.data_dir) else "digits"
+        lrs = {"forward": args.lr_forward or args.lr, "backprop": args.lr}
+        out += ["", f"### Time to loss ({data}, SGD, batch 64)", ""]
+        out += curves([m for m in args.curve_models.split(",") if m], data,
+                      args.data_dir if data == "mnist" else None, args.steps, args.eval_every, lrs,
+                      args.distribution, args.plot)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write("\n".join(out) + "\n")
+        print(f"wrote {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
