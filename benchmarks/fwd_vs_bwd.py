@@ -14,8 +14,9 @@ Three measurements (Baydin et al. 2022 compare the same three):
 2. Peak memory of one step (tracemalloc: every NumPy buffer allocated during the step,
    after warm-up), including forward gradient vs backprop for the MLP at batch 1024.
 3. Time-to-loss: short SGD runs of the trainer, forward gradient vs backprop, same data,
-   seed, optimizer and learning rate, the two runs advanced alternately in chunks of
-   ``--eval-every`` steps; the curves go to a PNG.
+   seed and optimizer (each with its own learning rate: forward gradients diverge at
+   backprop's), the two runs advanced alternately in chunks of ``--eval-every`` steps; the
+   curves go to a PNG.
 
 Run (the docs/experiments.md numbers):
     python benchmarks/fwd_vs_bwd.py --markdown /tmp/fwd_vs_bwd.md \
@@ -48,6 +49,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     "mlp": lambda: mlp([784, 1024, 1024, 10]),
     "cnn-small": lambda: cnn(channels=(16, 16, 16, 16), hidden=128),
     "cnn": lambda: cnn(),  # the paper's MNIST CNN: 4 x 64-channel 3x3 convs, fc 3136-1024-10
+    "mlp-deep": lambda: mlp([784] + [1024] * 6 + [10]),  # depth is what backprop's memory grows with
 }
 VARIANTS = ("primal", "fwd-normal", "fwd-rad", "backprop")
 LR = 1e-3  # the update's cost does not depend on it
@@ -88,8 +90,9 @@ def make_variants(name: str, batch: int, seed: int = 0) -> tuple[dict[str, Calla
 
 
 def time_variants(variants: dict[str, Callable[[], Any]], budget_s: float, max_rounds: int,
-                  min_rounds: int = 3) -> tuple[dict[str, float], int]:
-    """Median seconds per call, variants interleaved round-robin until the time budget is spent."""
+                  min_rounds: int = 5) -> tuple[dict[str, float], dict[str, float], int]:
+    """Median and minimum seconds per call, variants interleaved round-robin until the time
+    budget is spent (at least ``min_rounds`` rounds)."""
     for fn in variants.values():  # warm up: tracing, compilation, BLAS threads, allocator
         fn()
         fn()
@@ -102,7 +105,8 @@ def time_variants(variants: dict[str, Callable[[], Any]], budget_s: float, max_r
             fn()
             times[k].append(time.perf_counter() - t0)
         rounds += 1
-    return {k: statistics.median(v) for k, v in times.items()}, rounds
+    return ({k: statistics.median(v) for k, v in times.items()}, {k: min(v) for k, v in times.items()},
+            rounds)
 
 
 def peak_memory(fn: Callable[[], Any]) -> int:
@@ -118,16 +122,17 @@ def peak_memory(fn: Callable[[], Any]) -> int:
 
 def timing_table(models: list[str], batches: list[int], budget_s: float, max_rounds: int) -> list[str]:
     lines = [("| model | params | batch | primal ms | fwd-normal ms | fwd-rad ms | backprop ms | "
-              "R_f normal | R_f rad | R_b | R_f/R_b normal | R_f/R_b rad | rounds |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "R_f normal | R_f rad | R_b | R_f/R_b normal | R_f/R_b rad | R_f/R_b rad (minima) | rounds |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in models:
         for batch in batches:
             variants, n_params = make_variants(name, batch)
             variants = {k: variants[k] for k in VARIANTS}
-            med, rounds = time_variants(variants, budget_s, max_rounds)
+            med, low, rounds = time_variants(variants, budget_s, max_rounds)
             p, fn_, fr, b = (med[k] * 1e3 for k in VARIANTS)
             row = (f"| {name} | {n_params:,} | {batch} | {p:.2f} | {fn_:.2f} | {fr:.2f} | {b:.2f} | "
-                   f"{fn_ / p:.2f} | {fr / p:.2f} | {b / p:.2f} | {fn_ / b:.2f} | {fr / b:.2f} | {rounds} |")
+                   f"{fn_ / p:.2f} | {fr / p:.2f} | {b / p:.2f} | {fn_ / b:.2f} | {fr / b:.2f} | "
+                   f"{low['fwd-rad'] / low['backprop']:.2f} | {rounds} |")
             print(row, flush=True)
             lines.append(row)
     return lines
@@ -149,9 +154,9 @@ def memory_table(cases: list[tuple[str, int]]) -> list[str]:
 
 
 def curves(models: list[str], data: str, data_dir: str | None, steps: int, eval_every: int,
-           lrs: dict[str, float], distribution: str, plot: str | None) -> list[str]:
+           lr_backprop: float, lr_forward: dict[str, float], distribution: str, plot: str | None) -> list[str]:
     """Train forward and backprop side by side (alternating chunks); return a table, draw the curves."""
-    from tracegrad.train import TrainConfig, Trainer
+    from tracegrad.train import TrainConfig, Trainer, TrainingDivergedError
 
     results: dict[str, dict[str, Any]] = {}
     lines = ["| model | mode | lr | steps | training s | s/step | final test loss | final test accuracy |",
@@ -159,6 +164,7 @@ def curves(models: list[str], data: str, data_dir: str | None, steps: int, eval_
     datasets: dict[bool, Any] = {}  # loaded once per layout (flat for dense models, images for the CNN)
     for name in models:
         trainers = {}
+        lrs = {"forward": lr_forward[name], "backprop": lr_backprop}
         flat = not name.startswith("cnn")
         for mode in ("forward", "backprop"):
             cfg = TrainConfig(model=name, data=data, data_dir=data_dir, steps=steps, batch_size=64,
@@ -168,26 +174,31 @@ def curves(models: list[str], data: str, data_dir: str | None, steps: int, eval_
                 cfg.model, cfg.model_kwargs = "cnn", {"channels": [16, 16, 16, 16], "hidden": 128}
             trainers[mode] = Trainer(cfg, dataset=datasets.get(flat))
             datasets[flat] = trainers[mode].dataset
+        diverged: dict[str, int] = {}
         for end in range(eval_every, steps + 1, eval_every):
-            for t in trainers.values():
-                t.run(stop_after=end)
+            for mode, t in trainers.items():
+                if mode not in diverged:
+                    try:
+                        t.run(stop_after=end)
+                    except TrainingDivergedError as err:
+                        diverged[mode] = err.step
         results[name] = {}
         for mode, t in trainers.items():
-            rows = t.history.rows
-            results[name][mode] = rows
+            rows = [r for r in t.history.rows if np.isfinite(r["train_loss"])]
+            results[name][(mode, lrs[mode])] = rows
             last = [r for r in rows if r["test_loss"] is not None][-1]
-            row = (f"| {name} | {mode} | {lrs[mode]:g} | {t.step} | {t.train_time:.1f} | "
-                   f"{1e3 * t.train_time / t.step:.1f} ms | {last['test_loss']:.4f} | "
+            note = f" (diverged at step {diverged[mode]})" if mode in diverged else ""
+            row = (f"| {name} | {mode} | {lrs[mode]:g} | {last['step']}{note} | {last['wall_time']:.1f} | "
+                   f"{1e3 * last['wall_time'] / last['step']:.1f} ms | {last['test_loss']:.4f} | "
                    f"{100 * last['test_accuracy']:.2f}% |")
             print(row, flush=True)
             lines.append(row)
     if plot:
-        _plot(results, data, plot, lrs, distribution)
+        _plot(results, data, plot, distribution)
     return lines
 
 
-def _plot(results: dict[str, dict[str, Any]], data: str, path: str, lrs: dict[str, float],
-          distribution: str) -> None:
+def _plot(results: dict[str, dict[Any, Any]], data: str, path: str, distribution: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,9 +208,9 @@ def _plot(results: dict[str, dict[str, Any]], data: str, path: str, lrs: dict[st
                              constrained_layout=True)
     colors = {"forward": "tab:blue", "backprop": "tab:red"}
     for row, (name, by_mode) in zip(axes, results.items()):
-        for mode, rows in by_mode.items():
-            label = (f"forward gradient ({distribution}, lr {lrs[mode]:g})" if mode == "forward"
-                     else f"backprop (lr {lrs[mode]:g})")
+        for (mode, lr), rows in by_mode.items():
+            label = (f"forward gradient ({distribution}, lr {lr:g})" if mode == "forward"
+                     else f"backprop (lr {lr:g})")
             ev = [r for r in rows if r["test_loss"] is not None]
             for ax, key in zip(row, ("wall_time", "step")):
                 ax.plot([r[key] for r in rows], [r["train_loss"] for r in rows], "-", alpha=0.35,
@@ -233,15 +244,18 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=20.0, help="seconds of timing per model and batch")
     ap.add_argument("--max-rounds", type=int, default=200)
     ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--memory-cases", default="logreg:64,mlp:64,mlp:1024,mlp:4096,cnn-small:64,cnn:64",
+    ap.add_argument("--memory-cases",
+                    default="logreg:64,mlp:64,mlp:1024,mlp:4096,mlp-deep:1024,cnn-small:64,cnn:64",
                     help="model:batch pairs for the memory table")
     ap.add_argument("--no-curves", action="store_true")
     ap.add_argument("--curve-models", default="logreg,mlp")
     ap.add_argument("--data-dir", default=None, help="MNIST IDX folder; without it the curves use digits")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of both modes")
-    ap.add_argument("--lr-forward", type=float, default=None, help="override --lr for forward gradients")
+    ap.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of backprop")
+    ap.add_argument("--lr-forward", default="logreg=3e-4,mlp=1e-4",
+                    help="SGD learning rates of forward gradients per model, MODEL=LR,... (the best "
+                         "that did not diverge in a short sweep, docs/experiments.md)")
     ap.add_argument("--distribution", default="normal", choices=("normal", "rademacher"),
                     help="tangent distribution of the forward-gradient runs (the paper's: normal)")
     ap.add_argument("--plot", default="docs/img/fwd_vs_bwd_time_to_loss.png")
@@ -262,11 +276,11 @@ def main() -> None:
         out += memory_table(cases)
     if not args.no_curves:
         data = "mnist" if args.data_dir and os.path.isdir(args.data_dir) else "digits"
-        lrs = {"forward": args.lr_forward or args.lr, "backprop": args.lr}
+        lr_forward = {k: float(v) for k, v in (kv.split("=") for kv in args.lr_forward.split(",") if kv)}
         out += ["", f"### Time to loss ({data}, SGD, batch 64)", ""]
         out += curves([m for m in args.curve_models.split(",") if m], data,
-                      args.data_dir if data == "mnist" else None, args.steps, args.eval_every, lrs,
-                      args.distribution, args.plot)
+                      args.data_dir if data == "mnist" else None, args.steps, args.eval_every, args.lr,
+                      lr_forward, args.distribution, args.plot)
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write("\n".join(out) + "\n")

@@ -109,6 +109,9 @@ def numerical_grad(fn: Callable[..., Any], args: Sequence[Any], argnum: int, eps
     out = []
     for k, leaf in enumerate(leaves):
         base = np.asarray(leaf)
+        if base.dtype.kind != "f":
+            out.append(None)  # integer leaves have no gradient
+            continue
         grad = np.zeros(base.shape, np.float64)
         for idx in np.ndindex(base.shape):
             vals = []
