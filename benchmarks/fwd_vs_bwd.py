@@ -5,6 +5,8 @@ Three measurements (Baydin et al. 2022 compare the same three):
 1. Time per training step, for logistic regression, the MLP 784-1024-1024-10 and the MNIST CNN
    (full 64-channel config and a small one), float32, at one batch size or a sweep:
      primal      the compiled loss alone
+     JVP/VJP exec  the fused primal+tangent graph (tangents drawn beforehand) / the fused
+                 forward+backward graph, alone
      fwd-normal  forward gradient: draw normal tangents + fused JVP + SGD update
      fwd-rad     the same with Rademacher tangents
      backprop    value_and_grad (reverse mode) + SGD update
@@ -51,7 +53,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     "cnn": lambda: cnn(),  # the paper's MNIST CNN: 4 x 64-channel 3x3 convs, fc 3136-1024-10
     "mlp-deep": lambda: mlp([784] + [1024] * 6 + [10]),  # depth is what backprop's memory grows with
 }
-VARIANTS = ("primal", "fwd-normal", "fwd-rad", "backprop")
+VARIANTS = ("primal", "jvp-exec", "vjp-exec", "fwd-normal", "fwd-rad", "backprop")
 LR = 1e-3  # the update's cost does not depend on it
 
 
@@ -82,7 +84,7 @@ def make_variants(name: str, batch: int, seed: int = 0) -> tuple[dict[str, Calla
         "fwd-normal": step(tg.forward_grad(f, distribution="normal", seed=seed)),
         "fwd-rad": step(tg.forward_grad(f, distribution="rademacher", seed=seed)),
         "backprop": step(vg),
-        # the two derivative executions alone (memory table): tangents drawn beforehand, no update
+        # the two derivative executions alone: tangents drawn beforehand, no update
         "jvp-exec": lambda: f.jvp((params, x, y), (tangent, None, None), batched=True),
         "vjp-exec": lambda: vg(params, x, y),
     }
@@ -90,9 +92,11 @@ def make_variants(name: str, batch: int, seed: int = 0) -> tuple[dict[str, Calla
 
 
 def time_variants(variants: dict[str, Callable[[], Any]], budget_s: float, max_rounds: int,
-                  min_rounds: int = 5) -> tuple[dict[str, float], dict[str, float], int]:
+                  min_rounds: int = 5, clock: Callable[[], float] = time.perf_counter,
+                  ) -> tuple[dict[str, float], dict[str, float], int]:
     """Median and minimum seconds per call, variants interleaved round-robin until the time
-    budget is spent (at least ``min_rounds`` rounds)."""
+    budget is spent (at least ``min_rounds`` rounds). ``clock=time.process_time`` measures
+    CPU time instead, which other processes on the machine inflate far less than wall time."""
     for fn in variants.values():  # warm up: tracing, compilation, BLAS threads, allocator
         fn()
         fn()
@@ -101,9 +105,9 @@ def time_variants(variants: dict[str, Callable[[], Any]], budget_s: float, max_r
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
         for k, fn in variants.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
         rounds += 1
     return ({k: statistics.median(v) for k, v in times.items()}, {k: min(v) for k, v in times.items()},
             rounds)
@@ -120,17 +124,19 @@ def peak_memory(fn: Callable[[], Any]) -> int:
         tracemalloc.stop()
 
 
-def timing_table(models: list[str], batches: list[int], budget_s: float, max_rounds: int) -> list[str]:
-    lines = [("| model | params | batch | primal ms | fwd-normal ms | fwd-rad ms | backprop ms | "
-              "R_f normal | R_f rad | R_b | R_f/R_b normal | R_f/R_b rad | R_f/R_b rad (minima) | rounds |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def timing_table(models: list[str], batches: list[int], budget_s: float, max_rounds: int,
+                 clock: Callable[[], float] = time.perf_counter) -> list[str]:
+    lines = [("| model | params | batch | primal ms | JVP exec ms | VJP exec ms | fwd-normal ms | fwd-rad ms | "
+              "backprop ms | R_f normal | R_f rad | R_b | R_f/R_b normal | R_f/R_b rad | "
+              "R_f/R_b rad (minima) | rounds |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in models:
         for batch in batches:
             variants, n_params = make_variants(name, batch)
             variants = {k: variants[k] for k in VARIANTS}
-            med, low, rounds = time_variants(variants, budget_s, max_rounds)
-            p, fn_, fr, b = (med[k] * 1e3 for k in VARIANTS)
-            row = (f"| {name} | {n_params:,} | {batch} | {p:.2f} | {fn_:.2f} | {fr:.2f} | {b:.2f} | "
+            med, low, rounds = time_variants(variants, budget_s, max_rounds, clock=clock)
+            p, je, ve, fn_, fr, b = (med[k] * 1e3 for k in VARIANTS)
+            row = (f"| {name} | {n_params:,} | {batch} | {p:.2f} | {je:.2f} | {ve:.2f} | {fn_:.2f} | {fr:.2f} | {b:.2f} | "
                    f"{fn_ / p:.2f} | {fr / p:.2f} | {b / p:.2f} | {fn_ / b:.2f} | {fr / b:.2f} | "
                    f"{low['fwd-rad'] / low['backprop']:.2f} | {rounds} |")
             print(row, flush=True)
@@ -243,6 +249,9 @@ def main() -> None:
                     help="time these batch sizes instead of --batch")
     ap.add_argument("--budget", type=float, default=20.0, help="seconds of timing per model and batch")
     ap.add_argument("--max-rounds", type=int, default=200)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or this process's CPU time (run with OPENBLAS_NUM_THREADS=1 so "
+                         "idle BLAS threads do not spin into it); CPU time is robust to other load")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-cases",
                     default="logreg:64,mlp:64,mlp:1024,mlp:4096,mlp-deep:1024,cnn-small:64,cnn:64",
@@ -263,13 +272,15 @@ def main() -> None:
     args = ap.parse_args()
 
     header = (f"numpy {np.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs, "
-              f"float32, {time.strftime('%Y-%m-%d')}")
+              f"float32, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}")
     print(header, flush=True)
     out = [header, ""]
     models = [m for m in args.models.split(",") if m]
     batches = args.sweep or [args.batch]
-    out += ["### Time per step (medians, interleaved)", ""]
-    out += timing_table(models, batches, args.budget, args.max_rounds)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    out += [f"### Time per step ({args.clock} clock, medians, interleaved)", ""]
+    out += timing_table(models, batches, args.budget, args.max_rounds, clock)
     if not args.no_memory:
         cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.memory_cases.split(",") if c]
         out += ["", "### Peak memory of one step (tracemalloc)", ""]
