@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of backprop")
-    ap.add_argument("--lr-forward", default="logreg=3e-4,mlp=1e-4",
+    ap.add_argument("--lr-forward", default="logreg=1e-3,mlp=1e-4",
                     help="SGD learning rates of forward gradients per model, MODEL=LR,... (the best "
                          "that did not diverge in a short sweep, docs/experiments.md)")
     ap.add_argument("--distribution", default="normal", choices=("normal", "rademacher"),
