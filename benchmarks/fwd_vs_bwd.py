@@ -145,7 +145,7 @@ def timing_table(models: list[str], batches: list[int], budget_s: float, max_rou
 
 
 def memory_table(cases: list[tuple[str, int]]) -> list[str]:
-    lines = [("| model | batch | params MB | primal | fwd-rad step | backprop step | backprop / fwd | "
+    lines = [("| model | batch | params MiB | primal | fwd-rad step | backprop step | backprop / fwd | "
               "JVP exec | VJP exec | VJP / JVP |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, batch in cases:
@@ -283,7 +283,7 @@ def main() -> None:
     out += timing_table(models, batches, args.budget, args.max_rounds, clock)
     if not args.no_memory:
         cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.memory_cases.split(",") if c]
-        out += ["", "### Peak memory of one step (tracemalloc)", ""]
+        out += ["", "### Peak memory of one step (tracemalloc, MiB)", ""]
         out += memory_table(cases)
     if not args.no_curves:
         data = "mnist" if args.data_dir and os.path.isdir(args.data_dir) else "digits"

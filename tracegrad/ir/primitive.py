@@ -1,7 +1,7 @@
 """Primitives and their registry.
 
 A ``Primitive`` holds everything tracegrad knows about one operation, declared in one
-place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP rule and its
+place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP and VJP rules and its
 lowering for each backend. The NumPy lowering is a function from operand expressions
 (strings) and params to a Python expression; the reference implementation used for
 eager evaluation, constant folding and ``Graph.interpret`` is compiled from that same
