@@ -14,6 +14,7 @@ import numpy as np
 
 import tracegrad.numpy as tnp
 from tracegrad.nn import functional as F
+from tracegrad.ops.indexing import scatter_add
 
 R = np.random.default_rng(1234)
 
@@ -137,6 +138,16 @@ CASES = [
     Case("int_array_const", lambda a: a[:, np.array([2, 0, 2])], [n(3, 4)], (0,), ("index",)),
     Case("take_along_axis", lambda a, i: np.take_along_axis(a, i[:, None], axis=1), [n(4, 5), labels(4)], (0,), ("take_along_axis",)),
     Case("take", lambda a, i: np.take(a, i, axis=1), [n(3, 5), labels(4)], (0,), ("index",)),
+    # scatter_add: the transpose of index (reverse mode emits it; called directly here)
+    Case("scatter_add_arrays", lambda v, i: scatter_add(v, [i], (("arr", 0),), (5, 3)),
+         [n(6, 3), np.array([0, 4, 0, 2, 4, 0])], (0,), ("scatter_add",),
+         extra={"numpy": lambda v, i: _np_add_at((5, 3), (i,), v)}),
+    Case("scatter_add_slices", lambda v: scatter_add(v, [], (("slice", 1, None, None), ("slice", None, None, 2)), (4, 5)),
+         [n(3, 3)], (0,), ("scatter_add",),
+         extra={"numpy": lambda v: _np_add_at((4, 5), np.s_[1:, ::2], v)}),
+    Case("scatter_add_separated", lambda v, i: scatter_add(v, [i], (("arr", 0), ("slice", None, None, None), ("int", 1)), (5, 3, 4)),
+         [n(2, 3), labels(2)], (0,), ("scatter_add",),
+         extra={"numpy": lambda v, i: _np_add_at((5, 3, 4), (i, slice(None), 1), v)}),
     # neural-network helpers
     Case("softmax", lambda a: tnp.softmax(a, axis=-1), [n(3, 5)], (0,), ("exp",),
          extra={"numpy": lambda a: np.exp(a) / np.exp(a).sum(-1, keepdims=True)}),
@@ -154,10 +165,14 @@ CASES = [
     Case("conv2d_stride_pad", lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=(1, 2)),
          [n(2, 2, 5, 4), n(3, 2, 3, 3)], (0, 1), ("conv2d",),
          extra={"numpy": lambda x, w: naive_conv2d(x, w, (2, 1), (1, 2))}),
+    Case("conv2d_wide_pad", lambda x, w: F.conv2d(x, w, stride=2, padding=3), [n(1, 2, 5, 4), n(2, 2, 2, 2)],
+         (0, 1), ("conv2d",), extra={"numpy": lambda x, w: naive_conv2d(x, w, (2, 2), (3, 3))}),
     Case("max_pool2d", lambda x: F.max_pool2d(x, 2), [n(2, 3, 5, 4)], (0,), ("max_pool2d",),
          extra={"numpy": lambda x: naive_pool(x, (2, 2), (2, 2), np.max)}),
     Case("max_pool2d_overlap", lambda x: F.max_pool2d(x, (3, 2), stride=1), [n(1, 2, 4, 5)], (0,), ("max_pool2d",),
          extra={"numpy": lambda x: naive_pool(x, (3, 2), (1, 1), np.max)}),
+    Case("avg_pool2d_tiled", lambda x: F.avg_pool2d(x, 2), [n(1, 2, 5, 6)], (0,), ("avg_pool2d",),
+         extra={"numpy": lambda x: naive_pool(x, (2, 2), (2, 2), np.mean)}),
     Case("avg_pool2d", lambda x: F.avg_pool2d(x, 2, stride=(1, 2)), [n(2, 2, 4, 5)], (0,), ("avg_pool2d",),
          extra={"numpy": lambda x: naive_pool(x, (2, 2), (1, 2), np.mean)}),
 ]
@@ -186,6 +201,12 @@ def naive_pool(x, window, stride, reduce):
     for i in range(ho):
         for j in range(wo):
             out[:, :, i, j] = reduce(x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw], axis=(2, 3))
+    return out
+
+
+def _np_add_at(shape, idx, v):
+    out = np.zeros(shape, v.dtype)
+    np.add.at(out, idx, v)
     return out
 
 

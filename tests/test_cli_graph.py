@@ -84,6 +84,15 @@ def test_jvp_defaults_to_every_float_parameter_and_directions(model, capsys):
     assert "x_dot:f32[3,4,6]ᵗ" in head and "w_dot:f32[3,6,3]ᵗ" in head and "y_dot" not in head
 
 
+def test_grad_graph_with_stats(model, capsys):
+    code, out, err = run(capsys, f"{model}:loss", "--shapes", "x=4x6,y=4:int64,w=6x3", "--grad", "--wrt", "w",
+                         "--stats")
+    assert code == 0, err
+    assert out.startswith("graph loss_vjp: ") or out.startswith("graph loss_grad: "), out.splitlines()[0]
+    assert "matmul 2" in out.splitlines()[0]  # x @ w forward, x.T @ ct backward; no gradient for x
+    assert out.splitlines()[-1].startswith("gradient graph: ")
+
+
 def test_primal_stats(model, capsys):
     code, out, _ = run(capsys, f"{model}:mlp", "--shapes", MLP_SHAPES, "--stats")
     assert code == 0 and out.startswith("graph mlp: 4 nodes (matmul 2, add 1, maximum 1)\nFLOPs 640;")
@@ -124,7 +133,7 @@ def test_missing_graphviz_is_a_one_line_error(model, capsys, tmp_path, monkeypat
     (["{model}:mlp", "--shapes", "x=8x4"], "missing parameter(s) w1, b1, w2"),
     (["{model}:mlp", "--shapes", MLP_SHAPES, "--dtype", "float99"], "non-numeric dtype 'float99'"),
     (["{model}:mlp", "--shapes", MLP_SHAPES, "-o", "g.pdf"], "unknown suffix"),
-    (["{model}:mlp", "--shapes", MLP_SHAPES, "--grad"], "reverse mode is not available in this version"),
+    (["{model}:mlp", "--shapes", MLP_SHAPES, "--grad"], "gradients need a function returning a scalar float"),
     (["{model}:mlp", "--shapes", MLP_SHAPES, "--wrt", "w1"], "--wrt needs --jvp"),
     (["{model}:mlp", "--shapes", MLP_SHAPES, "--jvp", "--wrt", "q"], "--wrt names 'q'"),
     (["{model}:loss", "--shapes", "x=2x3,y=2:int64,w=3x4", "--jvp", "--wrt", "y"], "y has dtype int64"),

@@ -1,13 +1,14 @@
 """tracegrad: a tracing compiler for forward-mode automatic differentiation.
 
-Public API: ``compile``, ``jvp``, ``forward_grad`` and the ``numpy`` namespace.
+Public API: ``compile``, ``jvp``, ``forward_grad``, ``grad``, ``value_and_grad`` and the
+``numpy`` namespace.
 """
 
 from . import ops as _ops  # noqa: F401  (registers every primitive)
 from . import numpy
-from .api import Compiled, compile, jvp
+from .api import Compiled, compile, grad, jvp, value_and_grad
 from .forward_grad import forward_grad
 from .ir import Graph
 
 __version__ = "0.1.0"
-__all__ = ["compile", "jvp", "forward_grad", "numpy", "Compiled", "Graph", "__version__"]
+__all__ = ["compile", "jvp", "forward_grad", "grad", "value_and_grad", "numpy", "Compiled", "Graph", "__version__"]

@@ -1,8 +1,11 @@
-"""The public compiler API: ``compile``, ``jvp`` and the ``Compiled`` callable.
+"""The public compiler API: ``compile``, ``jvp``, ``grad``, ``value_and_grad`` and the
+``Compiled`` callable.
 
 A ``Compiled`` function traces its Python function once per input signature — pytree
 structure, leaf shapes and dtypes, static argument values, and (for JVPs) which leaves
-carry tangents and how many directions — then runs the cached generated code.
+carry tangents and how many directions, (for gradients) which leaves are differentiated —
+then runs the cached generated code. Forward and reverse mode share the tracer, the
+clean-up passes and the backend; only the transform in between differs.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backends import Executable, get_backend
-from .errors import ArgumentTypeError, TangentError
+from .errors import ArgumentTypeError, GradientError, TangentError
 from .ir import Aval, Graph
 from .tracing.tracer import GraphBuilder, Tracer
-from .transforms import jvp_graph, optimize
+from .transforms import jvp_graph, optimize, vjp_graph
 from .tree import TreeDef, tree_flatten, tree_unflatten
 
-__all__ = ["compile", "jvp", "Compiled"]
+__all__ = ["compile", "jvp", "grad", "value_and_grad", "Compiled"]
 
 
 def _leaf_aval(x: Any, where: str) -> Aval:
@@ -172,6 +175,9 @@ class Compiled:
             if mode[0] == "primal":
                 graph = optimize(primal)
                 out_float = [a.aval.is_float for a in primal.outputs]
+            elif mode[0] == "vjp":
+                graph = optimize(vjp_graph(primal, mode[1]))
+                out_float = [a.aval.is_float for a in primal.outputs]
             else:
                 _, mask, batch = mode
                 fused, out_float = jvp_graph(primal, mask, batch)
@@ -214,6 +220,53 @@ class Compiled:
         out_t = [next(it) if f else None for f in entry.out_float]
         return tree_unflatten(entry.out_tree, outs[:n]), tree_unflatten(entry.out_tree, out_t)
 
+    def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[Any, Any]:
+        """The scalar output and its gradient with respect to ``args[argnums]`` (reverse mode),
+        from one execution of the fused forward+backward graph. The gradient has the pytree
+        structure of that argument (a tuple of them when ``argnums`` is a tuple)."""
+        leaves, treedef, _, _ = self._signature(args)
+        nums, mask, spans = self._grad_mask(args, leaves, treedef, argnums)
+        entry, leaves = self._entry(args, ("vjp", mask))
+        outs = entry.executable(*leaves)
+        n = len(entry.out_float)
+        where = {leaf: k for k, leaf in enumerate(i for i, m in enumerate(mask) if m)}
+        grads = [tree_unflatten(td, [outs[n + where[j]] for j in range(start, start + td.num_leaves)])
+                 for start, td in (spans[i] for i in nums)]
+        value = tree_unflatten(entry.out_tree, outs[:n])
+        return value, grads[0] if isinstance(argnums, int) else tuple(grads)
+
+    def _grad_mask(self, args: tuple, leaves: list[Any], treedef: TreeDef,
+                   argnums: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[bool, ...], dict[int, tuple]]:
+        """Validate ``argnums``; return them, the per-leaf differentiation mask and, per
+        argument position, ``(first leaf index, subtree structure)``."""
+        nums = _check_argnums(argnums)
+        spans: dict[int, tuple[int, TreeDef]] = {}
+        start = 0
+        for pos, child in zip(self._dynamic_positions(len(args)), treedef.children):
+            spans[pos] = (start, child)
+            start += child.num_leaves
+        for i in nums:
+            if i >= len(args):
+                raise GradientError(f"argnums names argument {i}, but only {len(args)} were passed")
+            if i in self.static_argnums:
+                raise GradientError(f"argnums names argument {i} ({self._arg_name(i)}), which is static "
+                                    "and has no gradient", hint="drop it from argnums or static_argnums")
+        mask = [False] * len(leaves)
+        for i in nums:
+            first, child = spans[i]
+            for j in range(first, first + child.num_leaves):
+                x = leaves[j]
+                if not ((type(x) is np.ndarray and x.dtype.kind == "f") or type(x) is float
+                        or isinstance(x, np.floating)):
+                    name = self._leaf_names(treedef, len(args))[j]
+                    dtype = np.asarray(x).dtype if isinstance(x, np.ndarray | np.generic | int) else type(x).__name__
+                    raise GradientError(
+                        f"argument {name} has dtype {dtype} and cannot be differentiated "
+                        f"(argnums={argnums!r} includes it)",
+                        hint="pass integer data such as labels through an argument not in argnums")
+                mask[j] = True
+        return nums, tuple(mask), spans
+
     # -- inspection ------------------------------------------------------------------
     def graph(self, *args: Any, optimized: bool = True) -> Graph:
         """The primal graph for these arguments (after clean-up passes unless ``optimized=False``)."""
@@ -237,8 +290,20 @@ class Compiled:
         (default: all arguments) and optionally ``directions`` tangents at once."""
         return self._entry(args, self._jvp_mode(args, argnums, directions))[0].graph
 
-    def source(self, *args: Any, jvp: bool = False, argnums: Any = None, directions: int | None = None) -> str:
-        """The generated Python source (of the JVP graph with ``jvp=True``)."""
+    def grad_graph(self, *args: Any, argnums: int | Sequence[int] = 0) -> Graph:
+        """The fused forward+backward graph: outputs the value, then the gradient of each
+        float leaf of ``args[argnums]`` in order."""
+        leaves, treedef, _, _ = self._signature(args)
+        return self._entry(args, ("vjp", self._grad_mask(args, leaves, treedef, argnums)[1]))[0].graph
+
+    def source(self, *args: Any, jvp: bool = False, argnums: Any = None, directions: int | None = None,
+               grad: bool = False) -> str:
+        """The generated Python source (of the JVP graph with ``jvp=True``, of the gradient
+        graph with ``grad=True``, there ``argnums`` defaulting to 0)."""
+        if grad:
+            leaves, treedef, _, _ = self._signature(args)
+            mask = self._grad_mask(args, leaves, treedef, 0 if argnums is None else argnums)[1]
+            return self._entry(args, ("vjp", mask))[0].executable.source
         mode = self._jvp_mode(args, argnums, directions) if jvp else ("primal",)
         return self._entry(args, mode)[0].executable.source
 
@@ -326,6 +391,50 @@ def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any])
     A tangent of ``None`` (for a whole argument or any subtree) marks a constant."""
     compiled = fn if isinstance(fn, Compiled) else _compiled_for(fn)
     return compiled.jvp(primals, tangents)
+
+
+def _check_argnums(argnums: Any) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int | np.integer) else argnums
+    try:
+        nums = tuple(nums)
+    except TypeError:
+        nums = (argnums,)
+    if not nums or any(isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0 for i in nums):
+        raise GradientError(f"argnums must be a non-negative int or a tuple of them, got {argnums!r}")
+    return tuple(int(i) for i in nums)
+
+
+def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend: str = "numpy",
+                   static_argnums: Sequence[int] | int = ()) -> Callable[..., tuple[Any, Any]]:
+    """Like ``jax.value_and_grad``: ``g(*args) -> (fn(*args), ∇fn)`` by reverse mode, for a
+    ``fn`` returning a scalar float. The gradient has the pytree structure of
+    ``args[argnums]`` (a tuple of such when ``argnums`` is a tuple); value and gradient come
+    from one execution of one compiled graph, cached per input signature."""
+    _check_argnums(argnums)
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    compiled = fn if isinstance(fn, Compiled) else Compiled(fn, backend, static_argnums)
+
+    def value_and_grad_fn(*args: Any) -> tuple[Any, Any]:
+        return compiled.value_and_grad(*args, argnums=argnums)
+
+    value_and_grad_fn.compiled = compiled  # type: ignore[attr-defined]
+    value_and_grad_fn.__name__ = f"value_and_grad_{getattr(fn, '__name__', 'f')}"
+    return value_and_grad_fn
+
+
+def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend: str = "numpy",
+         static_argnums: Sequence[int] | int = ()) -> Callable[..., Any]:
+    """Like ``jax.grad``: ``g(*args) -> ∇fn`` with respect to ``args[argnums]`` (reverse mode);
+    see ``value_and_grad``."""
+    vg = value_and_grad(fn, argnums, backend=backend, static_argnums=static_argnums)
+
+    def grad_fn(*args: Any) -> Any:
+        return vg(*args)[1]
+
+    grad_fn.compiled = vg.compiled  # type: ignore[attr-defined]
+    grad_fn.__name__ = f"grad_{getattr(fn, '__name__', 'f')}"
+    return grad_fn
 
 
 @functools.lru_cache(maxsize=256)

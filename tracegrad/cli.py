@@ -98,7 +98,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .forward_grad import DISTRIBUTIONS
     from .optim import OPTIMIZERS, SCHEDULES
-    from .train.trainer import DEFAULT_STEPS, MODELS, TrainConfig
+    from .train.trainer import DEFAULT_STEPS, MODELS, MODES, TrainConfig
 
     d = TrainConfig()
     # Defaults are None here and filled in later: with --resume, options not given on the
@@ -133,6 +133,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distribution", choices=DISTRIBUTIONS,
                    help=f"distribution of the tangent directions (default {d.distribution})")
     p.add_argument("--backend", choices=BACKENDS, help=f"(default {d.backend})")
+    p.add_argument("--mode", choices=MODES,
+                   help=f"forward gradients, or exact gradients by backprop for comparison (default {d.mode})")
     p.add_argument("--seed", type=_nonneg_int, metavar="S",
                    help=f"seed of the initialization, batches and directions (default {d.seed})")
     p.add_argument("--out", metavar="DIR",
@@ -148,7 +150,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 _TRAIN_OPTIONS = ("model", "data", "data_dir", "steps", "epochs", "batch_size", "optimizer", "lr",
                   "schedule", "weight_decay", "directions", "distribution", "backend", "seed", "eval_every",
-                  "checkpoint_every")
+                  "checkpoint_every", "mode")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -206,7 +208,7 @@ def _run_train(args: argparse.Namespace) -> int:
     length = (f"{config.epochs:g} epochs = {trainer.total_steps} steps" if config.epochs is not None
               else f"{trainer.total_steps} steps")
     say(f"training {config.model} on {config.data} ({len(ds.y_train)} train / {len(ds.y_test)} test "
-        f"examples) with forward gradients: {config.optimizer} lr={config.lr:g} ({config.schedule}), "
+        f"examples) with {'forward gradients' if config.mode == 'forward' else 'backprop'}: {config.optimizer} lr={config.lr:g} ({config.schedule}), "
         f"{length} of batch {config.batch_size}, K={config.directions} {config.distribution} "
         f"direction(s), seed {config.seed} -> {config.out}")
     result = trainer.run()
@@ -389,8 +391,6 @@ def _run_graph(args: argparse.Namespace) -> int:
         try:
             primal = compiled.graph(*call_args)
             if args.grad:
-                if not hasattr(compiled, "grad_graph"):
-                    raise CLIError("--grad: reverse mode is not available in this version")
                 wrt = {} if argnums is None else {"argnums": argnums}
                 graph = compiled.grad_graph(*call_args, **wrt)
             elif args.jvp:

@@ -18,6 +18,7 @@ __all__ = [
     "UnsupportedOperationError",
     "ArgumentTypeError",
     "TangentError",
+    "GradientError",
     "TraceError",
     "BackendUnavailableError",
     "DataError",
@@ -83,6 +84,11 @@ class ArgumentTypeError(TracegradError, TypeError):
 
 class TangentError(TracegradError, ValueError):
     """A tangent whose structure, shape or dtype does not match its primal."""
+
+
+class GradientError(TracegradError, ValueError):
+    """Reverse mode asked of something without a gradient: a non-scalar or non-float output,
+    integer leaves among the differentiated arguments, argnums that name no argument."""
 
 
 class TraceError(TracegradError, RuntimeError):

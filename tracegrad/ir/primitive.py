@@ -1,7 +1,7 @@
 """Primitives and their registry.
 
 A ``Primitive`` holds everything tracegrad knows about one operation, declared in one
-place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP rule and its
+place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP and VJP rules and its
 lowering for each backend. The NumPy lowering is a function from operand expressions
 (strings) and params to a Python expression; the reference implementation used for
 eager evaluation, constant folding and ``Graph.interpret`` is compiled from that same
@@ -39,6 +39,9 @@ class Primitive:
       it raises ``ShapeError``/``DTypeError`` for operands that do not fit.
     - ``jvp(primals, tangents, **params) -> (primal_out, tangent_out)``: written with
       traceable ops; ``None`` for a primitive whose output has a zero tangent.
+    - ``vjp(ct, primals, out, **params) -> tuple`` (reverse mode): given the cotangent ``ct``
+      of the output ``out`` (both traced), one cotangent per operand (``None`` for none),
+      written with traceable ops so the backward pass is an ordinary graph.
     - ``lowerings[backend](*operand_exprs, **params) -> str``: a Python expression.
     - ``flops(in_avals, out_avals, params) -> int``: the cost rule used by ``Graph.stats()``;
       ``None`` means the elementwise default (one FLOP per output element), which only an
@@ -50,6 +53,7 @@ class Primitive:
     name: str
     abstract_eval: Callable[[list[Aval], dict[str, Any]], Any]
     jvp: Callable[..., Any] | None = None
+    vjp: Callable[..., Any] | None = None
     lowerings: dict[str, Callable[..., str]] = field(default_factory=dict)
     multiple_results: bool = False
     differentiable: bool = True  # False: outputs are integer/boolean or piecewise constant

@@ -14,7 +14,8 @@ from ..transforms import tangents as T
 
 __all__ = [
     "broadcast_shapes", "probe_dtype", "elementwise_abstract", "declare", "defjvp_unary",
-    "normalize_axes", "fmt_shape", "no_flops", "input_size_flops", "CudaReduction",
+    "normalize_axes", "fmt_shape", "no_flops", "input_size_flops", "CudaReduction", "defvjp_unary",
+    "unbroadcast",
 ]
 
 
@@ -110,7 +111,34 @@ def defjvp_unary(prim: Primitive, derivative: Callable[[Any, Any], Any]) -> None
         y = bind(prim, x, **params)
         return y, T.scale(tangents[0], derivative(x, y), aval_of(y))
 
+    rule.derivative = derivative  # type: ignore[attr-defined]  # reused by defvjp_unary
     prim.jvp = rule
+
+
+def defvjp_unary(prim: Primitive, derivative: Callable[[Any, Any], Any] | None = None) -> None:
+    """VJP of ``y = f(x)`` as ``ct * derivative(x, y)``; by default the same derivative factor
+    that ``defjvp_unary`` registered, so forward and reverse mode share one definition."""
+    if derivative is None:
+        derivative = prim.jvp.derivative  # type: ignore[union-attr]
+
+    def rule(ct: Any, primals: list[Any], y: Any, **params: Any) -> tuple[Any]:
+        return (ct * derivative(primals[0], y),)
+
+    prim.vjp = rule
+
+
+def unbroadcast(ct: Any, aval: Aval) -> Any:
+    """Transpose of NumPy broadcasting: sum ``ct`` (shaped like a broadcast result) over the
+    leading axes ``aval`` lacks and the axes where ``aval`` has size 1, down to ``aval.shape``."""
+    from .. import numpy as tnp  # lazily: tracegrad.numpy imports the ops
+
+    shape = aval_of(ct).shape
+    if shape == aval.shape:
+        return ct
+    lead = len(shape) - len(aval.shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(aval.shape) if d == 1 and shape[lead + i] != 1)
+    return tnp.reshape(tnp.sum(ct, axis=axes, keepdims=True), aval.shape)
 
 
 def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, defjvp_unary, no_flops
+from ._rules import declare, defjvp_unary, defvjp_unary, no_flops, unbroadcast
 
 
 def _binop(sym: str):
@@ -108,6 +108,57 @@ add_p.jvp, sub_p.jvp, mul_p.jvp, div_p.jvp = add_jvp, sub_jvp, mul_jvp, div_jvp
 neg_p.jvp, pow_p.jvp, max_p.jvp, min_p.jvp = neg_jvp, pow_jvp, max_jvp, min_jvp
 add_p.linear = sub_p.linear = neg_p.linear = True
 
+
+# VJPs: the cotangent of each operand, summed back to its own shape (``unbroadcast``).
+def add_vjp(ct, primals, y):
+    a, b = primals
+    return unbroadcast(ct, aval_of(a)), unbroadcast(ct, aval_of(b))
+
+
+def sub_vjp(ct, primals, y):
+    a, b = primals
+    return unbroadcast(ct, aval_of(a)), unbroadcast(neg(ct), aval_of(b))
+
+
+def mul_vjp(ct, primals, y):
+    a, b = primals
+    return unbroadcast(mul(ct, b), aval_of(a)), unbroadcast(mul(ct, a), aval_of(b))
+
+
+def div_vjp(ct, primals, y):
+    a, b = primals
+    ct_a = div(ct, b)
+    return unbroadcast(ct_a, aval_of(a)), unbroadcast(neg(mul(ct_a, y)), aval_of(b))
+
+
+def neg_vjp(ct, primals, y):
+    return (neg(ct),)
+
+
+def pow_vjp(ct, primals, y):
+    x, p = primals
+    ct_x = mul(ct, mul(p, power(x, sub(p, 1))))
+    # the same x == 0 convention as pow_jvp: d/dp x**p is 0 there, not nan
+    ct_p = mul(ct, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)))
+    return unbroadcast(ct_x, aval_of(x)), unbroadcast(ct_p, aval_of(p))
+
+
+def _select_vjp(compare):
+    # The cotangent goes where the JVP takes its tangent from: ``a`` where compare(a, b), else ``b``.
+    def rule(ct, primals, y):
+        a, b = primals
+        pick_a = compare(a, b)
+        return (unbroadcast(where(pick_a, ct, 0.0), aval_of(a)),
+                unbroadcast(where(pick_a, 0.0, ct), aval_of(b)))
+
+    return rule
+
+
+add_p.vjp, sub_p.vjp, mul_p.vjp, div_p.vjp = add_vjp, sub_vjp, mul_vjp, div_vjp
+neg_p.vjp, pow_p.vjp = neg_vjp, pow_vjp
+max_p.vjp = _select_vjp(lambda a, b: greater(a, b))
+min_p.vjp = _select_vjp(lambda a, b: less(a, b))
+
 # ---------------------------------------------------------------- unary math
 exp_p = declare("exp", _call("np.exp"), elementwise=True, cuda=_c_call("tg_exp"))
 log_p = declare("log", _call("np.log"), elementwise=True, cuda=_c_call("tg_log"))
@@ -146,6 +197,9 @@ defjvp_unary(cos_p, lambda x, y: neg(sin(x)))
 defjvp_unary(tanh_p, lambda x, y: sub(1, mul(y, y)))
 defjvp_unary(logistic_p, lambda x, y: mul(y, sub(1, y)))
 
+for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p):
+    defvjp_unary(_p)  # ct * f'(x), with the derivative factor registered above
+
 # ---------------------------------------------------------------- selection
 where_p = declare("where", _call("np.where"), elementwise=True, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
 clip_p = declare("clip", _call("np.clip"), elementwise=True,
@@ -174,6 +228,25 @@ def clip_jvp(primals, tangents):
 
 
 where_p.jvp, clip_p.jvp = where_jvp, clip_jvp
+
+
+def where_vjp(ct, primals, y):
+    c, a, b = primals
+    return None, unbroadcast(where(c, ct, 0.0), aval_of(a)), unbroadcast(where(c, 0.0, ct), aval_of(b))
+
+
+def clip_vjp(ct, primals, y):
+    # Mirrors clip_jvp: y = minimum(m, hi) picks m where m < hi; m = maximum(x, lo) picks x where x > lo.
+    x, lo, hi = primals
+    m_wins = less(maximum(x, lo), hi)
+    x_wins = greater(x, lo)
+    ct_m = where(m_wins, ct, 0.0)
+    return (unbroadcast(where(x_wins, ct_m, 0.0), aval_of(x)),
+            unbroadcast(where(x_wins, 0.0, ct_m), aval_of(lo)),
+            unbroadcast(where(m_wins, 0.0, ct), aval_of(hi)))
+
+
+where_p.vjp, clip_p.vjp = where_vjp, clip_vjp
 
 # ---------------------------------------------------------------- non-differentiable
 sign_p = declare("sign", _call("np.sign"), elementwise=True, differentiable=False, cuda=_c_call("tg_sign"))
@@ -241,6 +314,14 @@ def astype_jvp(primals, tangents, *, dtype):
 
 astype_p.jvp = astype_jvp
 astype_p.linear = True
+
+
+def astype_vjp(ct, primals, y, *, dtype):
+    (x,) = primals
+    return (astype(ct, aval_of(x).dtype) if aval_of(x).is_float else None,)
+
+
+astype_p.vjp = astype_vjp
 
 stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, elementwise=True,
                           flops=no_flops, view=True, cuda=lambda x: x)

@@ -121,6 +121,76 @@ def index_jvp(primals, tangents, *, template):
 index_p.jvp = index_jvp
 
 
+
+# ---------------------------------------------------------------- scatter_add (transpose of index)
+def _scatter_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    v, *idx = avals
+    shape = tuple(params["shape"])
+    want = _index_abstract([Aval(shape, v.dtype), *idx], params)
+    if v.shape != want.shape:
+        raise ShapeError(f"scatter_add: values of shape {fmt_shape(v.shape)} do not fit the index "
+                         f"[{_format_template(params)}] of an array of shape {fmt_shape(shape)}, "
+                         f"which selects shape {fmt_shape(want.shape)}")
+    return Aval(shape, v.dtype)
+
+
+def _scatter_lowering(v: str, *arrays: str, template: tuple, shape: tuple) -> str:
+    # Basic indices select each element at most once: plain assignment into zeros. Index
+    # arrays may repeat an element, so those accumulate with np.add.at.
+    idx = "np.s_[" + ", ".join(_entry_src(e, list(arrays)) for e in template) + "]"
+    put = "np.add.at(_z, _i, _v)" if arrays else "_z.__setitem__(_i, _v)"
+    return f"(lambda _v, _i, _z: ({put}, _z)[1])({v}, {idx}, np.zeros({shape!r}, np.result_type({v})))"
+
+
+scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract, linear=True,
+                        param_format=lambda p: _format_template(p) + f"; shape={p['shape']}",
+                        flops=lambda ins, outs, p: ins[0].size)  # one addition per scattered value
+
+
+def scatter_add(values: Any, arrays: list[Any], template: tuple, shape: tuple[int, ...]) -> Any:
+    """Zeros of ``shape`` with ``values`` added at ``[template]`` (repeated indices accumulate):
+    the transpose of ``index``, which reverse mode needs for gathers."""
+    return bind(scatter_add_p, values, *arrays, template=tuple(template), shape=tuple(int(d) for d in shape))
+
+
+def _separated_adv_ndim(template: tuple, arrays: list[Any]) -> int:
+    """Rank of the broadcast index arrays when NumPy moves them to the front, else 0."""
+    adv = _advanced_positions(template)
+    if not adv or adv == list(range(adv[0], adv[0] + len(adv))):
+        return 0
+    return len(broadcast_shapes("indexing", *[aval_of(a).shape for a in arrays]))
+
+
+def scatter_add_jvp(primals, tangents, *, template, shape):
+    v, *arrays = primals
+    y = scatter_add(v, arrays, template, shape)
+    adv_ndim = _separated_adv_ndim(template, arrays)
+
+    def fn(t: Any, nb: int) -> Any:
+        batch = tuple(np.shape(t))[:nb]
+        if adv_ndim and nb:
+            # NumPy expects the broadcast index dimensions in front of the direction axes.
+            nd = len(np.shape(t))
+            t = transpose(t, tuple(range(nb, nb + adv_ndim)) + tuple(range(nb)) + tuple(range(nb + adv_ndim, nd)))
+        return scatter_add(t, arrays, (("slice", None, None, None),) * nb + template, batch + shape)
+
+    return y, T.apply(tangents[0], fn, aval_of(y))
+
+
+def scatter_add_vjp(ct, primals, y, *, template, shape):
+    _, *arrays = primals
+    return (index(ct, template, arrays),) + (None,) * len(arrays)
+
+
+def index_vjp(ct, primals, y, *, template):
+    x, *arrays = primals
+    return (scatter_add(ct, arrays, template, aval_of(x).shape),) + (None,) * len(arrays)
+
+
+scatter_add_p.jvp, scatter_add_p.vjp = scatter_add_jvp, scatter_add_vjp
+index_p.vjp = index_vjp
+
+
 # ---------------------------------------------------------------- take_along_axis
 def _take_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     x, idx = avals
@@ -167,3 +237,19 @@ def take_along_axis_jvp(primals, tangents, *, axis):
 
 
 take_along_axis_p.jvp = take_along_axis_jvp
+
+
+
+def take_along_axis_vjp(ct, primals, y, *, axis):
+    # take_along_axis(x, i, axis) is x[r_0, ..., i, ..., r_n] with r_k = arange(x.shape[k])
+    # shaped to broadcast along axis k, so its transpose is a scatter_add through that index.
+    x, idx = primals
+    shape = aval_of(x).shape
+    nd = len(shape)
+    arrays = [idx if k == axis else np.arange(d).reshape((1,) * k + (d,) + (1,) * (nd - k - 1))
+              for k, d in enumerate(shape)]
+    template = tuple(("arr", k) for k in range(nd))
+    return scatter_add(ct, arrays, template, shape), None
+
+
+take_along_axis_p.vjp = take_along_axis_vjp

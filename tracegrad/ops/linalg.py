@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ShapeError, UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import broadcast_shapes, declare, fmt_shape
-from .shape import reshape
+from ._rules import broadcast_shapes, declare, fmt_shape, unbroadcast
+from .shape import broadcast_to, reshape, transpose
 
 
 # ---------------------------------------------------------------- matmul
@@ -98,6 +98,34 @@ def matmul_jvp(primals, tangents):
 matmul_p.jvp = matmul_jvp
 
 
+def _swap_last(x: Any) -> Any:
+    nd = len(aval_of(x).shape)
+    return transpose(x, tuple(range(nd - 2)) + (nd - 1, nd - 2))
+
+
+def matmul_vjp(ct, primals, y):
+    # With 1-D operands promoted to matrices: ct_a = ct @ b^T and ct_b = a^T @ ct, each summed
+    # over the batch axes its operand was broadcast along, then reshaped back.
+    a, b = primals
+    a_shape, b_shape = aval_of(a).shape, aval_of(b).shape
+    a2 = reshape(a, (1,) + a_shape) if len(a_shape) == 1 else a
+    b2 = reshape(b, b_shape + (1,)) if len(b_shape) == 1 else b
+    a2s, b2s = aval_of(a2).shape, aval_of(b2).shape
+    batch = broadcast_shapes("matmul", a2s[:-2], b2s[:-2])
+    ct2 = reshape(ct, batch + (a2s[-2], b2s[-1]))
+    ct_a = reshape(unbroadcast(matmul(ct2, _swap_last(b2)), Aval(a2s, aval_of(ct).dtype)), a_shape)
+    if len(b2s) == 2 and a2s[:-2] == batch and batch:
+        # a stack of rows times one matrix (x @ W with x (N, T, K)): one GEMM over all rows
+        k, n = b2s
+        ct_b2 = matmul(_swap_last(reshape(a2, (-1, k))), reshape(ct2, (-1, n)))
+    else:
+        ct_b2 = unbroadcast(matmul(_swap_last(a2), ct2), Aval(b2s, aval_of(ct).dtype))
+    return ct_a, reshape(ct_b2, b_shape)
+
+
+matmul_p.vjp = matmul_vjp
+
+
 # ---------------------------------------------------------------- einsum
 def parse_subscripts(subscripts: str) -> tuple[list[str], str]:
     ins, out = subscripts.split("->")
@@ -158,3 +186,32 @@ def einsum_jvp(primals, tangents, *, subscripts):
 
 
 einsum_p.jvp = einsum_jvp
+
+
+def einsum_vjp(ct, primals, y, *, subscripts):
+    # Operand i's cotangent contracts ct with the other operands onto operand i's letters.
+    ins, res = parse_subscripts(subscripts)
+    cts = []
+    for i, (sub, x) in enumerate(zip(ins, primals)):
+        x_aval = aval_of(x)
+        if len(set(sub)) != len(sub):
+            raise UnsupportedOperationError(
+                f"einsum {subscripts!r}: reverse mode does not support a repeated index within one "
+                f"operand ({sub!r}, a diagonal)", hint="take the diagonal with indexing instead")
+        others = [(s, p) for j, (s, p) in enumerate(zip(ins, primals)) if j != i]
+        avail = set(res).union(*[set(s) for s, _ in others])
+        keep = "".join(c for c in sub if c in avail)
+        if not others and res == keep:
+            r = ct
+        else:
+            r = einsum(",".join([res] + [s for s, _ in others]) + "->" + keep, ct, *[p for _, p in others])
+        if keep != sub:  # letters summed within operand i alone: ct is constant along them
+            it = iter(aval_of(r).shape)
+            r = reshape(r, tuple(next(it) if c in avail else 1 for c in sub))
+            r = broadcast_to(r, tuple(rd if c in avail else xd
+                                      for c, xd, rd in zip(sub, x_aval.shape, aval_of(r).shape)))
+        cts.append(unbroadcast(r, x_aval))
+    return tuple(cts)
+
+
+einsum_p.vjp = einsum_vjp

@@ -15,7 +15,7 @@ from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
 from ._rules import CudaReduction, declare, input_size_flops, probe_dtype
 from .elementwise import astype, div, equal
-from .shape import reshape
+from .shape import broadcast_to, reshape
 
 
 def _reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
@@ -90,6 +90,28 @@ def _extremum_jvp(reduce):
 reduce_sum_p.jvp = reduce_sum_jvp
 reduce_max_p.jvp = _extremum_jvp(reduce_max)
 reduce_min_p.jvp = _extremum_jvp(reduce_min)
+
+
+def _spread(ct, x_aval, axes):
+    """The transpose of a sum over ``axes``: ``ct`` broadcast back to the operand's shape."""
+    return broadcast_to(reshape(ct, _reduced_shape(x_aval.shape, axes, True)), x_aval.shape)
+
+
+def reduce_sum_vjp(ct, primals, y, *, axes, keepdims):
+    return (_spread(ct, aval_of(primals[0]), axes),)
+
+
+def _extremum_vjp(ct, primals, y, *, axes, keepdims):
+    # Same weights as _extremum_jvp: the arg-max positions share the cotangent equally.
+    (x,) = primals
+    x_aval = aval_of(x)
+    mask = astype(equal(x, reshape(y, _reduced_shape(x_aval.shape, axes, True))), x_aval.dtype)
+    weights = div(mask, reduce_sum(mask, axes, True))
+    return (weights * reshape(ct, _reduced_shape(x_aval.shape, axes, True)),)
+
+
+reduce_sum_p.vjp = reduce_sum_vjp
+reduce_max_p.vjp = reduce_min_p.vjp = _extremum_vjp
 
 
 def _arg_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:

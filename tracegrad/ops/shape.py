@@ -16,7 +16,7 @@ from ..errors import ShapeError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
-from ._rules import declare, fmt_shape, no_flops
+from ._rules import declare, fmt_shape, no_flops, unbroadcast
 
 
 # ---------------------------------------------------------------- reshape
@@ -62,6 +62,13 @@ def reshape_jvp(primals, tangents, *, shape):
 reshape_p.jvp = reshape_jvp
 
 
+def reshape_vjp(ct, primals, y, *, shape):
+    return (reshape(ct, aval_of(primals[0]).shape),)
+
+
+reshape_p.vjp = reshape_vjp
+
+
 # ---------------------------------------------------------------- transpose
 def _transpose_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     (x,) = avals
@@ -89,6 +96,13 @@ def transpose_jvp(primals, tangents, *, perm):
 
 
 transpose_p.jvp = transpose_jvp
+
+
+def transpose_vjp(ct, primals, y, *, perm):
+    return (transpose(ct, tuple(int(i) for i in np.argsort(perm))),)
+
+
+transpose_p.vjp = transpose_vjp
 
 
 # ---------------------------------------------------------------- broadcast_to
@@ -130,6 +144,13 @@ def broadcast_to_jvp(primals, tangents, *, shape):
 broadcast_to_p.jvp = broadcast_to_jvp
 
 
+def broadcast_to_vjp(ct, primals, y, *, shape):
+    return (unbroadcast(ct, aval_of(primals[0])),)
+
+
+broadcast_to_p.vjp = broadcast_to_vjp
+
+
 # ---------------------------------------------------------------- concatenate
 def _concat_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     axis = params["axis"]
@@ -169,3 +190,19 @@ def astype_if_needed(v: Any, dtype: np.dtype) -> Any:
 
 
 concatenate_p.jvp = concatenate_jvp
+
+
+def concatenate_vjp(ct, primals, y, *, axis):
+    # Each operand's cotangent is its own slab of ct along the axis.
+    from .indexing import index
+
+    full = ("slice", None, None, None)
+    cts, start = [], 0
+    for x in primals:
+        stop = start + aval_of(x).shape[axis]
+        cts.append(index(ct, (full,) * axis + (("slice", start, stop, None),), []))
+        start = stop
+    return tuple(cts)
+
+
+concatenate_p.vjp = concatenate_vjp

@@ -11,6 +11,10 @@ test split runs a compiled primal function over chunks of ``eval_batch_size`` ex
 memory stays bounded on large test sets. A non-finite batch loss stops the run with
 ``TrainingDivergedError``; checkpoints are only written after the current parameters have
 produced a finite loss, so the newest checkpoint is always a good one.
+
+``mode="backprop"`` replaces the estimate by the exact gradient of the same compiled loss
+(``tracegrad.value_and_grad``, reverse mode); data, initialization, optimizer, metrics and
+checkpoints stay identical, so the two modes compare like with like.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from .. import numpy as tnp
 from ..api import compile as tg_compile
 from ..backends import to_device, to_host
+from ..api import value_and_grad
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
 from ..errors import TrainingDivergedError
 from ..forward_grad import DISTRIBUTIONS, forward_grad
@@ -45,6 +50,7 @@ from .metrics import MetricsHistory
 __all__ = [
     "DEFAULT_STEPS",
     "MODELS",
+    "MODES",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -53,12 +59,13 @@ __all__ = [
 ]
 
 MODELS = ("logreg", "mlp", "cnn")
+MODES = ("forward", "backprop")  # forward-gradient estimate, or the exact gradient by reverse mode
 DEFAULT_STEPS = 2000  # used when neither steps nor epochs is given (~70 epochs of digits)
 
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
-                 "distribution", "seed", "model_kwargs")
+                 "distribution", "seed", "model_kwargs", "mode")
 
 
 @dataclass
@@ -92,6 +99,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     keep_checkpoints: int = 3
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    mode: str = "forward"
 
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self``."""
@@ -101,7 +109,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
         for name, choices in (("model", MODELS), ("data", DATASETS), ("optimizer", tuple(OPTIMIZERS)),
-                              ("schedule", SCHEDULES), ("distribution", DISTRIBUTIONS)):
+                              ("schedule", SCHEDULES), ("distribution", DISTRIBUTIONS), ("mode", MODES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.steps is not None and self.epochs is not None:
@@ -204,6 +212,10 @@ class Trainer:
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
         self.estimate = forward_grad(self.loss_fn, argnums=0, directions=cfg.directions,
                                      distribution=cfg.distribution, seed=cfg.seed)
+        if cfg.mode == "backprop":  # the exact gradient of the same loss; the (unused) sampler
+            sampler = self.estimate.sampler  # stays so checkpoints keep the same fields
+            self.estimate = value_and_grad(self.loss_fn, argnums=0)
+            self.estimate.sampler = sampler  # type: ignore[attr-defined]
         apply = self.model.apply
 
         def evaluate(params: Any, x: Any, y: Any) -> Any:
@@ -298,7 +310,8 @@ class Trainer:
             cfg = self.config
             self.history.plot(self.out_dir / "plot.png",
                               title=f"{cfg.model} on {cfg.data}: {cfg.optimizer} lr={cfg.lr:g}, "
-                                    f"K={cfg.directions} forward-gradient directions")
+                                    + (f"K={cfg.directions} forward-gradient directions"
+                                       if cfg.mode == "forward" else "backprop"))
 
     def _start_fresh_out_dir(self) -> None:
         """A new run in a used folder: old checkpoints would be mistaken for this run's."""
