@@ -156,8 +156,8 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
         grads = []
         for i in nums:
             vs, tree = vs_of[i]
-            if k == 1:
-                g = [v[0] * jv[0] for v in vs]
+            if k == 1:  # scale the freshly drawn tangent in place: no parameter-sized temporary
+                g = [xp.multiply(v[0], jv[0], out=v[0]) for v in vs]
             else:
                 g = [xp.tensordot(jv, v, axes=1) / k for v in vs]
             grads.append(tree_unflatten(tree, g))
