@@ -285,11 +285,11 @@ def main() -> None:
         import cupy
 
         device = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception:  # noqa: BLE001 - the name is cosmetic; the table is still valid without it
+        device = "unknown GPU"
     text = "\n".join([
-        f"Forward-gradient step (normal tangent, K=1, SGD update), float32, on {device}; "
-        f"median of {args.repeats} x {args.iters} steps; python {platform.python_version()}",
+        (f"Forward-gradient step (normal tangent, K=1, SGD update), float32, on {device}; "
+        f"median of {args.repeats} x {args.iters} steps; python {platform.python_version()}"),
         "",
         "| model | batch | framework | step ms | GPU kernels / step | first loss | first call s | tracegrad launches |",
         "|---|---:|---|---:|---:|---:|---:|---|",

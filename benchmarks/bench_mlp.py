@@ -9,6 +9,7 @@ Run:  python benchmarks/bench_mlp.py [--rounds 200] [--markdown docs/benchmarks.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import time
@@ -16,7 +17,6 @@ import time
 import numpy as np
 
 import tracegrad as tg
-import tracegrad.numpy as tnp
 from tracegrad.forward_grad import DirectionSampler
 from tracegrad.tree import tree_flatten, tree_unflatten
 
@@ -27,7 +27,7 @@ BATCH = 64
 def init(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     params = {}
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(SIZES)):
         params[f"w{i}"] = (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32)
         params[f"b{i}"] = np.zeros(b, np.float32)
     return params
@@ -111,8 +111,8 @@ def main() -> None:
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     plain, prim, jvp_t = med["numpy primal (plain)"], med["compiled primal"], med["compiled JVP, fixed tangent"]
     lines = [
-        f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, {n_params:,} parameters; "
-        f"{args.rounds} interleaved rounds, medians; numpy {np.__version__}, python {platform.python_version()}",
+        (f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, {n_params:,} parameters; "
+        f"{args.rounds} interleaved rounds, medians; numpy {np.__version__}, python {platform.python_version()}"),
         "",
         "| variant | median ms |",
         "|---|---:|",
@@ -120,8 +120,8 @@ def main() -> None:
         "",
         f"- compiled primal / plain NumPy: **{prim / plain:.2f}x**",
         f"- JVP execution / compiled primal: **{jvp_t / prim:.2f}x**",
-        f"- normal sampling / JVP execution: {med['step: sample tangent (normal)'] / jvp_t:.2f}x; "
-        f"rademacher sampling / JVP execution: {med['step: sample tangent (rademacher)'] / jvp_t:.2f}x",
+        (f"- normal sampling / JVP execution: {med['step: sample tangent (normal)'] / jvp_t:.2f}x; "
+        f"rademacher sampling / JVP execution: {med['step: sample tangent (rademacher)'] / jvp_t:.2f}x"),
     ]
     text = "\n".join(lines)
     print(text)

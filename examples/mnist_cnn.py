@@ -11,5 +11,5 @@ pass --channels 64,64,64,64 --hidden 1024 for the paper's size.
 from _mnist import run
 
 if __name__ == "__main__":
-    run("cnn", __doc__, steps=3_000, optimizer="adam", lr=3e-4, eval_every=500, target_loss=1.0,
+    run("cnn", __doc__, steps=2_000, optimizer="adam", lr=3e-4, eval_every=500, target_loss=1.0,
         channels="8,8,16,16", hidden=256)

@@ -29,7 +29,7 @@ def emulated_cupy(monkeypatch):
     """``backend="cupy"`` served by the CPU stand-in for the duration of a test."""
     from fake_cupy import make_fake_cupy
 
-    import tracegrad.backends as backends
+    from tracegrad import backends
     from tracegrad.backends.cupy_backend import CupyBackend
 
     fake = make_fake_cupy()

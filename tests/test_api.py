@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import networkx as nx
 import numpy as np
 
@@ -34,7 +33,7 @@ def test_forward_gradient_mean_over_many_directions():
 
 def test_forward_gradient_is_unbiased_for_both_distributions():
     w = np.array([0.5, -1.0, 2.0])
-    f = lambda x: np.sum(np.sin(x) * w)  # noqa: E731
+    f = lambda x: np.sum(np.sin(x) * w)
     x = np.array([0.1, 0.2, -0.3])
     true = np.cos(x) * w
     for dist in ("normal", "rademacher"):
@@ -63,7 +62,7 @@ def test_forward_grad_pytrees_and_argnums():
 
 
 def test_forward_grad_same_seed_same_numbers():
-    f = lambda p: np.sum(p * p)  # noqa: E731
+    f = lambda p: np.sum(p * p)
     p = np.arange(6.0).reshape(2, 3)
     a = tg.forward_grad(f, seed=5, directions=3)(p)[1]
     b = tg.forward_grad(f, seed=5, directions=3)(p)[1]
@@ -133,7 +132,7 @@ def test_jvp_with_none_tangent_and_closure_constants():
 
 def test_jvp_of_integer_outputs_is_none():
     f = tg.compile(lambda x: (np.argmax(x), x * 2))
-    (i, y), (ti, ty) = f.jvp((np.array([1.0, 3.0, 2.0]),), (np.ones(3),))
+    (i, _y), (ti, ty) = f.jvp((np.array([1.0, 3.0, 2.0]),), (np.ones(3),))
     assert i == 1 and ti is None
     np.testing.assert_array_equal(ty, [2.0, 2.0, 2.0])
 

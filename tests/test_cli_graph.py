@@ -88,7 +88,7 @@ def test_grad_graph_with_stats(model, capsys):
     code, out, err = run(capsys, f"{model}:loss", "--shapes", "x=4x6,y=4:int64,w=6x3", "--grad", "--wrt", "w",
                          "--stats")
     assert code == 0, err
-    assert out.startswith("graph loss_vjp: ") or out.startswith("graph loss_grad: "), out.splitlines()[0]
+    assert out.startswith(("graph loss_vjp: ", "graph loss_grad: ")), out.splitlines()[0]
     assert "matmul 2" in out.splitlines()[0]  # x @ w forward, x.T @ ct backward; no gradient for x
     assert out.splitlines()[-1].startswith("gradient graph: ")
 

@@ -16,7 +16,7 @@ pytestmark = needs_gxx
 
 
 def _tol(dtype):
-    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    return {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-11, "atol": 1e-12}
 
 
 def _run_cases(cases, cast):

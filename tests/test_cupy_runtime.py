@@ -77,9 +77,9 @@ def test_optimizers_accept_gradients_from_another_namespace():
 
 
 def _config(tmp_path, **kw):
-    base = dict(model="mlp", data="digits", steps=6, batch_size=32, lr=0.05, backend="cupy", quiet=True,
-                plot=False, eval_every=3, checkpoint_every=3, model_kwargs={"hidden": [16]},
-                out=str(tmp_path / "run"))
+    base = {"model": "mlp", "data": "digits", "steps": 6, "batch_size": 32, "lr": 0.05, "backend": "cupy", "quiet": True,
+                "plot": False, "eval_every": 3, "checkpoint_every": 3, "model_kwargs": {"hidden": [16]},
+                "out": str(tmp_path / "run")}
     base.update(kw)
     return TrainConfig(**base)
 

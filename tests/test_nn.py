@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
+from op_cases import naive_conv2d, naive_pool
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
@@ -15,8 +17,6 @@ from tracegrad.nn import functional as F
 from tracegrad.nn.init import glorot_uniform, he_normal
 from tracegrad.testing import check_jvp
 from tracegrad.tree import tree_map
-
-from op_cases import naive_conv2d, naive_pool
 
 
 def _f64(params):
@@ -54,7 +54,7 @@ def test_model_shapes_and_parameter_counts():
     assert count_params(logistic_regression(784, 10).init(0)) == 784 * 10 + 10
     sizes = [784, 1024, 1024, 10]
     p = mlp(sizes).init(0)
-    assert count_params(p) == sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])) == 1_863_690
+    assert count_params(p) == sum(a * b + b for a, b in itertools.pairwise(sizes)) == 1_863_690
     assert [p[f"w{i}"].shape for i in range(3)] == [(784, 1024), (1024, 1024), (1024, 10)]
     # The paper's MNIST CNN: 4 convs of 64 channels, two pools, 3136 -> 1024 -> 10.
     c = cnn().init(0)

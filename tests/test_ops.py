@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from op_cases import CASE_IDS, CASES, numpy_reference
 
 import tracegrad as tg
 from tracegrad.ir import PRIMITIVES
 from tracegrad.testing import check_jvp, random_tangents
 from tracegrad.tree import tree_leaves
-
-from op_cases import CASE_IDS, CASES, numpy_reference
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -33,7 +32,7 @@ def test_jvp_matches_finite_differences(case):
 def test_jvp_matches_hand_derived(case):
     (x,) = case.args
     v = np.random.default_rng(3).standard_normal(x.shape)
-    y, ydot = tg.jvp(case.fn, (x,), (v,))
+    _y, ydot = tg.jvp(case.fn, (x,), (v,))
     np.testing.assert_allclose(ydot, case.deriv(x) * v, rtol=1e-12, atol=1e-12)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tracegrad as tg
-from tracegrad.ir import Aval, Graph, Literal, Node, PRIMITIVES, Var
+from tracegrad.ir import PRIMITIVES, Aval, Graph, Literal, Node, Var
 from tracegrad.transforms import cse, dce, fold, jvp_graph, optimize
 
 F64 = np.dtype(np.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+
 import numpy as np
 import pytest
 
@@ -27,8 +28,8 @@ def digits():
 
 
 def _cfg(**kw):
-    base = dict(model="logreg", data="digits", steps=300, lr=0.01, quiet=True, plot=False,
-                eval_every=100, checkpoint_every=100)
+    base = {"model": "logreg", "data": "digits", "steps": 300, "lr": 0.01, "quiet": True, "plot": False,
+                "eval_every": 100, "checkpoint_every": 100}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -63,7 +64,7 @@ def test_same_seed_same_numbers_other_seed_differs(digits):
 
 @pytest.mark.parametrize("opt,dist,k", [("sgd", "rademacher", 1), ("adam", "normal", 3), ("momentum", "normal", 1)])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, opt, dist, k):
-    kw = dict(optimizer=opt, distribution=dist, directions=k, lr=0.003, schedule="cosine")
+    kw = {"optimizer": opt, "distribution": dist, "directions": k, "lr": 0.003, "schedule": "cosine"}
     full = fit(_cfg(out=str(tmp_path / "full"), **kw), dataset=digits)
 
     part = tmp_path / "part"
@@ -152,11 +153,11 @@ def test_epochs_set_the_number_of_steps(digits):
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(model="resnet"), "unknown model"),
-    (dict(lr=-1.0), "lr must be"),
-    (dict(steps=10, epochs=1.0), "not both"),
-    (dict(directions=0), "directions"),
-    (dict(resume=True, out=None), "resume needs"),
+    ({"model": "resnet"}, "unknown model"),
+    ({"lr": -1.0}, "lr must be"),
+    ({"steps": 10, "epochs": 1.0}, "not both"),
+    ({"directions": 0}, "directions"),
+    ({"resume": True, "out": None}, "resume needs"),
 ])
 def test_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from .tracing.tracer import GraphBuilder, Tracer
 from .transforms import jvp_graph, optimize, vjp_graph
 from .tree import TreeDef, tree_flatten, tree_unflatten
 
-__all__ = ["compile", "jvp", "grad", "value_and_grad", "Compiled"]
+__all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]
 
 
 def _leaf_aval(x: Any, where: str) -> Aval:

@@ -10,23 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "TracegradError",
-    "ShapeError",
-    "DTypeError",
-    "ControlFlowError",
-    "ConcretizationError",
-    "UnsupportedOperationError",
     "ArgumentTypeError",
-    "TangentError",
-    "GradientError",
-    "TraceError",
     "BackendUnavailableError",
-    "DataError",
-    "TrainError",
     "CheckpointError",
-    "TrainingDivergedError",
+    "ConcretizationError",
+    "ControlFlowError",
+    "DTypeError",
+    "DataError",
+    "GradientError",
     "GraphvizNotFoundError",
     "RenderError",
+    "ShapeError",
+    "TangentError",
+    "TraceError",
+    "TracegradError",
+    "TrainError",
+    "TrainingDivergedError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -51,7 +51,7 @@ class TracegradError(Exception):
             parts.append(f"  fix: {self.hint}")
         return "\n".join(parts)
 
-    def with_source(self, source: Any) -> "TracegradError":
+    def with_source(self, source: Any) -> TracegradError:
         """Attach ``source`` unless the error already knows where it came from."""
         if self.source is None:
             self.source = source

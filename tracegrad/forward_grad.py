@@ -17,8 +17,9 @@ device; nothing passes through the host.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .errors import TangentError
 from .optim.optimizers import array_namespace
 from .tree import tree_flatten, tree_unflatten
 
-__all__ = ["forward_grad", "DirectionSampler", "DISTRIBUTIONS"]
+__all__ = ["DISTRIBUTIONS", "DirectionSampler", "forward_grad"]
 
 DISTRIBUTIONS = ("normal", "rademacher")
 _THREAD_THRESHOLD = 1 << 17  # below this a second thread costs more than it saves

@@ -12,7 +12,8 @@ from __future__ import annotations
 import builtins
 import math
 import string
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as _np
 
@@ -128,7 +129,7 @@ def _reduce_count(x: Any, axes: tuple[int, ...]) -> int:
     return math.prod(_shape(x)[a] for a in axes)
 
 
-def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
     out = _red.reduce_sum(x, normalize_axes(axis, _nd(x), "sum"), keepdims)
     return astype(out, dtype) if dtype is not None else out
 
@@ -139,11 +140,11 @@ def mean(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) ->
     return astype(out, dtype) if dtype is not None else out
 
 
-def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _red.reduce_max(x, normalize_axes(axis, _nd(x), "max"), keepdims)
 
 
-def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _red.reduce_min(x, normalize_axes(axis, _nd(x), "min"), keepdims)
 
 

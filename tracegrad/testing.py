@@ -7,14 +7,15 @@ reverse-mode gradient with central finite differences in every coordinate.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .api import Compiled, compile, value_and_grad
 from .tree import tree_flatten, tree_map, tree_unflatten
 
-__all__ = ["check_jvp", "check_backends", "check_grad", "numerical_grad", "numerical_jvp", "random_tangents"]
+__all__ = ["check_backends", "check_grad", "check_jvp", "numerical_grad", "numerical_jvp", "random_tangents"]
 
 
 def random_tangents(args: Sequence[Any], argnums: Sequence[int], rng: np.random.Generator) -> list[Any]:

@@ -8,16 +8,17 @@ insertion order (as in JAX).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
     "TreeDef",
     "tree_flatten",
-    "tree_unflatten",
     "tree_leaves",
     "tree_map",
     "tree_structure",
+    "tree_unflatten",
 ]
 
 
@@ -26,7 +27,7 @@ class TreeDef:
     """Structure of a pytree. ``kind`` is 'leaf', 'none', 'tuple', 'list', 'dict' or 'namedtuple'."""
 
     kind: str
-    children: tuple["TreeDef", ...] = ()
+    children: tuple[TreeDef, ...] = ()
     keys: tuple[Any, ...] = ()  # dict keys (sorted) or the namedtuple class
     num_leaves: int = 1
 

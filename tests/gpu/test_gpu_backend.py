@@ -19,7 +19,7 @@ from tracegrad.tree import tree_leaves
 
 
 def _close(got, want, dtype, what):
-    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    tol = {"rtol": 2e-5, "atol": 2e-6} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-12}
     got = to_host(got)
     for g, w in zip(tree_leaves(got), tree_leaves(want)):
         assert np.asarray(g).dtype == np.asarray(w).dtype, what

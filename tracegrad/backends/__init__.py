@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import BackendUnavailableError
 from .base import Executable
 
-__all__ = ["Executable", "get_backend", "BACKENDS", "to_host", "to_device"]
+__all__ = ["BACKENDS", "Executable", "get_backend", "to_device", "to_host"]
 
 BACKENDS = ("numpy", "cupy")
 _instances: dict[str, Any] = {}

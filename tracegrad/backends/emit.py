@@ -13,14 +13,15 @@ import itertools
 import linecache
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..ir import Graph, Literal, Var
 
-__all__ = ["Emitted", "emit_function", "compile_source", "format_scalar"]
+__all__ = ["Emitted", "compile_source", "emit_function", "format_scalar"]
 
 _counter = itertools.count()
 

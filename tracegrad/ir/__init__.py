@@ -4,6 +4,16 @@ from .core import Atom, Aval, Graph, Literal, Node, SourceInfo, Var, short_dtype
 from .primitive import PRIMITIVES, Primitive, freeze, register
 
 __all__ = [
-    "Atom", "Aval", "Graph", "Literal", "Node", "SourceInfo", "Var", "short_dtype",
-    "PRIMITIVES", "Primitive", "freeze", "register",
+    "PRIMITIVES",
+    "Atom",
+    "Aval",
+    "Graph",
+    "Literal",
+    "Node",
+    "Primitive",
+    "SourceInfo",
+    "Var",
+    "freeze",
+    "register",
+    "short_dtype",
 ]

@@ -11,15 +11,16 @@ from __future__ import annotations
 import keyword
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from .primitive import Primitive
 
-__all__ = ["Aval", "Var", "Literal", "Atom", "SourceInfo", "Node", "Graph", "short_dtype"]
+__all__ = ["Atom", "Aval", "Graph", "Literal", "Node", "SourceInfo", "Var", "short_dtype"]
 
 _SHORT = {
     "float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32",
@@ -81,7 +82,7 @@ class Var:
 class Literal:
     """A constant operand: a Python/NumPy scalar or a NumPy array captured at trace time."""
 
-    __slots__ = ("value", "aval")
+    __slots__ = ("aval", "value")
 
     def __init__(self, value: Any, aval: Aval):
         self.value = value
@@ -107,7 +108,7 @@ class Literal:
         return f"const{self.aval}"
 
 
-Atom = Union[Var, Literal]
+Atom = Var | Literal
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class SourceInfo:
 class Node:
     """One primitive application: ``outputs = primitive(*inputs, **params)``."""
 
-    primitive: "Primitive"
+    primitive: Primitive
     inputs: tuple[Atom, ...]
     outputs: tuple[Var, ...]
     params: dict[str, Any] = field(default_factory=dict)
@@ -249,7 +250,7 @@ class Graph:
                 role[v] = r
         return role
 
-    def validate(self) -> "Graph":
+    def validate(self) -> Graph:
         """Check the IR: each var bound once, used after its definition, and shapes/dtypes
         agreeing with each primitive's shape rule. Returns self; raises AssertionError."""
         defined: set[Var] = set()

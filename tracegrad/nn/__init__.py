@@ -19,7 +19,20 @@ from .models import (
 )
 
 __all__ = [
-    "functional", "init", "conv2d", "max_pool2d", "avg_pool2d", "flatten", "relu",
-    "MODELS", "Model", "accuracy", "build_model", "cnn", "count_params", "logistic_regression",
-    "loss_fn", "mlp",
+    "MODELS",
+    "Model",
+    "accuracy",
+    "avg_pool2d",
+    "build_model",
+    "cnn",
+    "conv2d",
+    "count_params",
+    "flatten",
+    "functional",
+    "init",
+    "logistic_regression",
+    "loss_fn",
+    "max_pool2d",
+    "mlp",
+    "relu",
 ]

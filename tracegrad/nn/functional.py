@@ -12,7 +12,7 @@ from typing import Any
 from .. import numpy as tnp
 from ..ops import nn as _nn
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "flatten", "relu"]
+__all__ = ["avg_pool2d", "conv2d", "flatten", "max_pool2d", "relu"]
 
 
 def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0) -> Any:

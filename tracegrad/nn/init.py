@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["he_normal", "glorot_uniform", "zeros"]
+__all__ = ["glorot_uniform", "he_normal", "zeros"]
 
 
 def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, dtype: Any = np.float32) -> np.ndarray:

@@ -13,8 +13,10 @@ The CNN is the MNIST network of Baydin et al. 2022 as orobix/fwdgrad builds it.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,8 +24,18 @@ from .. import numpy as tnp
 from . import functional as F
 from .init import glorot_uniform, he_normal, zeros
 
-__all__ = ["Model", "MODELS", "OUTPUT_SCALE", "logistic_regression", "mlp", "cnn", "loss_fn", "accuracy",
-           "build_model", "count_params"]
+__all__ = [
+    "MODELS",
+    "OUTPUT_SCALE",
+    "Model",
+    "accuracy",
+    "build_model",
+    "cnn",
+    "count_params",
+    "logistic_regression",
+    "loss_fn",
+    "mlp",
+]
 
 MODELS = ("logreg", "mlp", "cnn")
 OUTPUT_SCALE = 0.25  # output-layer weights ~ PyTorch's default scale: initial loss ~ log(num_classes)
@@ -86,7 +98,7 @@ def mlp(sizes: Sequence[int]) -> Model:
     def init(seed: int) -> Params:
         rng = np.random.default_rng(seed)
         params: Params = {}
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
             params[f"w{i}"] = (_output_layer(rng, fan_in, fan_out) if i == last
                                else he_normal(rng, (fan_in, fan_out), fan_in))
             params[f"b{i}"] = zeros((fan_out,))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -13,8 +14,17 @@ from ..tracing.tracer import aval_of, bind
 from ..transforms import tangents as T
 
 __all__ = [
-    "broadcast_shapes", "probe_dtype", "elementwise_abstract", "declare", "defjvp_unary",
-    "normalize_axes", "fmt_shape", "no_flops", "input_size_flops", "CudaReduction", "defvjp_unary",
+    "CudaReduction",
+    "broadcast_shapes",
+    "declare",
+    "defjvp_unary",
+    "defvjp_unary",
+    "elementwise_abstract",
+    "fmt_shape",
+    "input_size_flops",
+    "no_flops",
+    "normalize_axes",
+    "probe_dtype",
     "unbroadcast",
 ]
 
@@ -41,7 +51,7 @@ def _probe_value(aval: Aval) -> Any:
     return np.ones(1, aval.dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_cached(prim: Primitive, avals: tuple[Aval, ...], params: Any) -> tuple[np.dtype, bool]:
     with np.errstate(all="ignore"):
         try:

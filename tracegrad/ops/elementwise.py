@@ -179,7 +179,7 @@ def log(x: Any) -> Any: return bind(log_p, x)
 def log1p(x: Any) -> Any: return bind(log1p_p, x)
 def expm1(x: Any) -> Any: return bind(expm1_p, x)
 def sqrt(x: Any) -> Any: return bind(sqrt_p, x)
-def abs(x: Any) -> Any: return bind(abs_p, x)  # noqa: A001 - mirrors np.abs
+def abs(x: Any) -> Any: return bind(abs_p, x)
 def sin(x: Any) -> Any: return bind(sin_p, x)
 def cos(x: Any) -> Any: return bind(cos_p, x)
 def tanh(x: Any) -> Any: return bind(tanh_p, x)

@@ -38,8 +38,16 @@ from .linalg import matmul
 from .reductions import reduce_sum
 from .shape import broadcast_to, concatenate, reshape, transpose
 
-__all__ = ["conv2d_p", "max_pool2d_p", "avg_pool2d_p", "conv2d", "max_pool2d", "avg_pool2d",
-           "conv_output_size", "pair"]
+__all__ = [
+    "avg_pool2d",
+    "avg_pool2d_p",
+    "conv2d",
+    "conv2d_p",
+    "conv_output_size",
+    "max_pool2d",
+    "max_pool2d_p",
+    "pair",
+]
 
 
 # ---------------------------------------------------------------- shared helpers

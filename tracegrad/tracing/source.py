@@ -29,11 +29,7 @@ _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 def _is_internal(filename: str) -> bool:
     path = os.path.abspath(filename) if not filename.startswith("<") else filename
     return (
-        path.startswith(_INTERNAL_DIRS)
-        or path in _INTERNAL_FILES
-        or path.startswith(_NUMPY_DIR)
-        or path.startswith("<tracegrad")
-        or path.startswith("<__array_function__")
+        path.startswith(_INTERNAL_DIRS) or path in _INTERNAL_FILES or path.startswith((_NUMPY_DIR, "<tracegrad", "<__array_function__"))
     )
 
 

@@ -27,7 +27,7 @@ from ..errors import (
 from ..ir import Aval, Graph, Literal, Node, Primitive, SourceInfo, Var
 from .source import user_source
 
-__all__ = ["Tracer", "GraphBuilder", "bind", "aval_of", "is_tracer"]
+__all__ = ["GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
 
 
 def aval_of(x: Any) -> Aval:
@@ -63,7 +63,7 @@ class GraphBuilder:
         self._keep: list[Any] = []  # keeps constant arrays alive so ids stay unique
         self.current_source: SourceInfo | None = None  # set by transforms replaying a graph
 
-    def new_input(self, aval: Aval, hint: str | None = None, kind: str = "primal") -> "Tracer":
+    def new_input(self, aval: Aval, hint: str | None = None, kind: str = "primal") -> Tracer:
         var = Var(aval, hint)
         self.inputs.append(var)
         self.input_kinds.append(kind)
@@ -286,45 +286,45 @@ class Tracer:
 
     # -- methods -------------------------------------------------------------------
     @property
-    def T(self) -> "Tracer":
+    def T(self) -> Tracer:
         return _tnp().transpose(self)
 
     @property
-    def mT(self) -> "Tracer":
+    def mT(self) -> Tracer:
         return _tnp().swapaxes(self, -1, -2)
 
-    def reshape(self, *shape: Any, order: str = "C") -> "Tracer":
+    def reshape(self, *shape: Any, order: str = "C") -> Tracer:
         if len(shape) == 1 and isinstance(shape[0], tuple | list):
             shape = tuple(shape[0])
         return _tnp().reshape(self, shape, order=order)
 
-    def transpose(self, *axes: Any) -> "Tracer":
+    def transpose(self, *axes: Any) -> Tracer:
         if len(axes) == 1 and isinstance(axes[0], tuple | list):
             axes = tuple(axes[0])
         return _tnp().transpose(self, axes or None)
 
-    def swapaxes(self, a: int, b: int) -> "Tracer": return _tnp().swapaxes(self, a, b)
-    def squeeze(self, axis: Any = None) -> "Tracer": return _tnp().squeeze(self, axis)
-    def flatten(self) -> "Tracer": return _tnp().reshape(self, (-1,))
-    def ravel(self) -> "Tracer": return _tnp().reshape(self, (-1,))
-    def astype(self, dtype: Any, copy: bool = True) -> "Tracer": return _tnp().astype(self, dtype)
-    def sum(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> "Tracer":
+    def swapaxes(self, a: int, b: int) -> Tracer: return _tnp().swapaxes(self, a, b)
+    def squeeze(self, axis: Any = None) -> Tracer: return _tnp().squeeze(self, axis)
+    def flatten(self) -> Tracer: return _tnp().reshape(self, (-1,))
+    def ravel(self) -> Tracer: return _tnp().reshape(self, (-1,))
+    def astype(self, dtype: Any, copy: bool = True) -> Tracer: return _tnp().astype(self, dtype)
+    def sum(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().sum(self, axis=axis, dtype=dtype, keepdims=keepdims)
-    def mean(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> "Tracer":
+    def mean(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().mean(self, axis=axis, dtype=dtype, keepdims=keepdims)
-    def max(self, axis: Any = None, keepdims: bool = False) -> "Tracer":
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().max(self, axis=axis, keepdims=keepdims)
-    def min(self, axis: Any = None, keepdims: bool = False) -> "Tracer":
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().min(self, axis=axis, keepdims=keepdims)
-    def var(self, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> "Tracer":
+    def var(self, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Tracer:
         return _tnp().var(self, axis=axis, ddof=ddof, keepdims=keepdims)
-    def std(self, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> "Tracer":
+    def std(self, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Tracer:
         return _tnp().std(self, axis=axis, ddof=ddof, keepdims=keepdims)
-    def argmax(self, axis: Any = None, keepdims: bool = False) -> "Tracer":
+    def argmax(self, axis: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().argmax(self, axis=axis, keepdims=keepdims)
-    def argmin(self, axis: Any = None, keepdims: bool = False) -> "Tracer":
+    def argmin(self, axis: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().argmin(self, axis=axis, keepdims=keepdims)
-    def clip(self, a_min: Any = None, a_max: Any = None) -> "Tracer":
+    def clip(self, a_min: Any = None, a_max: Any = None) -> Tracer:
         return _tnp().clip(self, a_min, a_max)
-    def dot(self, other: Any) -> "Tracer": return _tnp().dot(self, other)
-    def copy(self) -> "Tracer": return self
+    def dot(self, other: Any) -> Tracer: return _tnp().dot(self, other)
+    def copy(self) -> Tracer: return self

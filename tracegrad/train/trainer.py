@@ -32,8 +32,8 @@ import numpy as np
 
 from .. import numpy as tnp
 from ..api import compile as tg_compile
-from ..backends import to_device, to_host
 from ..api import value_and_grad
+from ..backends import to_device, to_host
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
 from ..errors import TrainingDivergedError
 from ..forward_grad import DISTRIBUTIONS, forward_grad

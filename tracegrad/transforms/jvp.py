@@ -11,7 +11,8 @@ to it again gives higher-order derivatives.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import TangentError
 from ..ir import Aval, Graph, Literal, Var

@@ -12,15 +12,27 @@ can exploit it.
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..ir import Aval
 
 __all__ = [
-    "Zero", "Dense", "Tangent", "is_zero", "scale", "add", "neg", "select", "apply",
-    "instantiate", "batch_shape", "batch_context", "dense",
+    "Dense",
+    "Tangent",
+    "Zero",
+    "add",
+    "apply",
+    "batch_context",
+    "batch_shape",
+    "dense",
+    "instantiate",
+    "is_zero",
+    "neg",
+    "scale",
+    "select",
 ]
 
 _BATCH: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("tangent_batch", default=())
@@ -47,7 +59,7 @@ class Zero:
 class Dense:
     """A materialized tangent: ``value.shape == batch_shape + primal.shape``."""
 
-    __slots__ = ("value", "nbatch")
+    __slots__ = ("nbatch", "value")
 
     def __init__(self, value: Any, nbatch: int):
         self.value = value
@@ -79,11 +91,11 @@ class batch_context:
     def __init__(self, shape: tuple[int, ...]):
         self.shape = tuple(shape)
 
-    def __enter__(self) -> "batch_context":
+    def __enter__(self) -> batch_context:  # noqa: PYI034 - Self needs Python 3.11
         self._token = _BATCH.set(self.shape)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         _BATCH.reset(self._token)
 
 
