@@ -2,8 +2,10 @@
 
     python examples/mnist_mlp.py [--data-dir ../shared/data/mnist] [--steps N] [--lr LR] ...
 
-The paper: batch 64, SGD, lr 2e-4 with exponential decay. Here Adam at lr 3e-4 with one
-Rademacher direction per step works best of what we tried (docs/experiments.md).
+The paper: batch 64, SGD, lr 2e-4 with exponential decay; on standardized inputs that
+diverges here (step 1580). Adam at lr 3e-4 with one Rademacher direction per step works
+best of what we tried: 80% test accuracy after ~8,000-10,000 steps (under 3 minutes on
+2 CPU cores), 83% after 20,000 (docs/experiments.md).
 """
 
 from _mnist import run
