@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Graph
+from ..transforms.schedule import schedule
 from .base import Executable
 from .emit import compile_source, emit_function
 
@@ -22,6 +23,9 @@ class NumpyBackend:
     name = "numpy"
 
     def compile(self, graph: Graph) -> Executable:
+        # Memory-aware node order: the emitter frees each temporary after its last use, so
+        # the order decides how many are alive at once (transforms/schedule.py).
+        graph = schedule(graph)
         emitted = emit_function(graph, _lower, module="np")
         namespace: dict[str, Any] = {"np": np}
         for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)

@@ -5,9 +5,10 @@ from .dce import dce
 from .fold import fold
 from .fuse import fuse
 from .jvp import jvp_graph
+from .schedule import schedule
 from .vjp import vjp_graph
 
-__all__ = ["cse", "dce", "fold", "fuse", "jvp_graph", "optimize", "vjp_graph"]
+__all__ = ["cse", "dce", "fold", "fuse", "jvp_graph", "optimize", "schedule", "vjp_graph"]
 
 
 def optimize(graph):  # type: ignore[no-untyped-def]
