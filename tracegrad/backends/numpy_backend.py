@@ -22,7 +22,7 @@ class NumpyBackend:
     name = "numpy"
 
     def compile(self, graph: Graph) -> Executable:
-        emitted = emit_function(graph, _lower, module="np")
+        emitted = emit_function(graph, _lower, module="np", inplace=True)
         namespace: dict[str, Any] = {"np": np}
         for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
             namespace.update(node.primitive.runtime)
