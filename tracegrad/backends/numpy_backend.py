@@ -20,9 +20,12 @@ class NumpyBackend:
     """Compiles a graph into a plain Python function calling NumPy."""
 
     name = "numpy"
+    # Write elementwise results into dying temporaries (``emit.plan_inplace``) to cut peak
+    # memory; False emits one fresh allocation per node (tests compare the two).
+    inplace: bool = True
 
     def compile(self, graph: Graph) -> Executable:
-        emitted = emit_function(graph, _lower, module="np", inplace=True)
+        emitted = emit_function(graph, _lower, module="np", inplace=self.inplace)
         namespace: dict[str, Any] = {"np": np}
         for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
             namespace.update(node.primitive.runtime)
