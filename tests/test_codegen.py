@@ -26,7 +26,7 @@ def test_one_statement_per_node_with_comments():
     assert len(stmts) == len(g.nodes)
     assert all("# " in s and "test_codegen.py:" in s for s in stmts)
     assert "def mlp(x, w1, w2):" in src
-    assert "a = x @ w1" in src and "np.maximum(a, 0)" in src
+    assert "a = x @ w1" in src and "b = np.maximum(a, 0, out=a)" in src  # a dies here
 
 
 def test_temporaries_are_deleted_after_last_use():

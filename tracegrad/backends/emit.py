@@ -3,7 +3,9 @@
 Turns a graph into one readable straight-line Python function: one statement per node
 (named like the IR listing, with a comment naming the primitive and the user's source
 line), ``del`` of temporaries right after their last use, constants bound as module
-globals. The source is compiled once and registered with ``linecache`` so tracebacks and
+globals. With ``inplace=True`` an elementwise ufunc writes its result into an operand that
+dies at that node (``c = np.add(a, b, out=a)``), so a chain of elementwise ops needs no
+new buffer per step; ``plan_inplace`` decides where, conservatively. The source is compiled once and registered with ``linecache`` so tracebacks and
 debuggers step through it.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from ..ir import Graph, Literal, Var
 
-__all__ = ["Emitted", "compile_source", "emit_function", "format_scalar"]
+__all__ = ["Emitted", "compile_source", "emit_function", "format_scalar", "plan_inplace"]
 
 _counter = itertools.count()
 
@@ -50,11 +52,57 @@ def _identifier(name: str) -> str:
     return name if not name[0].isdigit() else "f_" + name
 
 
+def _last_uses(graph: Graph) -> dict[Var, int]:
+    last_use: dict[Var, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for a in node.inputs:
+            if isinstance(a, Var):
+                last_use[a] = i
+    return last_use
+
+
+def plan_inplace(graph: Graph) -> dict[int, int]:
+    """Node index -> position of the operand whose buffer that node may overwrite.
+
+    Writing into an operand is safe only when nothing else can see the buffer: it was
+    produced by a primitive that always returns a fresh array (never a graph input, a
+    constant or a view), no node ever took it as an operand without returning a fresh
+    array (so no view or alias of it exists), it is not a graph output, this node is its
+    last use and names it once, and it has the output's exact (non-0-d) shape and dtype (no
+    broadcasting or type promotion into it). ``x = np.add(a, b, out=a)`` then owns ``a``'s
+    buffer as exclusively as ``a`` did, so chains keep reusing one buffer.
+    """
+    last_use = _last_uses(graph)
+    keep = set(graph.inputs) | {a for a in graph.outputs if isinstance(a, Var)}
+    owned: set[Var] = set()  # single outputs of fresh primitives
+    aliased: set[Var] = set()  # operands of a node whose result may share their memory
+    for node in graph.nodes:
+        if node.primitive.returns_fresh() and len(node.outputs) == 1:
+            owned.add(node.out)
+        else:
+            aliased.update(a for a in node.inputs if isinstance(a, Var))
+    plan: dict[int, int] = {}
+    for i, node in enumerate(graph.nodes):
+        if node.primitive.numpy_ufunc is None or node.params or len(node.outputs) != 1:
+            continue
+        out = node.out.aval
+        if out.shape == ():
+            continue  # ufuncs return NumPy scalars for 0-d results
+        for k, a in enumerate(node.inputs):
+            if (isinstance(a, Var) and a in owned and a not in aliased and a not in keep
+                    and last_use.get(a) == i and node.inputs.count(a) == 1
+                    and a.aval.shape == out.shape and a.aval.dtype == out.dtype):
+                plan[i] = k
+                break
+    return plan
+
+
 def emit_function(graph: Graph, lower: Callable[[Any, list[str], dict[str, Any]], str],
-                  module: str = "np") -> Emitted:
+                  module: str = "np", inplace: bool = False) -> Emitted:
     """Emit ``def name(inputs): ... return outputs`` for ``graph``.
 
     ``lower(primitive, operand_exprs, params)`` returns a Python expression for one node.
+    ``inplace``: reuse dying operand buffers (``plan_inplace``); NumPy-specific, so opt-in.
     """
     names = graph.names()
     constants: dict[str, Any] = {}
@@ -72,17 +120,18 @@ def emit_function(graph: Graph, lower: Callable[[Any, list[str], dict[str, Any]]
             constants[const_names[key]] = a.value
         return const_names[key]
 
-    last_use: dict[Var, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for a in node.inputs:
-            if isinstance(a, Var):
-                last_use[a] = i
+    last_use = _last_uses(graph)
     keep = set(graph.inputs) | {a for a in graph.outputs if isinstance(a, Var)}
+    reuse = plan_inplace(graph) if inplace else {}
 
     fn_name = _identifier(graph.name)
     body: list[str] = []
     for i, node in enumerate(graph.nodes):
-        expr = lower(node.primitive, [atom(a) for a in node.inputs], node.params)
+        args = [atom(a) for a in node.inputs]
+        if i in reuse:  # the result goes into a dying operand's buffer
+            expr = f"{node.primitive.numpy_ufunc}({', '.join(args)}, out={args[reuse[i]]})"
+        else:
+            expr = lower(node.primitive, args, node.params)
         targets = ", ".join(names[v] for v in node.outputs)
         stmt = f"    {targets} = {expr}"
         comment = node.primitive.name + (f"  {node.source.short()}" if node.source else "")

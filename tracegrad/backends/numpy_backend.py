@@ -21,12 +21,15 @@ class NumpyBackend:
     """Compiles a graph into a plain Python function calling NumPy."""
 
     name = "numpy"
+    # Write elementwise results into dying temporaries (``emit.plan_inplace``) to cut peak
+    # memory; False emits one fresh allocation per node (tests compare the two).
+    inplace: bool = True
 
     def compile(self, graph: Graph) -> Executable:
         # Memory-aware node order: the emitter frees each temporary after its last use, so
         # the order decides how many are alive at once (transforms/schedule.py).
-        graph = schedule(graph)
-        emitted = emit_function(graph, _lower, module="np")
+        graph = schedule(graph, inplace=self.inplace)
+        emitted = emit_function(graph, _lower, module="np", inplace=self.inplace)
         namespace: dict[str, Any] = {"np": np}
         for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
             namespace.update(node.primitive.runtime)

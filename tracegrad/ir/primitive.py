@@ -49,6 +49,11 @@ class Primitive:
       ``elementwise`` primitive may rely on.
     - ``view``: the output aliases operand 0's memory in NumPy (no copy, no bytes moved);
       a bool or a function ``(in_avals, params) -> bool`` when it depends on the call.
+    - ``numpy_ufunc``: the NumPy ufunc the lowering calls (``"np.add"``), so the NumPy
+      backend may write the result into a dying operand (``out=``) instead of allocating.
+    - ``fresh``: the NumPy lowering always returns a newly allocated array for a non-0-d
+      output (never an operand or a view of one); implied by ``numpy_ufunc``. Only such
+      outputs are ever overwritten in place.
     """
 
     name: str
@@ -63,6 +68,8 @@ class Primitive:
     param_format: Callable[[dict[str, Any]], str] | None = None  # custom listing of params
     flops: Callable[[list[Aval], list[Aval], dict[str, Any]], int] | None = None
     view: bool | Callable[[list[Aval], dict[str, Any]], bool] = False
+    numpy_ufunc: str | None = None
+    fresh: bool = False
     # Python helpers the NumPy lowering calls by name (e.g. ``tg_conv2d``): they join the
     # generated module's globals, so a long expression becomes one readable call that a
     # debugger can step into.
@@ -100,6 +107,10 @@ class Primitive:
     def is_view(self, in_avals: list[Aval], params: dict[str, Any]) -> bool:
         """Whether NumPy returns a view of operand 0 (so the output allocates nothing)."""
         return bool(self.view(in_avals, params) if callable(self.view) else self.view)
+
+    def returns_fresh(self) -> bool:
+        """Whether a non-0-d NumPy result is always a new array that nothing else references."""
+        return (self.fresh or self.numpy_ufunc is not None) and not self.multiple_results and not self.view
 
     def impl(self, *args: Any, **params: Any) -> Any:
         """Evaluate with NumPy, through the NumPy lowering compiled into a lambda."""

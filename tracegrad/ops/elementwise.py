@@ -29,14 +29,14 @@ _c_binop, _c_call = _binop, _call
 
 
 # ---------------------------------------------------------------- arithmetic
-add_p = declare("add", _binop("+"), elementwise=True, cuda=_c_binop("+"))
-sub_p = declare("sub", _binop("-"), elementwise=True, cuda=_c_binop("-"))
-mul_p = declare("mul", _binop("*"), elementwise=True, cuda=_c_binop("*"))
-div_p = declare("div", _binop("/"), elementwise=True, cuda=_c_binop("/"))
-neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, cuda=lambda x: f"-{x}")
+add_p = declare("add", _binop("+"), elementwise=True, numpy_ufunc="np.add", cuda=_c_binop("+"))
+sub_p = declare("sub", _binop("-"), elementwise=True, numpy_ufunc="np.subtract", cuda=_c_binop("-"))
+mul_p = declare("mul", _binop("*"), elementwise=True, numpy_ufunc="np.multiply", cuda=_c_binop("*"))
+div_p = declare("div", _binop("/"), elementwise=True, numpy_ufunc="np.divide", cuda=_c_binop("/"))
+neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, numpy_ufunc="np.negative", cuda=lambda x: f"-{x}")
 pow_p = declare("pow", _binop("**"), elementwise=True, cuda=_c_call("tg_pow"))
-max_p = declare("maximum", _call("np.maximum"), elementwise=True, cuda=_c_call("tg_maximum"))
-min_p = declare("minimum", _call("np.minimum"), elementwise=True, cuda=_c_call("tg_minimum"))
+max_p = declare("maximum", _call("np.maximum"), elementwise=True, numpy_ufunc="np.maximum", cuda=_c_call("tg_maximum"))
+min_p = declare("minimum", _call("np.minimum"), elementwise=True, numpy_ufunc="np.minimum", cuda=_c_call("tg_minimum"))
 
 
 def add(a: Any, b: Any) -> Any: return bind(add_p, a, b)
@@ -160,17 +160,17 @@ max_p.vjp = _select_vjp(lambda a, b: greater(a, b))
 min_p.vjp = _select_vjp(lambda a, b: less(a, b))
 
 # ---------------------------------------------------------------- unary math
-exp_p = declare("exp", _call("np.exp"), elementwise=True, cuda=_c_call("tg_exp"))
-log_p = declare("log", _call("np.log"), elementwise=True, cuda=_c_call("tg_log"))
-log1p_p = declare("log1p", _call("np.log1p"), elementwise=True, cuda=_c_call("tg_log1p"))
-expm1_p = declare("expm1", _call("np.expm1"), elementwise=True, cuda=_c_call("tg_expm1"))
-sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True, cuda=_c_call("tg_sqrt"))
-abs_p = declare("abs", _call("np.abs"), elementwise=True, cuda=_c_call("tg_abs"))
-sin_p = declare("sin", _call("np.sin"), elementwise=True, cuda=_c_call("tg_sin"))
-cos_p = declare("cos", _call("np.cos"), elementwise=True, cuda=_c_call("tg_cos"))
-tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, cuda=_c_call("tg_tanh"))
+exp_p = declare("exp", _call("np.exp"), elementwise=True, numpy_ufunc="np.exp", cuda=_c_call("tg_exp"))
+log_p = declare("log", _call("np.log"), elementwise=True, numpy_ufunc="np.log", cuda=_c_call("tg_log"))
+log1p_p = declare("log1p", _call("np.log1p"), elementwise=True, numpy_ufunc="np.log1p", cuda=_c_call("tg_log1p"))
+expm1_p = declare("expm1", _call("np.expm1"), elementwise=True, numpy_ufunc="np.expm1", cuda=_c_call("tg_expm1"))
+sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True, numpy_ufunc="np.sqrt", cuda=_c_call("tg_sqrt"))
+abs_p = declare("abs", _call("np.abs"), elementwise=True, numpy_ufunc="np.abs", cuda=_c_call("tg_abs"))
+sin_p = declare("sin", _call("np.sin"), elementwise=True, numpy_ufunc="np.sin", cuda=_c_call("tg_sin"))
+cos_p = declare("cos", _call("np.cos"), elementwise=True, numpy_ufunc="np.cos", cuda=_c_call("tg_cos"))
+tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, numpy_ufunc="np.tanh", cuda=_c_call("tg_tanh"))
 # logistic(x) = 1 / (1 + e^-x), written through tanh: exact, and never overflows.
-logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True,
+logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True, fresh=True,
                      cuda=lambda x: f"0.5f * tg_tanh(0.5f * {x}) + 0.5f")
 
 
@@ -201,8 +201,8 @@ for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, 
     defvjp_unary(_p)  # ct * f'(x), with the derivative factor registered above
 
 # ---------------------------------------------------------------- selection
-where_p = declare("where", _call("np.where"), elementwise=True, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
-clip_p = declare("clip", _call("np.clip"), elementwise=True,
+where_p = declare("where", _call("np.where"), elementwise=True, fresh=True, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
+clip_p = declare("clip", _call("np.clip"), elementwise=True, fresh=True,
                  cuda=lambda x, lo, hi: f"tg_minimum(tg_maximum({x}, {lo}), {hi})")
 
 
@@ -249,21 +249,21 @@ def clip_vjp(ct, primals, y):
 where_p.vjp, clip_p.vjp = where_vjp, clip_vjp
 
 # ---------------------------------------------------------------- non-differentiable
-sign_p = declare("sign", _call("np.sign"), elementwise=True, differentiable=False, cuda=_c_call("tg_sign"))
-floor_p = declare("floor", _call("np.floor"), elementwise=True, differentiable=False, cuda=_c_call("tg_floor"))
-eq_p = declare("eq", _binop("=="), elementwise=True, differentiable=False, cuda=_c_binop("=="))
-ne_p = declare("ne", _binop("!="), elementwise=True, differentiable=False, cuda=_c_binop("!="))
-lt_p = declare("lt", _binop("<"), elementwise=True, differentiable=False, cuda=_c_binop("<"))
-le_p = declare("le", _binop("<="), elementwise=True, differentiable=False, cuda=_c_binop("<="))
-gt_p = declare("gt", _binop(">"), elementwise=True, differentiable=False, cuda=_c_binop(">"))
-ge_p = declare("ge", _binop(">="), elementwise=True, differentiable=False, cuda=_c_binop(">="))
-and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, differentiable=False,
+sign_p = declare("sign", _call("np.sign"), elementwise=True, numpy_ufunc="np.sign", differentiable=False, cuda=_c_call("tg_sign"))
+floor_p = declare("floor", _call("np.floor"), elementwise=True, numpy_ufunc="np.floor", differentiable=False, cuda=_c_call("tg_floor"))
+eq_p = declare("eq", _binop("=="), elementwise=True, numpy_ufunc="np.equal", differentiable=False, cuda=_c_binop("=="))
+ne_p = declare("ne", _binop("!="), elementwise=True, numpy_ufunc="np.not_equal", differentiable=False, cuda=_c_binop("!="))
+lt_p = declare("lt", _binop("<"), elementwise=True, numpy_ufunc="np.less", differentiable=False, cuda=_c_binop("<"))
+le_p = declare("le", _binop("<="), elementwise=True, numpy_ufunc="np.less_equal", differentiable=False, cuda=_c_binop("<="))
+gt_p = declare("gt", _binop(">"), elementwise=True, numpy_ufunc="np.greater", differentiable=False, cuda=_c_binop(">"))
+ge_p = declare("ge", _binop(">="), elementwise=True, numpy_ufunc="np.greater_equal", differentiable=False, cuda=_c_binop(">="))
+and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, numpy_ufunc="np.logical_and", differentiable=False,
                 cuda=_c_binop("&&"))
-or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, differentiable=False,
+or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, numpy_ufunc="np.logical_or", differentiable=False,
                cuda=_c_binop("||"))
-not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, differentiable=False,
+not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, numpy_ufunc="np.logical_not", differentiable=False,
                 cuda=lambda x: f"!{x}")
-isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, differentiable=False,
+isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, numpy_ufunc="np.isfinite", differentiable=False,
                      cuda=_c_call("tg_isfinite"))
 
 

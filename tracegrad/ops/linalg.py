@@ -52,7 +52,8 @@ def _matmul_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -
     return 2 * outs[0].size * avals[0].shape[-1]
 
 
-matmul_p = declare("matmul", lambda a, b: f"{a} @ {b}", _matmul_abstract, flops=_matmul_flops)
+matmul_p = declare("matmul", lambda a, b: f"{a} @ {b}", _matmul_abstract, flops=_matmul_flops,
+                   fresh=True)
 
 
 def matmul(a: Any, b: Any) -> Any:

@@ -43,11 +43,11 @@ def _reduce_lowering(fn: str):
     return lower
 
 
-reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), linear=True,
+reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), fresh=True, linear=True,
                        flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"))
-reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"),
+reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"), fresh=True,
                        flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"))
-reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"),
+reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"), fresh=True,
                        flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"))
 
 

@@ -15,7 +15,8 @@ NumPy view (reshape, transpose, broadcast_to, basic indexing; ``Primitive.view``
 
 Peak memory simulates the NumPy emitter (``backends/emit.py``): inputs and constants are
 live for the whole call; a node's outputs are allocated while its operands are still
-alive; a temporary is deleted right after its last use; views share their base's buffer.
+alive; a temporary is deleted right after its last use; views share their base's buffer,
+and so does a ufunc result written into a dying operand (``emit.plan_inplace``).
 Temporaries inside one NumPy expression (e.g. conv2d's im2col copy) are not counted.
 """
 
@@ -25,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backends.emit import plan_inplace
 from ..ir import Graph, Literal, Node, Var
 
 __all__ = ["GraphStats", "NodeCost", "StatsComparison", "compare_stats", "graph_stats", "node_bytes"]
@@ -134,13 +136,16 @@ def graph_stats(graph: Graph) -> GraphStats:
     live = input_bytes + constant_bytes
     peak, peak_node = live, None
     costs: list[NodeCost] = []
+    reuse = plan_inplace(graph)
     flops_by_role: Counter[str] = Counter()
 
     for i, node in enumerate(graph.nodes):
         view = _is_view(node)
         base = node.inputs[0] if node.inputs else None
         for v in node.outputs:
-            if view and isinstance(base, Var):
+            if i in reuse:  # written into a dying operand's buffer
+                buffer[v] = buffer[node.inputs[reuse[i]]]
+            elif view and isinstance(base, Var):
                 buffer[v] = buffer[base]
             elif view:  # a view of a constant or a scalar: nothing new
                 buffer[v] = id(v)
