@@ -104,6 +104,14 @@ def _slice_src(s: tuple) -> str:
     return text + (f":{step}" if step != 1 else "")
 
 
+def _fold_directions(op: Any, v: Any, nb: int, core: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
+    """``op`` on a tangent ``v`` of shape (directions..., N, ...) with the directions folded
+    into the batch axis N (one call for all of them), unfolded again after."""
+    lead = tuple(np.shape(v)[:nb])
+    r = op(reshape(v, (math.prod(lead) * core[0],) + core[1:]))
+    return reshape(r, lead + out_shape)
+
+
 def _slice_template(rows: tuple, cols: tuple, nbatch: int = 0) -> tuple:
     full = ("slice", None, None, None)
     return (full,) * (2 + nbatch) + (("slice", *rows), ("slice", *cols))
@@ -201,9 +209,7 @@ def conv2d_jvp(primals, tangents, *, stride, padding):
     x_core, w_core = aval_of(x).shape, aval_of(w).shape
 
     def along_x(v: Any, nb: int) -> Any:  # (K, N, C, H, W): directions folded into N
-        lead = tuple(np.shape(v)[:nb])
-        r = conv2d(reshape(v, (math.prod(lead) * x_core[0],) + x_core[1:]), w, stride, padding)
-        return reshape(r, lead + out.shape)
+        return _fold_directions(lambda u: conv2d(u, w, stride, padding), v, nb, x_core, out.shape)
 
     def along_w(v: Any, nb: int) -> Any:  # (K, O, C, kh, kw): directions folded into O
         lead = tuple(np.shape(v)[:nb])
@@ -384,9 +390,7 @@ def avg_pool2d_jvp(primals, tangents, *, window, stride):
     core = aval_of(x).shape
 
     def fn(v: Any, nb: int) -> Any:  # (K, N, C, H, W): directions folded into N
-        lead = tuple(np.shape(v)[:nb])
-        r = avg_pool2d(reshape(v, (math.prod(lead) * core[0],) + core[1:]), window, stride)
-        return reshape(r, lead + out.shape)
+        return _fold_directions(lambda u: avg_pool2d(u, window, stride), v, nb, core, out.shape)
 
     return y, T.apply(tangents[0], fn, out)
 

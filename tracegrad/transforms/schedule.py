@@ -17,11 +17,13 @@ fewer — the point of forward gradients is to need no stored activations.
 The cost model is the NumPy emitter's (``backends/emit.py``): outputs of view primitives
 (reshape, transpose, slices) own no bytes and keep the array they look into alive; with
 ``inplace=True`` an elementwise ufunc node writes into a dying operand buffer that nobody
-else can see (``emit.plan_inplace``'s rule) and allocates nothing.
+else can see (``emit.inplace_candidates``) and allocates nothing. The peak is measured with
+the emitter's own simulation (``emit.live_temporary_bytes``).
 """
 
 from __future__ import annotations
 
+from ..backends.emit import inplace_candidates, live_temporary_bytes
 from ..ir import Graph, Node, Var
 
 __all__ = ["MIN_FRACTION", "MIN_SAVING", "peak_live_bytes", "schedule"]
@@ -35,69 +37,13 @@ def _nbytes(v: Var) -> int:
 
 
 def _is_view(node: Node) -> bool:
-    view = node.primitive.view
-    if callable(view):
-        return bool(view([a.aval for a in node.inputs], node.params))
-    return bool(view)
-
-
-class _Model:
-    """Order-independent facts about a graph's buffers."""
-
-    def __init__(self, graph: Graph, inplace: bool):
-        self.base: dict[Var, Var] = {}  # a value -> the array owning its storage
-        owned: set[Var] = set()
-        aliased: set[Var] = set()
-        for n in graph.nodes:
-            owner = None
-            if _is_view(n) and n.inputs and isinstance(n.inputs[0], Var):
-                owner = self.base.get(n.inputs[0], n.inputs[0])
-            for v in n.outputs:
-                self.base[v] = owner if owner is not None else v
-            if n.primitive.returns_fresh() and len(n.outputs) == 1:
-                owned.add(n.out)
-            else:
-                aliased.update(a for a in n.inputs if isinstance(a, Var))
-        self.pinned = set(graph.inputs) | {self.owner(a) for a in graph.outputs if isinstance(a, Var)}
-        self.reusable = (owned - aliased - self.pinned) if inplace else set()
-
-    def owner(self, a: Var) -> Var:
-        return self.base.get(a, a)
-
-    def allocates(self, n: Node) -> bool:
-        return not _is_view(n)
-
-    def reuse_candidates(self, n: Node) -> list[Var]:
-        """Operands ``n`` may write its result into, if this is their last use."""
-        if n.primitive.numpy_ufunc is None or n.params or len(n.outputs) != 1 or n.out.aval.shape == ():
-            return []
-        out = n.out.aval
-        return [a for a in n.inputs if isinstance(a, Var) and a in self.reusable and n.inputs.count(a) == 1
-                and a.aval.shape == out.shape and a.aval.dtype == out.dtype]
+    return node.primitive.is_view([a.aval for a in node.inputs], node.params)
 
 
 def peak_live_bytes(graph: Graph, inplace: bool = False) -> int:
-    """Peak bytes of temporaries alive at once when ``graph``'s nodes run in order, each
-    owning array freed after the last use of it or of a view of it."""
-    m = _Model(graph, inplace)
-    last: dict[Var, int] = {}
-    for i, n in enumerate(graph.nodes):
-        for a in n.inputs:
-            if isinstance(a, Var):
-                last[m.owner(a)] = i
-    live = peak = 0
-    for i, n in enumerate(graph.nodes):
-        reused = next((a for a in m.reuse_candidates(n) if last.get(a) == i), None)
-        if m.allocates(n) and reused is None:
-            live += sum(_nbytes(v) for v in n.outputs)
-        peak = max(peak, live)
-        for v in n.outputs:  # results nobody reads are dropped at once
-            if m.owner(v) is v and v not in last and v not in m.pinned and m.allocates(n):
-                live -= _nbytes(v)
-        for b in {m.owner(a) for a in n.inputs if isinstance(a, Var)}:
-            if last.get(b) == i and b not in m.pinned and b is not reused:
-                live -= _nbytes(b)
-    return peak
+    """Peak bytes of temporaries the NumPy emitter's code holds at once for ``graph`` in its
+    current order (``emit.live_temporary_bytes``)."""
+    return max(live_temporary_bytes(graph, inplace), default=0)
 
 
 def schedule(graph: Graph, inplace: bool = False) -> Graph:
@@ -105,7 +51,13 @@ def schedule(graph: Graph, inplace: bool = False) -> Graph:
     nodes = graph.nodes
     if len(nodes) < 3:
         return graph
-    m = _Model(graph, inplace)
+    owner: dict[Var, Var] = {}  # a value -> the array owning its storage (views share it)
+    for n in nodes:
+        base = n.inputs[0] if _is_view(n) and n.inputs and isinstance(n.inputs[0], Var) else None
+        for v in n.outputs:
+            owner[v] = owner.get(base, base) if base is not None else v
+    pinned = set(graph.inputs) | {owner.get(a, a) for a in graph.outputs if isinstance(a, Var)}
+    candidates = inplace_candidates(graph) if inplace else {}
     producer: dict[Var, int] = {v: i for i, n in enumerate(nodes) for v in n.outputs}
     pending: dict[Var, int] = {}  # remaining uses keeping each owning array alive
     deps: list[set[int]] = []
@@ -114,7 +66,7 @@ def schedule(graph: Graph, inplace: bool = False) -> Graph:
         d = set()
         for a in n.inputs:
             if isinstance(a, Var):
-                pending[m.owner(a)] = pending.get(m.owner(a), 0) + 1
+                pending[owner.get(a, a)] = pending.get(owner.get(a, a), 0) + 1
                 if a in producer:
                     d.add(producer[a])
         deps.append(d)
@@ -125,15 +77,15 @@ def schedule(graph: Graph, inplace: bool = False) -> Graph:
         uses: dict[Var, int] = {}
         for a in n.inputs:
             if isinstance(a, Var):
-                uses[m.owner(a)] = uses.get(m.owner(a), 0) + 1
+                uses[owner.get(a, a)] = uses.get(owner.get(a, a), 0) + 1
         return uses
 
     def cost(i: int) -> int:
         n = nodes[i]
         uses = uses_in(n)
-        dying = {b for b, k in uses.items() if pending.get(b, 0) == k and b not in m.pinned}
-        reused = next((a for a in m.reuse_candidates(n) if a in dying), None)
-        added = sum(_nbytes(v) for v in n.outputs) if m.allocates(n) and reused is None else 0
+        dying = {b for b, k in uses.items() if pending.get(b, 0) == k and b not in pinned}
+        reused = next((n.inputs[k] for k in candidates.get(i, ()) if n.inputs[k] in dying), None)
+        added = sum(_nbytes(v) for v in n.outputs) if not _is_view(n) and reused is None else 0
         return added - sum(_nbytes(b) for b in dying if b is not reused)
 
     waiting = [len(d) for d in deps]

@@ -16,7 +16,8 @@ NumPy view (reshape, transpose, broadcast_to, basic indexing; ``Primitive.view``
 Peak memory simulates the NumPy emitter (``backends/emit.py``): inputs and constants are
 live for the whole call; a node's outputs are allocated while its operands are still
 alive; a temporary is deleted right after its last use; views share their base's buffer,
-and so does a ufunc result written into a dying operand (``emit.plan_inplace``).
+and so does a ufunc result written into a dying operand (``emit.plan_inplace``);
+``emit.live_temporary_bytes`` is that simulation.
 Temporaries inside one NumPy expression (e.g. conv2d's im2col copy) are not counted.
 """
 
@@ -26,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.emit import plan_inplace
+from ..backends.emit import live_temporary_bytes
 from ..ir import Graph, Literal, Node, Var
 
 __all__ = ["GraphStats", "NodeCost", "StatsComparison", "compare_stats", "graph_stats", "node_bytes"]
@@ -112,13 +113,6 @@ def graph_stats(graph: Graph) -> GraphStats:
     """Counts, FLOPs, bytes and the simulated peak memory of ``graph`` (see the module doc)."""
     names = graph.names()
     roles = graph.roles()
-    last_use: dict[Var, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for a in node.inputs:
-            if isinstance(a, Var):
-                last_use[a] = i
-    keep = set(graph.inputs) | {a for a in graph.outputs if isinstance(a, Var)}
-
     const_bytes: dict[int, int] = {}
     for node in graph.nodes:
         for a in node.inputs:
@@ -127,50 +121,21 @@ def graph_stats(graph: Graph) -> GraphStats:
     input_bytes = sum(_nbytes(v) for v in graph.inputs)
     constant_bytes = sum(const_bytes.values())
 
-    buffer: dict[Var, int] = {}  # var -> buffer key; views share their operand's buffer
-    size: dict[int, int] = {}
-    refs: Counter[int] = Counter()
-    for v in graph.inputs:
-        buffer[v] = id(v)
-        size[id(v)], refs[id(v)] = _nbytes(v), 1
-    live = input_bytes + constant_bytes
-    peak, peak_node = live, None
+    fixed = input_bytes + constant_bytes  # live for the whole call
+    live = [fixed + t for t in live_temporary_bytes(graph)]
+    peak, peak_node = fixed, None
+    for i, b in enumerate(live):
+        if b > peak:
+            peak, peak_node = b, i
     costs: list[NodeCost] = []
-    reuse = plan_inplace(graph)
     flops_by_role: Counter[str] = Counter()
-
     for i, node in enumerate(graph.nodes):
-        view = _is_view(node)
-        base = node.inputs[0] if node.inputs else None
-        for v in node.outputs:
-            if i in reuse:  # written into a dying operand's buffer
-                buffer[v] = buffer[node.inputs[reuse[i]]]
-            elif view and isinstance(base, Var):
-                buffer[v] = buffer[base]
-            elif view:  # a view of a constant or a scalar: nothing new
-                buffer[v] = id(v)
-                size[id(v)] = 0
-            else:
-                buffer[v] = id(v)
-                size[id(v)] = _nbytes(v)
-                live += size[id(v)]
-            refs[buffer[v]] += 1
-        if live > peak:
-            peak, peak_node = live, i
         flops = node.primitive.flop_count([a.aval for a in node.inputs],
                                           [v.aval for v in node.outputs], node.params)
         role = roles[node.out]
         flops_by_role[role] += flops
         costs.append(NodeCost(i, ", ".join(names[v] for v in node.outputs), node.primitive.name,
-                              role, node.out.aval.shape, flops, node_bytes(node), live))
-        # the emitter's ``del``: operands at their last use, and outputs nobody reads
-        dead = {a for a in node.inputs if isinstance(a, Var) and last_use.get(a) == i}
-        dead |= {v for v in node.outputs if v not in last_use}
-        for v in dead - keep:
-            b = buffer[v]
-            refs[b] -= 1
-            if refs[b] == 0:
-                live -= size[b]
+                              role, node.out.aval.shape, flops, node_bytes(node), live[i]))
 
     counts = dict(Counter(n.primitive.name for n in graph.nodes).most_common())
     return GraphStats(graph.name, costs, counts, sum(c.flops for c in costs), sum(c.bytes for c in costs),
