@@ -158,7 +158,7 @@ CASES = [
          extra={"numpy": lambda a, y: -np.mean((a - np.log(np.exp(a).sum(-1, keepdims=True)))[np.arange(4), y])}),
     Case("one_hot", lambda a, y: np.sum(a * tnp.one_hot(y, 5, np.float64)), [n(4, 5), labels(4)], (0,), ("eq", "astype"),
          extra={"numpy": lambda a, y: np.sum(a * np.eye(5)[y])}),
-    Case("logaddexp", lambda a, b: np.logaddexp(a, b), [n(4), n(4)], (0, 1), ("log1p",)),
+    Case("logaddexp", lambda a, b: np.logaddexp(a, b), [n(3, 4), n(4)], (0, 1), ("logaddexp",)),
     Case("mlp_layer", lambda x, w, b: np.tanh(x @ w + b), [n(6, 4), n(4, 3), n(3)], (1, 2), ("matmul", "tanh")),
     # neural-network primitives (NCHW), against naive loop references below
     Case("conv2d", lambda x, w: F.conv2d(x, w), [n(2, 3, 5, 6), n(4, 3, 3, 2)], (0, 1), ("conv2d",),

@@ -248,6 +248,35 @@ def clip_vjp(ct, primals, y):
 
 where_p.vjp, clip_p.vjp = where_vjp, clip_vjp
 
+# ---------------------------------------------------------------- smooth two-operand functions
+# logaddexp is a primitive (not max + log1p(exp(-|a - b|))) so that its derivative is the
+# smooth weight exp(a - y): a composite through maximum/abs takes a one-sided derivative at
+# a == b (0 and 1 instead of 0.5 and 0.5), and softplus(0) would get 0 instead of 0.5.
+logaddexp_p = declare("logaddexp", _call("np.logaddexp"), elementwise=True, numpy_ufunc="np.logaddexp",
+                      cuda=lambda a, b: f"(tg_maximum({a}, {b}) + tg_log1p(tg_exp(-tg_abs({a} - {b}))))")
+
+
+def logaddexp(a: Any, b: Any) -> Any: return bind(logaddexp_p, a, b)
+
+
+def logaddexp_jvp(primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    y = logaddexp(a, b)
+    out = aval_of(y)
+    t_a = T.scale(ta, exp(sub(a, y)), out) if not T.is_zero(ta) else ta
+    t_b = T.scale(tb, exp(sub(b, y)), out) if not T.is_zero(tb) else tb
+    return y, T.add(out, t_a, t_b)
+
+
+def logaddexp_vjp(ct, primals, y):
+    a, b = primals
+    return (unbroadcast(mul(ct, exp(sub(a, y))), aval_of(a)),
+            unbroadcast(mul(ct, exp(sub(b, y))), aval_of(b)))
+
+
+logaddexp_p.jvp, logaddexp_p.vjp = logaddexp_jvp, logaddexp_vjp
+
 # ---------------------------------------------------------------- non-differentiable
 sign_p = declare("sign", _call("np.sign"), elementwise=True, numpy_ufunc="np.sign", differentiable=False, cuda=_c_call("tg_sign"))
 floor_p = declare("floor", _call("np.floor"), elementwise=True, numpy_ufunc="np.floor", differentiable=False, cuda=_c_call("tg_floor"))
