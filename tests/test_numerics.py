@@ -17,6 +17,9 @@ import tracegrad.numpy as tnp
 from tracegrad.errors import TracegradError
 from tracegrad.testing import check_grad, check_jvp
 
+# NumPy warns (divide by zero, invalid value) exactly where these tests probe; that is expected.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
 
 def _jvp(fn, *args):
     """Value and JVP of ``fn`` at ``args`` with all-ones tangents on float arguments."""
@@ -53,3 +56,80 @@ def test_softplus_at_zero_is_one_half():
     np.testing.assert_allclose(t, 1 / (1 + np.exp(-x)))
     np.testing.assert_allclose(_grad(tnp.softplus, x), 1 / (1 + np.exp(-x)))
     np.testing.assert_allclose(tg.compile(tnp.softplus)(x), np.logaddexp(x, 0.0))
+
+
+# ---------------------------------------------------------------- constant reductions
+@pytest.mark.parametrize("fn", [
+    lambda x: np.std(x, axis=1), lambda x: np.var(x, axis=1), lambda x: np.std(x, axis=()),
+    lambda x: np.var(x, axis=(), ddof=0), lambda x: np.std(x[0]) + np.std(x, axis=1, keepdims=True, ddof=0),
+], ids=["std_one", "var_one", "std_empty_axes", "var_empty_axes", "std_mixed"])
+def test_std_var_of_one_element_have_zero_derivative(fn):
+    x = np.array([[1.5], [-0.25]])
+    out, t = _jvp(fn, x)
+    np.testing.assert_allclose(out, fn(x))
+    assert np.all(np.isfinite(t)) and np.all(t == 0)
+    g = _grad(fn, x)
+    assert np.all(g == 0)
+
+
+def test_std_of_several_elements_unchanged():
+    _check_all(lambda x: np.std(x, axis=0), np.array([[1.0, 2.0], [3.0, 5.0], [0.5, -1.0]]))
+
+
+def test_reductions_over_an_empty_axis_give_nan_like_numpy():
+    x = np.zeros((0, 3))
+    for fn in (lambda x: np.mean(x, axis=0), lambda x: np.var(x, axis=0), lambda x: np.std(x, axis=0),
+               lambda x: x.mean()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = fn(x)
+            got, _ = _jvp(fn, x)
+        np.testing.assert_array_equal(got, want)  # nan, no ZeroDivisionError
+
+
+# ---------------------------------------------------------------- powers at zero
+@pytest.mark.parametrize("p", [0, 0.0, np.float64(0.0), np.array([0.0, 0.0, 0.0])])
+def test_power_zero_at_zero_has_zero_derivative(p):
+    x = np.array([0.0, 2.0, -1.5])
+    out, t = _jvp(lambda x: x ** p, x)
+    np.testing.assert_array_equal(out, np.ones(3))
+    np.testing.assert_array_equal(t, np.zeros(3))
+    np.testing.assert_array_equal(_grad(lambda x: x ** p, x), np.zeros(3))
+
+
+def test_power_with_traced_zero_exponent_at_zero():
+    x, p = np.array([0.0, 0.0, 2.0]), np.array([0.0, 2.0, 0.0])
+    _, t = tg.compile(lambda x, p: x ** p).jvp((x, p), (np.ones(3), np.zeros(3)))
+    np.testing.assert_array_equal(t, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(_grad(lambda x, p: x ** p, x, p), [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 2.0, np.array([1.0, 2.0, 3.0])])
+def test_power_integer_exponent_is_finite_at_zero(p):
+    x = np.array([0.0, 0.0, 0.0])
+    _, t = _jvp(lambda x: x ** p, x)
+    np.testing.assert_array_equal(t, np.where(np.asarray(p) == 1, 1.0, 0.0) * np.ones(3))
+    _check_all(lambda x: x ** p, np.array([0.0, 1.5, -2.0]))
+
+
+def test_power_of_negative_float_is_nan_not_complex():
+    for x in (-1.0, np.float64(-1.0), np.array(-1.0), np.array([-1.0, 4.0])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            got = tg.compile(lambda x: np.power(x, 0.5))(x)
+            got_op = tg.compile(lambda x: x ** 0.5)(x)
+            want = np.power(x, 0.5)
+        assert not np.iscomplexobj(got) and not np.iscomplexobj(got_op)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_op, want)
+
+
+def test_division_by_python_zero_is_inf_like_numpy():
+    x = np.array([1.0, -2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for fn in (lambda x: x / 0.0, lambda x: x / 0, lambda x: 1.0 / (x * 0.0)):
+            got, t = _jvp(fn, x)
+            np.testing.assert_array_equal(got, fn(x))
+        got, t = tg.compile(lambda s: s / 0.0).jvp((3.0,), (1.0,))
+        assert got == np.inf and t == np.inf

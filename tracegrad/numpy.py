@@ -152,6 +152,8 @@ def var(x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
     axes = normalize_axes(axis, _nd(x), "var")
     centered = subtract(x, mean(x, axes, keepdims=True))
     n = _reduce_count(x, axes)
+    if n == 1:  # one element (or axis=()): the variance is constant, so its tangent is 0 (std's too, not nan)
+        centered = stop_gradient(centered)
     return divide(_red.reduce_sum(multiply(centered, centered), axes, keepdims), n - ddof)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Aval
-from ..tracing.tracer import aval_of, bind
+from ..tracing.tracer import Tracer, aval_of, bind
 from ..transforms import tangents as T
 from ._rules import declare, defjvp_unary, defvjp_unary, no_flops, unbroadcast
 
@@ -32,9 +32,14 @@ _c_binop, _c_call = _binop, _call
 add_p = declare("add", _binop("+"), elementwise=True, numpy_ufunc="np.add", cuda=_c_binop("+"))
 sub_p = declare("sub", _binop("-"), elementwise=True, numpy_ufunc="np.subtract", cuda=_c_binop("-"))
 mul_p = declare("mul", _binop("*"), elementwise=True, numpy_ufunc="np.multiply", cuda=_c_binop("*"))
-div_p = declare("div", _binop("/"), elementwise=True, numpy_ufunc="np.divide", cuda=_c_binop("/"))
+# Two Python scalars (weak 0-d operands: a Python-number argument or constant) divide and
+# power with NumPy's semantics, not Python's: 1.0 / 0.0 is inf (not ZeroDivisionError) and
+# (-1.0) ** 0.5 is nan (not a complex number). Only then the node carries ``scalar=True``.
+div_p = declare("div", lambda a, b, scalar=False: f"np.true_divide({a}, {b}).item()" if scalar else f"{a} / {b}",
+                elementwise=True, numpy_ufunc="np.divide", cuda=lambda a, b, scalar=False: f"{a} / {b}")
 neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, numpy_ufunc="np.negative", cuda=lambda x: f"-{x}")
-pow_p = declare("pow", _binop("**"), elementwise=True, cuda=_c_call("tg_pow"))
+pow_p = declare("pow", lambda a, b, scalar=False: f"np.power(float({a}), float({b})).item()" if scalar else f"{a} ** {b}",
+                elementwise=True, cuda=lambda a, b, scalar=False: f"tg_pow({a}, {b})")
 max_p = declare("maximum", _call("np.maximum"), elementwise=True, numpy_ufunc="np.maximum", cuda=_c_call("tg_maximum"))
 min_p = declare("minimum", _call("np.minimum"), elementwise=True, numpy_ufunc="np.minimum", cuda=_c_call("tg_minimum"))
 
@@ -42,9 +47,18 @@ min_p = declare("minimum", _call("np.minimum"), elementwise=True, numpy_ufunc="n
 def add(a: Any, b: Any) -> Any: return bind(add_p, a, b)
 def sub(a: Any, b: Any) -> Any: return bind(sub_p, a, b)
 def mul(a: Any, b: Any) -> Any: return bind(mul_p, a, b)
-def div(a: Any, b: Any) -> Any: return bind(div_p, a, b)
+def _python_scalars(*xs: Any) -> bool:
+    return all(aval_of(x).weak and aval_of(x).shape == () for x in xs)
+
+
+def div(a: Any, b: Any) -> Any:
+    return bind(div_p, a, b, scalar=True) if _python_scalars(a, b) else bind(div_p, a, b)
 def neg(a: Any) -> Any: return bind(neg_p, a)
-def power(a: Any, b: Any) -> Any: return bind(pow_p, a, b)
+def power(a: Any, b: Any) -> Any:
+    if _python_scalars(a, b) and "f" in (aval_of(a).dtype.kind, aval_of(b).dtype.kind) \
+            and "c" not in (aval_of(a).dtype.kind, aval_of(b).dtype.kind):
+        return bind(pow_p, a, b, scalar=True)
+    return bind(pow_p, a, b)
 def maximum(a: Any, b: Any) -> Any: return bind(max_p, a, b)
 def minimum(a: Any, b: Any) -> Any: return bind(min_p, a, b)
 
@@ -67,7 +81,7 @@ def mul_jvp(primals, tangents):
     return y, T.add(out, T.scale(ta, b, out), T.scale(tb, a, out))
 
 
-def div_jvp(primals, tangents):
+def div_jvp(primals, tangents, scalar=False):
     a, b = primals
     ta, tb = tangents
     y = div(a, b)
@@ -81,12 +95,27 @@ def neg_jvp(primals, tangents):
     return neg(primals[0]), T.neg(tangents[0])
 
 
-def pow_jvp(primals, tangents):
+def _pow_dx(x, p):
+    """d/dx x**p = p x**(p-1), and exactly 0 where p == 0 (x**0 is constant; at x == 0 the
+    formula would give 0 * inf = nan). ``None`` when p is a constant that is 0 everywhere."""
+    if not isinstance(p, Tracer) and not np.any(np.asarray(p) != 0):
+        return None
+    d = mul(p, power(x, sub(p, 1)))
+    if isinstance(p, Tracer) or not np.all(np.asarray(p) != 0):
+        d = where(equal(p, 0), 0.0, d)
+    return d
+
+
+def pow_jvp(primals, tangents, scalar=False):
     x, p = primals
     tx, tp = tangents
     y = power(x, p)
     out = aval_of(y)
-    t_x = T.scale(tx, mul(p, power(x, sub(p, 1))), out) if not T.is_zero(tx) else tx
+    if not T.is_zero(tx):
+        d = _pow_dx(x, p)
+        t_x = T.Zero(out) if d is None else T.scale(tx, d, out)
+    else:
+        t_x = tx
     # d/dp x**p = log(x) x**p; where x == 0 the limit (for p > 0) is 0, not nan.
     t_p = T.scale(tp, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)), out) if not T.is_zero(tp) else tp
     return y, T.add(out, t_x, t_p)
@@ -125,7 +154,7 @@ def mul_vjp(ct, primals, y):
     return unbroadcast(mul(ct, b), aval_of(a)), unbroadcast(mul(ct, a), aval_of(b))
 
 
-def div_vjp(ct, primals, y):
+def div_vjp(ct, primals, y, scalar=False):
     a, b = primals
     ct_a = div(ct, b)
     return unbroadcast(ct_a, aval_of(a)), unbroadcast(neg(mul(ct_a, y)), aval_of(b))
@@ -135,9 +164,10 @@ def neg_vjp(ct, primals, y):
     return (neg(ct),)
 
 
-def pow_vjp(ct, primals, y):
+def pow_vjp(ct, primals, y, scalar=False):
     x, p = primals
-    ct_x = mul(ct, mul(p, power(x, sub(p, 1))))
+    d = _pow_dx(x, p)
+    ct_x = mul(ct, 0.0 if d is None else d)
     # the same x == 0 convention as pow_jvp: d/dp x**p is 0 there, not nan
     ct_p = mul(ct, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)))
     return unbroadcast(ct_x, aval_of(x)), unbroadcast(ct_p, aval_of(p))
