@@ -14,7 +14,6 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
-from tracegrad.errors import TracegradError
 from tracegrad.testing import check_grad, check_jvp
 
 # NumPy warns (divide by zero, invalid value) exactly where these tests probe; that is expected.
@@ -133,3 +132,52 @@ def test_division_by_python_zero_is_inf_like_numpy():
             np.testing.assert_array_equal(got, fn(x))
         got, t = tg.compile(lambda s: s / 0.0).jvp((3.0,), (1.0,))
         assert got == np.inf and t == np.inf
+
+
+# ---------------------------------------------------------------- where with a non-finite unselected branch
+# name: (fn, its derivative or None, the points, the index of a point on the constant branch)
+WHERE_CASES = {
+    "sqrt": (lambda x: np.where(x > 0, np.sqrt(x), 0.0),
+             lambda x: np.where(x > 0, 0.5 / np.sqrt(np.where(x > 0, x, 1)), 0.0), [-1.0, 0.0, 0.5, 2.0], 0),
+    "sinc": (lambda x: np.where(x != 0, np.sin(x) / x, 1.0), None, [-1.0, 0.0, 0.5, 2.0], 1),
+    "log": (lambda x: np.where(x > 0, np.log(x), -1.0),
+            lambda x: np.where(x > 0, 1 / np.where(x > 0, x, 1), 0.0), [-1.0, 0.0, 0.5, 2.0], 0),
+    "log1p": (lambda x: np.where(x > -1, np.log1p(x), 0.0), None, [-2.0, -1.0, 0.5, 2.0], 0),
+    "reciprocal": (lambda x: np.where(x != 0, 1.0 / x, 0.0),
+                   lambda x: np.where(x != 0, -1 / np.where(x != 0, x, 1) ** 2, 0), [-1.0, 0.0, 0.5, 2.0], 1),
+    "fractional_power": (lambda x: np.where(x > 0, x ** 0.5, 0.0), None, [-1.0, 0.0, 0.5, 2.0], 0),
+    "traced_power": (lambda x: np.where(x > 0, x ** x, 1.0), None, [-1.0, 0.0, 0.5, 2.0], 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WHERE_CASES))
+def test_reverse_mode_through_where_ignores_the_unselected_branch(name):
+    fn, deriv, points, const_at = WHERE_CASES[name]
+    x = np.array(points)
+    g = _grad(fn, x)
+    assert np.all(np.isfinite(g)), g
+    assert g[const_at] == 0.0 and g[1] == 0.0  # constant branch (and the branch point): exactly 0
+    _, t = _jvp(fn, x)
+    assert np.all(np.isfinite(t)), t
+    np.testing.assert_allclose(g, t)  # a direction of ones: for elementwise fn the JVP is the gradient
+    if deriv is not None:
+        np.testing.assert_allclose(g, deriv(x))
+    _check_all(fn, x[2:])  # away from the branch points, both agree with finite differences
+
+
+def test_where_select_gradient_is_exact_zero_on_constant_branch():
+    # the cotangent arriving at sqrt where x <= 0 is an exact zero and must stay zero
+    fn = lambda x: np.sum(np.where(x > 0, np.sqrt(x) * 3.0, x * 2.0))
+    g = tg.grad(fn)(np.array([-4.0, 0.0, 4.0]))
+    np.testing.assert_array_equal(g, [2.0, 2.0, 0.75])
+
+
+def test_double_where_trick_for_a_product_with_a_non_finite_factor():
+    # documented in docs/architecture.md: mul keeps IEEE 0 * inf = nan, the safe input avoids it
+    def entropy(p):
+        safe = np.where(p > 0, p, 1.0)
+        return -np.sum(np.where(p > 0, p * np.log(safe), 0.0))
+
+    p = np.array([0.0, 0.25, 0.75])
+    g = tg.grad(entropy)(p)
+    np.testing.assert_allclose(g, [0.0, -np.log(0.25) - 1, -np.log(0.75) - 1])

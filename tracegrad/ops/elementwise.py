@@ -139,6 +139,21 @@ add_p.linear = sub_p.linear = neg_p.linear = True
 
 
 # VJPs: the cotangent of each operand, summed back to its own shape (``unbroadcast``).
+#
+# Zero cotangents stay exactly zero through the rules whose derivative can be inf or nan at
+# finite inputs (div, pow, sqrt, log, log1p): ``np.where(x > 0, np.sqrt(x), 0)`` sends a zero
+# cotangent into sqrt where x <= 0, and 0 * inf would make the gradient nan there although the
+# function does not depend on that branch. One compare and select per such rule in reverse
+# mode; rules with finite derivatives (add, matmul, tanh, ...) pay nothing.
+def _strong_zero(ct, value):
+    """``value`` (a product with ``ct``), but exactly 0 wherever ``ct`` is 0."""
+    return where(equal(ct, 0), 0.0, value)
+
+
+def _finite_nonzero_constant(b):
+    return not isinstance(b, Tracer) and bool(np.all(np.isfinite(b)) and np.all(np.asarray(b) != 0))
+
+
 def add_vjp(ct, primals, y):
     a, b = primals
     return unbroadcast(ct, aval_of(a)), unbroadcast(ct, aval_of(b))
@@ -157,7 +172,10 @@ def mul_vjp(ct, primals, y):
 def div_vjp(ct, primals, y, scalar=False):
     a, b = primals
     ct_a = div(ct, b)
-    return unbroadcast(ct_a, aval_of(a)), unbroadcast(neg(mul(ct_a, y)), aval_of(b))
+    ct_b = neg(mul(ct_a, y))
+    if not _finite_nonzero_constant(b):  # dividing by 0 (as in sin(x) / x under a where)
+        ct_a, ct_b = _strong_zero(ct, ct_a), _strong_zero(ct, ct_b)
+    return unbroadcast(ct_a, aval_of(a)), unbroadcast(ct_b, aval_of(b))
 
 
 def neg_vjp(ct, primals, y):
@@ -167,9 +185,9 @@ def neg_vjp(ct, primals, y):
 def pow_vjp(ct, primals, y, scalar=False):
     x, p = primals
     d = _pow_dx(x, p)
-    ct_x = mul(ct, 0.0 if d is None else d)
+    ct_x = mul(ct, 0.0) if d is None else _strong_zero(ct, mul(ct, d))
     # the same x == 0 convention as pow_jvp: d/dp x**p is 0 there, not nan
-    ct_p = mul(ct, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)))
+    ct_p = _strong_zero(ct, mul(ct, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y))))
     return unbroadcast(ct_x, aval_of(x)), unbroadcast(ct_p, aval_of(p))
 
 
@@ -229,6 +247,17 @@ defjvp_unary(logistic_p, lambda x, y: mul(y, sub(1, y)))
 
 for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p):
     defvjp_unary(_p)  # ct * f'(x), with the derivative factor registered above
+
+
+def _strong_zero_vjp(derivative):
+    def rule(ct, primals, y):
+        return (_strong_zero(ct, mul(ct, derivative(primals[0], y))),)
+
+    return rule
+
+
+for _p in (log_p, log1p_p, sqrt_p):  # f'(x) is inf or nan at finite x (0, or outside the domain)
+    _p.vjp = _strong_zero_vjp(_p.jvp.derivative)
 
 # ---------------------------------------------------------------- selection
 where_p = declare("where", _call("np.where"), elementwise=True, fresh=True, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
