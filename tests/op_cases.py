@@ -84,6 +84,9 @@ CASES = [
          + (a <= 0) * 0.5 + ~(a > b) * a + np.logical_and(a > 0, b > 0) * 2.0,
          [n(6), n(6)], (0, 1), ("lt", "ge", "logical_or", "eq", "ne", "le", "logical_not", "gt", "logical_and")),
     Case("isfinite", lambda a: np.where(np.isfinite(a), a, 0.0), [n(4)], (0,), ("isfinite", "where")),
+    Case("bitwise", lambda a, i: a * ((i & 6) | (i ^ 3)) + a * (~i) + a * ((i << 2) >> 1),
+         [n(4), labels(4, k=9)], (0,), ("bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift",
+                                        "right_shift", "mul")),
     Case("astype", lambda a: a.astype(np.float32).astype(np.float64) * 2, [n(4)], (0,), ("astype",),
          extra={"fd": {"eps": 1e-2, "rtol": 1e-4, "atol": 1e-4}}),  # linear: a large step is exact
     Case("astype_int", lambda a: a * a.astype(np.int64), [n(4) * 3], (0,), ("astype",)),

@@ -14,6 +14,7 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
+from tracegrad.errors import TracegradError
 from tracegrad.testing import check_grad, check_jvp
 
 # NumPy warns (divide by zero, invalid value) exactly where these tests probe; that is expected.
@@ -181,3 +182,39 @@ def test_double_where_trick_for_a_product_with_a_non_finite_factor():
     p = np.array([0.0, 0.25, 0.75])
     g = tg.grad(entropy)(p)
     np.testing.assert_allclose(g, [0.0, -np.log(0.25) - 1, -np.log(0.75) - 1])
+
+
+# ---------------------------------------------------------------- bitwise operators
+BITWISE = {
+    "and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
+    "invert": lambda a, b: ~a, "lshift": lambda a, b: a << (b & 3), "rshift": lambda a, b: a >> (b & 3),
+    "np_and": np.bitwise_and, "np_or": np.bitwise_or, "np_xor": np.bitwise_xor,
+    "np_invert": lambda a, b: np.invert(a), "np_shifts": lambda a, b: np.left_shift(a, 2) + np.right_shift(b, 1),
+    "scalar_left": lambda a, b: 6 & a, "scalar_right": lambda a, b: a ^ 5,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BITWISE))
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+def test_bitwise_operators_match_numpy(name, dtype):
+    fn = BITWISE[name]
+    a = np.array([3, 5, 12, 0, 7, 1]).astype(dtype)
+    b = np.array([6, 3, 10, 1, 0, 1]).astype(dtype)
+    if dtype == np.bool_ and name in ("lshift", "rshift", "np_shifts"):
+        return  # NumPy shifts promote booleans to int8; not a case worth pinning
+    want = fn(a, b)
+    got = tg.compile(fn)(a, b)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bitwise_result_feeds_float_math_with_a_gradient():
+    fn = lambda x, i: np.sum(x * (i & 6) + x * (~i))
+    x, i = np.array([1.0, 2.0, -1.0]), np.array([3, 5, 4])
+    np.testing.assert_allclose(tg.compile(fn)(x, i), fn(x, i))
+    np.testing.assert_array_equal(tg.grad(fn)(x, i), (i & 6) + ~i)
+
+
+def test_bitwise_on_floats_is_a_clear_error():
+    with pytest.raises(TracegradError, match="bitwise_and"):
+        tg.compile(lambda x: x & x)(np.array([1.0]))

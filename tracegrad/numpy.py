@@ -69,6 +69,8 @@ greater, greater_equal = _ew.greater, _ew.greater_equal
 logical_and, logical_or, logical_not, isfinite, floor = (
     _ew.logical_and, _ew.logical_or, _ew.logical_not, _ew.isfinite, _ew.floor)
 astype, stop_gradient = _ew.astype, _ew.stop_gradient
+bitwise_and, bitwise_or, bitwise_xor, invert = _ew.bitwise_and, _ew.bitwise_or, _ew.bitwise_xor, _ew.invert
+bitwise_not, left_shift, right_shift = _ew.invert, _ew.left_shift, _ew.right_shift
 sigmoid = logistic = _ew.logistic
 
 

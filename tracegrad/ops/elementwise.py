@@ -354,6 +354,46 @@ not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, numpy_
 isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, numpy_ufunc="np.isfinite", differentiable=False,
                      cuda=_c_call("tg_isfinite"))
 
+# Bitwise operators: NumPy's ``&``, ``|``, ``^``, ``~``, ``<<``, ``>>`` are bitwise on integers
+# (and logical on booleans: ``tracegrad.numpy`` routes booleans to the logical primitives).
+bitwise_and_p = declare("bitwise_and", _binop("&"), elementwise=True, numpy_ufunc="np.bitwise_and",
+                        differentiable=False, cuda=_c_binop("&"))
+bitwise_or_p = declare("bitwise_or", _binop("|"), elementwise=True, numpy_ufunc="np.bitwise_or",
+                       differentiable=False, cuda=_c_binop("|"))
+bitwise_xor_p = declare("bitwise_xor", _binop("^"), elementwise=True, numpy_ufunc="np.bitwise_xor",
+                        differentiable=False, cuda=_c_binop("^"))
+invert_p = declare("invert", lambda x: f"~{x}", elementwise=True, numpy_ufunc="np.invert",
+                   differentiable=False, cuda=lambda x: f"~{x}")
+left_shift_p = declare("left_shift", _binop("<<"), elementwise=True, numpy_ufunc="np.left_shift",
+                       differentiable=False, cuda=_c_binop("<<"))
+right_shift_p = declare("right_shift", _binop(">>"), elementwise=True, numpy_ufunc="np.right_shift",
+                        differentiable=False, cuda=_c_binop(">>"))
+
+
+def _both_bool(*xs: Any) -> bool:
+    return all(aval_of(x).dtype == np.bool_ for x in xs)
+
+
+def bitwise_and(a: Any, b: Any) -> Any:
+    return logical_and(a, b) if _both_bool(a, b) else bind(bitwise_and_p, a, b)
+
+
+def bitwise_or(a: Any, b: Any) -> Any:
+    return logical_or(a, b) if _both_bool(a, b) else bind(bitwise_or_p, a, b)
+
+
+def bitwise_xor(a: Any, b: Any) -> Any:
+    return not_equal(a, b) if _both_bool(a, b) else bind(bitwise_xor_p, a, b)
+
+
+def invert(x: Any) -> Any:
+    # ~True is -2 for a Python bool but False for NumPy's bool: booleans negate logically
+    return logical_not(x) if _both_bool(x) else bind(invert_p, x)
+
+
+def left_shift(a: Any, b: Any) -> Any: return bind(left_shift_p, a, b)
+def right_shift(a: Any, b: Any) -> Any: return bind(right_shift_p, a, b)
+
 
 def sign(x: Any) -> Any: return bind(sign_p, x)
 def floor(x: Any) -> Any: return bind(floor_p, x)

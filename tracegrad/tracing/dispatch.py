@@ -32,6 +32,8 @@ def _tables() -> tuple[dict[Any, Any], dict[Any, Any]]:
         np.logical_and: tnp.logical_and, np.logical_or: tnp.logical_or,
         np.logical_not: tnp.logical_not, np.isfinite: tnp.isfinite, np.floor: tnp.floor,
         np.logaddexp: tnp.logaddexp, np.matmul: tnp.matmul,
+        np.bitwise_and: tnp.bitwise_and, np.bitwise_or: tnp.bitwise_or, np.bitwise_xor: tnp.bitwise_xor,
+        np.invert: tnp.invert, np.left_shift: tnp.left_shift, np.right_shift: tnp.right_shift,
     }
     functions = {
         np.sum: tnp.sum, np.mean: tnp.mean, np.max: tnp.max, np.amax: tnp.max, np.min: tnp.min,

@@ -270,11 +270,17 @@ class Tracer:
     def __ge__(self, o): return _tnp().greater_equal(self, o)
     def __eq__(self, o): return _tnp().equal(self, o)  # type: ignore[override]
     def __ne__(self, o): return _tnp().not_equal(self, o)  # type: ignore[override]
-    def __and__(self, o): return _tnp().logical_and(self, o)
-    def __rand__(self, o): return _tnp().logical_and(o, self)
-    def __or__(self, o): return _tnp().logical_or(self, o)
-    def __ror__(self, o): return _tnp().logical_or(o, self)
-    def __invert__(self): return _tnp().logical_not(self)
+    def __and__(self, o): return _tnp().bitwise_and(self, o)  # bitwise on ints, logical on bools
+    def __rand__(self, o): return _tnp().bitwise_and(o, self)
+    def __or__(self, o): return _tnp().bitwise_or(self, o)
+    def __ror__(self, o): return _tnp().bitwise_or(o, self)
+    def __xor__(self, o): return _tnp().bitwise_xor(self, o)
+    def __rxor__(self, o): return _tnp().bitwise_xor(o, self)
+    def __lshift__(self, o): return _tnp().left_shift(self, o)
+    def __rlshift__(self, o): return _tnp().left_shift(o, self)
+    def __rshift__(self, o): return _tnp().right_shift(self, o)
+    def __rrshift__(self, o): return _tnp().right_shift(o, self)
+    def __invert__(self): return _tnp().invert(self)
     def __getitem__(self, idx): return _tnp().getitem(self, idx)
 
     def __setitem__(self, idx: Any, value: Any) -> None:
