@@ -84,6 +84,8 @@ CASES = [
          + (a <= 0) * 0.5 + ~(a > b) * a + np.logical_and(a > 0, b > 0) * 2.0,
          [n(6), n(6)], (0, 1), ("lt", "ge", "logical_or", "eq", "ne", "le", "logical_not", "gt", "logical_and")),
     Case("isfinite", lambda a: np.where(np.isfinite(a), a, 0.0), [n(4)], (0,), ("isfinite", "where")),
+    Case("mod_ops", lambda a, b: a % b + np.fmod(a, b) * 2.0 + (a // b) * a + np.remainder(3.7, b),
+         [n(2, 5) * 3, np.array([0.7, -1.3, 2.1, -0.45, 1.9])], (0, 1), ("remainder", "fmod", "floor_divide", "mul")),
     Case("bitwise", lambda a, i: a * ((i & 6) | (i ^ 3)) + a * (~i) + a * ((i << 2) >> 1),
          [n(4), labels(4, k=9)], (0,), ("bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift",
                                         "right_shift", "mul")),

@@ -218,3 +218,133 @@ def test_bitwise_result_feeds_float_math_with_a_gradient():
 def test_bitwise_on_floats_is_a_clear_error():
     with pytest.raises(TracegradError, match="bitwise_and"):
         tg.compile(lambda x: x & x)(np.array([1.0]))
+
+
+# ---------------------------------------------------------------- floor division and remainders
+MOD_FNS = {
+    "mod_op": lambda a, b: a % b, "floordiv_op": lambda a, b: a // b, "np_mod": np.mod,
+    "np_remainder": np.remainder, "np_fmod": np.fmod, "np_floor_divide": np.floor_divide,
+    "rmod_scalar": lambda a, b: 7.4 % b, "mod_scalar": lambda a, b: a % 1.5,
+    "divmod": lambda a, b: divmod(a, b)[0] * 0.5 + divmod(a, b)[1],
+    "np_divmod": lambda a, b: np.divmod(a, b)[0] * 0.5 + np.divmod(a, b)[1],
+}
+MOD_A = np.array([5.3, -5.3, 5.3, -5.3, 0.7, 2.2])
+MOD_B = np.array([2.0, 2.0, -2.0, -2.0, 0.3, 1.65])  # no quotient is an integer: away from the jumps
+
+
+@pytest.mark.parametrize("name", sorted(MOD_FNS))
+def test_mod_family_values_and_derivatives(name):
+    fn = MOD_FNS[name]
+    _check_all(fn, MOD_A, MOD_B, argnums=(0, 1))
+
+
+def test_mod_family_derivatives_are_the_piecewise_formulas():
+    ga, gb = _grad(np.remainder, MOD_A, MOD_B, argnums=(0, 1))
+    np.testing.assert_array_equal(ga, np.ones(6))
+    np.testing.assert_array_equal(gb, -np.floor(MOD_A / MOD_B))
+    ga, gb = _grad(np.fmod, MOD_A, MOD_B, argnums=(0, 1))
+    np.testing.assert_array_equal(gb, -np.trunc(MOD_A / MOD_B))
+    _, t = tg.compile(lambda a, b: a // b).jvp((MOD_A, MOD_B), (np.ones(6), np.ones(6)))
+    np.testing.assert_array_equal(t, np.zeros(6))
+
+
+def test_mod_family_on_integers_and_by_zero_matches_numpy():
+    a, b = np.array([5, -5, 7, 7, 0]), np.array([3, 3, -2, 0, 4])
+    for fn in MOD_FNS.values():
+        want = fn(a, b)
+        got = tg.compile(fn)(a, b)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)
+    x = np.array([5.0, -1.0, 0.0])
+    for fn in (lambda x: x % 0.0, lambda x: x // 0.0, lambda x: np.fmod(x, 0.0), lambda x: 2.0 // (x * 0)):
+        np.testing.assert_array_equal(tg.compile(fn)(x), fn(x))
+
+
+# ---------------------------------------------------------------- prod
+@pytest.mark.parametrize("x", [
+    np.array([0.5, -2.0, 3.0, 1.5, -0.75]),  # no zero
+    np.array([0.5, 0.0, 3.0, 1.5, -0.75]),   # one zero: only its own partial derivative survives
+    np.array([0.0, 2.0, 0.0, 1.5, -0.75]),   # two zeros: every partial derivative is 0
+], ids=["no_zero", "one_zero", "two_zeros"])
+def test_prod_with_zeros(x):
+    _check_all(lambda x: x.prod(), x)
+    _check_all(np.prod, x)
+    g = _grad(np.prod, x)
+    want = np.array([np.prod(np.delete(x, i)) for i in range(len(x))])
+    np.testing.assert_allclose(g, want, atol=0)
+
+
+@pytest.mark.parametrize("kw", [{"axis": 0}, {"axis": 1}, {"axis": (0, 2)}, {"axis": -1, "keepdims": True},
+                                {"axis": ()}, {}])
+def test_prod_axes(kw):
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (3, 4, 5)) * np.where(np.arange(5) == 2, 0.0, 1.0)
+    _check_all(lambda x: np.prod(x, **kw), x)
+
+
+def test_prod_dtypes_and_empty():
+    i = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
+    for fn in (lambda i: np.prod(i), lambda i: i.prod(axis=1), lambda i: np.prod(i > 2, axis=0)):
+        want, got = fn(i), tg.compile(fn)(i)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)
+    e = np.zeros((0, 3))
+    out, t = _jvp(lambda e: np.prod(e, axis=0), e)
+    np.testing.assert_array_equal(out, np.ones(3))
+    np.testing.assert_array_equal(t, np.zeros(3))
+
+
+# ---------------------------------------------------------------- crashes that now work
+def test_constant_out_of_bounds_index_is_a_clear_error_at_trace_time():
+    x = np.arange(4.0)
+    for fn in (lambda x: x[np.array([0, 4])], lambda x: x[[1, -5]], lambda x: x[:, None][np.array([0, 9]), 0],
+               lambda x: np.take(x, np.array([7])),
+               lambda x: np.take_along_axis(x[None], np.array([[0, 4]]), axis=1)):
+        with pytest.raises(IndexError, match="out of bounds") as info:
+            tg.compile(fn)(x)
+        assert isinstance(info.value, TracegradError)
+        assert "test_numerics.py" in str(info.value)  # the user's line, not generated code
+    assert tg.compile(lambda x: x[np.array([0, -4, 3])])(x).tolist() == [0.0, 0.0, 3.0]
+
+
+@pytest.mark.parametrize("fn, args", [
+    (lambda a, b: np.tensordot(a, b, 1), (np.ones((1,) * 27 + (2,)), np.ones((2,) + (1,) * 26))),
+    (lambda a, b: np.tensordot(a, b, ([27, 0], [0, 1])), (np.ones((3,) + (1,) * 26 + (2,)), np.ones((2, 3, 2)))),
+    (lambda a, b: np.dot(a, b), (np.ones((1,) * 27 + (2,)), np.ones((1, 2, 3)))),
+    (lambda a, b: np.dot(a, b), (np.arange(6.0).reshape(2, 3), np.arange(24.0).reshape(2, 3, 4))),
+    (lambda a, b: np.tensordot(a, b, ([-1, 0], [0, 1])), (np.arange(6.0).reshape(2, 3), np.arange(24.0).reshape(3, 2, 4))),
+], ids=["tensordot_27", "tensordot_axes_28", "dot_27", "dot_nd", "tensordot_neg_axes"])
+def test_tensordot_and_dot_of_any_rank(fn, args):
+    rng = np.random.default_rng(0)
+    args = tuple(rng.standard_normal(a.shape) for a in args)
+    _check_all(fn, *args, argnums=(0, 1))
+
+
+def test_tensordot_beyond_einsum_letters():
+    a, b = np.ones((1,) * 30 + (2,)), np.ones((2,) + (1,) * 30)
+    a[..., 1] = 3.0
+    f = lambda a, b: np.tensordot(a, b, 1)
+    np.testing.assert_allclose(tg.compile(f)(a, b), f(a, b))
+    check_jvp(f, (a, b))
+
+
+def test_inner_with_a_scalar():
+    x = np.array([1.0, -2.0, 3.0])
+    _check_all(lambda x: np.inner(x, 2.5), x)
+    _check_all(lambda x: np.inner(2.5, x), x)
+    _check_all(lambda x: np.inner(x, x), x)
+
+
+def test_einsum_sublist_form():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 4))
+    _check_all(lambda a, b: np.einsum(a, [0, 1], b, [1, 2], [0, 2]), a, b, argnums=(0, 1))
+    _check_all(lambda a, b: np.einsum(a, [0, 1], b, [1, 2]), a, b, argnums=(0, 1))
+    _check_all(lambda a: np.einsum(a, [0, 1], [1]), a)
+    _check_all(lambda a: np.einsum(a, [Ellipsis, 1], [1, Ellipsis]), a)
+
+
+@pytest.mark.parametrize("fn", [np.vstack, np.hstack, lambda x: np.vstack([x]), lambda x: np.hstack([x]),
+                                lambda x: np.vstack((x, x)), lambda x: np.hstack((x, 2 * x))],
+                         ids=["vstack_array", "hstack_array", "vstack_list", "hstack_list", "vstack_two", "hstack_two"])
+def test_stacking_a_single_1d_array(fn):
+    _check_all(fn, np.array([1.0, -2.0, 3.0]))

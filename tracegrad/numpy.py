@@ -71,6 +71,11 @@ logical_and, logical_or, logical_not, isfinite, floor = (
 astype, stop_gradient = _ew.astype, _ew.stop_gradient
 bitwise_and, bitwise_or, bitwise_xor, invert = _ew.bitwise_and, _ew.bitwise_or, _ew.bitwise_xor, _ew.invert
 bitwise_not, left_shift, right_shift = _ew.invert, _ew.left_shift, _ew.right_shift
+floor_divide, remainder, mod, fmod = _ew.floor_divide, _ew.remainder, _ew.remainder, _ew.fmod
+
+
+def divmod(a: Any, b: Any) -> tuple[Any, Any]:
+    return floor_divide(a, b), remainder(a, b)
 sigmoid = logistic = _ew.logistic
 
 
@@ -137,6 +142,34 @@ def mean(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) ->
     axes = normalize_axes(axis, _nd(x), "mean")
     out = divide(_red.reduce_sum(x, axes, keepdims), _reduce_count(x, axes))
     return astype(out, dtype) if dtype is not None else out
+
+
+def prod(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    """Product over ``axis``, as a balanced tree of elementwise multiplications: exact JVPs and
+    gradients with zeros in ``x`` (unlike y / x), from the rules of ``mul`` alone."""
+    nd = _nd(x)
+    axes = normalize_axes(axis, nd, "prod")
+    kind = aval_of(x).dtype.kind
+    if dtype is not None:
+        x = astype(x, dtype)
+    elif kind in "biu" and aval_of(x).dtype.itemsize < 8:
+        x = astype(x, _np.uint64 if kind == "u" else _np.int64)  # NumPy's integer accumulator
+    kept = [i for i in range(nd) if i not in axes]
+    out_shape = tuple(_shape(x)[i] for i in kept)
+    n = _reduce_count(x, axes)
+    if n == 0:  # the empty product is 1 (a constant: zero derivative)
+        acc = add(multiply(_red.reduce_sum(x, axes, False), 0), 1)
+    else:
+        acc = reshape(_sh.transpose(x, tuple(kept) + axes), out_shape + (n,))
+        while n > 1:
+            half = n // 2
+            pairs = multiply(getitem(acc, (Ellipsis, slice(0, half))), getitem(acc, (Ellipsis, slice(half, 2 * half))))
+            acc = pairs if n % 2 == 0 else concatenate([pairs, getitem(acc, (Ellipsis, slice(2 * half, n)))], -1)
+            n = half + n % 2
+        acc = reshape(acc, out_shape)
+    if keepdims:
+        acc = reshape(acc, tuple(1 if i in axes else d for i, d in enumerate(_shape(x))))
+    return acc
 
 
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -257,12 +290,13 @@ def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
 
 
 def hstack(arrays: Sequence[Any]) -> Any:
-    arrays = list(arrays)
+    # like NumPy: a single array is a sequence of its rows, each made at least 1-d
+    arrays = [reshape(a, (1,)) if _nd(a) == 0 else a for a in arrays]
     return concatenate(arrays, 0 if _nd(arrays[0]) == 1 else 1)
 
 
 def vstack(arrays: Sequence[Any]) -> Any:
-    return concatenate([reshape(a, (1, -1)) if _nd(a) == 1 else a for a in arrays], 0)
+    return concatenate([reshape(a, (1, -1)) if _nd(a) <= 1 else a for a in arrays], 0)
 
 
 # ---------------------------------------------------------------- indexing
@@ -333,8 +367,31 @@ def take(a: Any, indices: Any, axis: int | None = None) -> Any:
 matmul = _la.matmul
 
 
-def einsum(subscripts: str, *operands: Any, optimize: Any = True) -> Any:
+def _einsum_sublists(args: tuple) -> tuple[str, tuple]:
+    """NumPy's sublist form ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` as a subscript string."""
+    def letters(sub: Any) -> str:
+        out = ""
+        for k in sub:
+            if k is Ellipsis:
+                out += "..."
+            elif isinstance(k, int | _np.integer) and 0 <= k < 52:
+                out += string.ascii_letters[int(k)]
+            else:
+                raise ShapeError(f"einsum: sublist entries must be ints in [0, 52) or ..., got {k!r}")
+        return out
+
+    out = None
+    if len(args) % 2 == 1:  # an odd count: the last entry is the output sublist
+        args, out = args[:-1], letters(args[-1])
+    operands, subs = list(args[0::2]), list(args[1::2])
+    text = ",".join(letters(sub) for sub in subs)
+    return (text if out is None else f"{text}->{out}"), tuple(operands)
+
+
+def einsum(subscripts: Any, *operands: Any, optimize: Any = True) -> Any:
     """Einstein summation; ellipses and implicit output are expanded to explicit letters."""
+    if not isinstance(subscripts, str):
+        subscripts, operands = _einsum_sublists((subscripts, *operands))
     subscripts = subscripts.replace(" ", "")
     ins, _, out = subscripts.partition("->")
     in_subs = ins.split(",")
@@ -365,9 +422,17 @@ def dot(a: Any, b: Any) -> Any:
     if nb <= 2:
         return matmul(a, b)
     # N-D: sum over the last axis of a and the second-to-last of b.
-    la, lb = string.ascii_lowercase[:na], string.ascii_uppercase[:nb]
-    lb = lb[:-2] + la[-1] + lb[-1]
-    return _la.einsum(f"{la},{lb}->{la[:-1]}{lb[:-2]}{lb[-1]}", a, b)
+    return tensordot(a, b, ([na - 1], [nb - 2]))
+
+
+def _tensordot_matmul(a: Any, b: Any, ax_a: list[int], ax_b: list[int]) -> Any:
+    """tensordot as one matmul of (free_a, K) by (K, free_b): any rank, no einsum letters."""
+    free_a = [i for i in range(_nd(a)) if i not in ax_a]
+    free_b = [j for j in range(_nd(b)) if j not in ax_b]
+    k = math.prod(_shape(a)[i] for i in ax_a)
+    a2 = reshape(_sh.transpose(a, tuple(free_a + ax_a)), (math.prod(_shape(a)[i] for i in free_a), k))
+    b2 = reshape(_sh.transpose(b, tuple(ax_b + free_b)), (k, math.prod(_shape(b)[j] for j in free_b)))
+    return reshape(matmul(a2, b2), tuple(_shape(a)[i] for i in free_a) + tuple(_shape(b)[j] for j in free_b))
 
 
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
@@ -376,10 +441,14 @@ def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
         ax_a, ax_b = list(range(na - axes, na)), list(range(int(axes)))
     else:
         ax_a, ax_b = [_np.atleast_1d(x).tolist() for x in axes]
-    ax_a = [x % na for x in ax_a]
-    ax_b = [x % nb for x in ax_b]
-    la = list(string.ascii_lowercase[:na])
-    lb = list(string.ascii_uppercase[:nb])
+    if len(ax_a) != len(ax_b):
+        raise ShapeError(f"tensordot: {len(ax_a)} axes of a against {len(ax_b)} axes of b")
+    ax_a = [normalize_axes(x, na, "tensordot")[0] for x in ax_a]
+    ax_b = [normalize_axes(x, nb, "tensordot")[0] for x in ax_b]
+    if na + nb > len(string.ascii_letters):  # einsum has 52 letters; ranks up to NumPy's 64 each
+        return _tensordot_matmul(a, b, ax_a, ax_b)
+    la = list(string.ascii_letters[:na])
+    lb = list(string.ascii_letters[na:na + nb])
     for i, j in zip(ax_a, ax_b):
         lb[j] = la[i]
     out = [c for i, c in enumerate(la) if i not in ax_a] + [c for j, c in enumerate(lb) if j not in ax_b]
@@ -391,6 +460,8 @@ def outer(a: Any, b: Any) -> Any:
 
 
 def inner(a: Any, b: Any) -> Any:
+    if _nd(a) == 0 or _nd(b) == 0:  # NumPy: a scalar operand multiplies
+        return multiply(a, b)
     return tensordot(a, b, axes=([-1], [-1]))
 
 

@@ -70,6 +70,38 @@ TG_FLOAT_FN(tg_floor, floorf, floor)
 TG_FLOAT_FN(tg_abs, fabsf, fabs)
 __device__ __forceinline__ float32 tg_pow(float32 a, float32 b) { return powf(a, b); }
 __device__ __forceinline__ float64 tg_pow(float64 a, float64 b) { return pow(a, b); }
+// np.floor_divide / np.remainder (the remainder takes the divisor's sign) / np.fmod (the
+// dividend's sign); integer division by 0 gives 0 as in NumPy; floats follow npy_divmod
+template <typename T> __device__ __forceinline__ T tg_floor_divide(T a, T b) {
+    if (b == 0) return 0;
+    T q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? T(q - 1) : q;
+}
+template <typename T> __device__ __forceinline__ T tg_remainder(T a, T b) {
+    if (b == 0) return 0;
+    T r = a % b;
+    return (r != 0 && ((r < 0) != (b < 0))) ? T(r + b) : r;
+}
+template <typename T> __device__ __forceinline__ T tg_fmod(T a, T b) { return b == 0 ? T(0) : T(a % b); }
+#define TG_FLOAT_DIVMOD(T, FMOD, FLOOR, COPYSIGN) \
+    __device__ __forceinline__ T tg_remainder(T a, T b) { \
+        T m = FMOD(a, b); \
+        if (b == 0) return m; \
+        if (m != 0) { if ((b < 0) != (m < 0)) m += b; } else m = COPYSIGN(T(0), b); \
+        return m; \
+    } \
+    __device__ __forceinline__ T tg_floor_divide(T a, T b) { \
+        if (b == 0) return a / b; \
+        T m = FMOD(a, b); \
+        T d = (a - m) / b; \
+        if (m != 0 && ((b < 0) != (m < 0))) d -= T(1); \
+        if (d == 0) return COPYSIGN(T(0), a / b); \
+        T f = FLOOR(d); \
+        return d - f > T(0.5) ? T(f + 1) : f; \
+    } \
+    __device__ __forceinline__ T tg_fmod(T a, T b) { return FMOD(a, b); }
+TG_FLOAT_DIVMOD(float32, fmodf, floorf, copysignf)
+TG_FLOAT_DIVMOD(float64, fmod, floor, copysign)
 // ---- end of preamble
 """
 

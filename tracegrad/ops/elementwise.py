@@ -307,6 +307,52 @@ def clip_vjp(ct, primals, y):
 
 where_p.vjp, clip_p.vjp = where_vjp, clip_vjp
 
+# ---------------------------------------------------------------- floor division and remainders
+# NumPy's divmod family. floor_divide is piecewise constant (zero derivative); remainder
+# a - b * floor(a / b) has derivative 1 in a and -floor(a / b) in b (fmod: -trunc(a / b)).
+floor_divide_p = declare("floor_divide", _call("np.floor_divide"), elementwise=True, numpy_ufunc="np.floor_divide",
+                         differentiable=False, cuda=_c_call("tg_floor_divide"))
+remainder_p = declare("remainder", _call("np.remainder"), elementwise=True, numpy_ufunc="np.remainder",
+                      cuda=_c_call("tg_remainder"))
+fmod_p = declare("fmod", _call("np.fmod"), elementwise=True, numpy_ufunc="np.fmod", cuda=_c_call("tg_fmod"))
+
+
+def floor_divide(a: Any, b: Any) -> Any: return bind(floor_divide_p, a, b)
+def remainder(a: Any, b: Any) -> Any: return bind(remainder_p, a, b)
+def fmod(a: Any, b: Any) -> Any: return bind(fmod_p, a, b)
+
+
+def _remainder_db(prim):
+    """d/db of ``y = prim(a, b)``: minus the integer quotient (floor for remainder, trunc for
+    fmod), recovered exactly from y: (a - y) / b is an integer up to rounding."""
+    if prim is remainder_p:
+        return lambda a, b, y: neg(floor_divide(a, b))
+    return lambda a, b, y: neg(floor(add(div(sub(a, y), b), 0.5)))
+
+
+def _remainder_rules(prim):
+    db = _remainder_db(prim)
+
+    def jvp(primals, tangents):
+        a, b = primals
+        ta, tb = tangents
+        y = bind(prim, a, b)
+        out = aval_of(y)
+        if not out.is_float:
+            return y, T.Zero(out)
+        t_b = T.scale(tb, db(a, b, y), out) if not T.is_zero(tb) else tb
+        return y, T.add(out, ta, t_b)
+
+    def vjp(ct, primals, y):
+        a, b = primals
+        return unbroadcast(ct, aval_of(a)), unbroadcast(mul(ct, db(a, b, y)), aval_of(b))
+
+    prim.jvp, prim.vjp = jvp, vjp
+
+
+_remainder_rules(remainder_p)
+_remainder_rules(fmod_p)
+
 # ---------------------------------------------------------------- smooth two-operand functions
 # logaddexp is a primitive (not max + log1p(exp(-|a - b|))) so that its derivative is the
 # smooth weight exp(a - y): a composite through maximum/abs takes a one-sided derivative at

@@ -34,10 +34,12 @@ def _tables() -> tuple[dict[Any, Any], dict[Any, Any]]:
         np.logaddexp: tnp.logaddexp, np.matmul: tnp.matmul,
         np.bitwise_and: tnp.bitwise_and, np.bitwise_or: tnp.bitwise_or, np.bitwise_xor: tnp.bitwise_xor,
         np.invert: tnp.invert, np.left_shift: tnp.left_shift, np.right_shift: tnp.right_shift,
+        np.floor_divide: tnp.floor_divide, np.remainder: tnp.remainder, np.fmod: tnp.fmod,
+        np.divmod: tnp.divmod,
     }
     functions = {
         np.sum: tnp.sum, np.mean: tnp.mean, np.max: tnp.max, np.amax: tnp.max, np.min: tnp.min,
-        np.amin: tnp.min, np.var: tnp.var, np.std: tnp.std, np.argmax: tnp.argmax,
+        np.amin: tnp.min, np.prod: tnp.prod, np.var: tnp.var, np.std: tnp.std, np.argmax: tnp.argmax,
         np.argmin: tnp.argmin, np.dot: tnp.dot, np.tensordot: tnp.tensordot, np.einsum: tnp.einsum,
         np.outer: tnp.outer, np.inner: tnp.inner, np.reshape: tnp.reshape, np.ravel: tnp.ravel,
         np.transpose: tnp.transpose, np.swapaxes: tnp.swapaxes, np.moveaxis: tnp.moveaxis,

@@ -257,6 +257,12 @@ class Tracer:
     def __rmul__(self, o): return _tnp().multiply(o, self)
     def __truediv__(self, o): return _tnp().divide(self, o)
     def __rtruediv__(self, o): return _tnp().divide(o, self)
+    def __floordiv__(self, o): return _tnp().floor_divide(self, o)
+    def __rfloordiv__(self, o): return _tnp().floor_divide(o, self)
+    def __mod__(self, o): return _tnp().remainder(self, o)
+    def __rmod__(self, o): return _tnp().remainder(o, self)
+    def __divmod__(self, o): return _tnp().divmod(self, o)
+    def __rdivmod__(self, o): return _tnp().divmod(o, self)
     def __pow__(self, o): return _tnp().power(self, o)
     def __rpow__(self, o): return _tnp().power(o, self)
     def __matmul__(self, o): return _tnp().matmul(self, o)
@@ -318,6 +324,8 @@ class Tracer:
         return _tnp().sum(self, axis=axis, dtype=dtype, keepdims=keepdims)
     def mean(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().mean(self, axis=axis, dtype=dtype, keepdims=keepdims)
+    def prod(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
+        return _tnp().prod(self, axis=axis, dtype=dtype, keepdims=keepdims)
     def max(self, axis: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().max(self, axis=axis, keepdims=keepdims)
     def min(self, axis: Any = None, keepdims: bool = False) -> Tracer:
