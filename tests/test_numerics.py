@@ -348,3 +348,12 @@ def test_einsum_sublist_form():
                          ids=["vstack_array", "hstack_array", "vstack_list", "hstack_list", "vstack_two", "hstack_two"])
 def test_stacking_a_single_1d_array(fn):
     _check_all(fn, np.array([1.0, -2.0, 3.0]))
+
+
+def test_arrays_of_rank_above_32():
+    x = np.random.default_rng(0).standard_normal((2,) + (1,) * 38 + (3,))  # NumPy allows 64 dimensions
+    for fn in (lambda x: np.sum(x * 2 + x[:1], axis=0), lambda x: np.var(x, axis=(0, 39)), lambda x: x.T[..., None] * x / 2 + x @ np.ones((3, 2))[:, :1]):
+        np.testing.assert_allclose(tg.compile(fn)(x), fn(x))
+        check_jvp(fn, (x,))
+    with pytest.raises(TracegradError, match="cannot be broadcast"):
+        tg.compile(lambda x: x + np.ones(4))(x)
