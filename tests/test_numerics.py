@@ -357,3 +357,12 @@ def test_arrays_of_rank_above_32():
         check_jvp(fn, (x,))
     with pytest.raises(TracegradError, match="cannot be broadcast"):
         tg.compile(lambda x: x + np.ones(4))(x)
+
+
+@pytest.mark.parametrize("fn", [lambda x: np.max(x, axis=0), lambda x: np.min(x), lambda x: np.argmax(x, axis=0),
+                                lambda x: x.argmin(), lambda x: np.amax(x, axis=(0, 1))])
+def test_extremum_over_nothing_is_a_clear_error(fn):
+    with pytest.raises(ValueError, match="zero-size") as info:
+        tg.compile(fn)(np.zeros((0, 3)))
+    assert isinstance(info.value, TracegradError) and "test_numerics.py" in str(info.value)
+    np.testing.assert_array_equal(tg.compile(lambda x: np.max(x, axis=1))(np.zeros((0, 3))), np.zeros(0))

@@ -172,12 +172,23 @@ def prod(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) ->
     return acc
 
 
+def _no_empty_extremum(x: Any, axes: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """NumPy refuses max/min/argmax over nothing; say so at trace time, at the user's line."""
+    if aval_of(x).size == 0 and _reduce_count(x, axes) == 0:
+        raise ShapeError(f"{op}: zero-size array to a reduction that has no identity "
+                         f"(shape {_shape(x)}, axis {axes})", source=user_source(),
+                         hint="reduce over a non-empty axis, or use np.where with a default value")
+    return axes
+
+
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return _red.reduce_max(x, normalize_axes(axis, _nd(x), "max"), keepdims)
+    axes = _no_empty_extremum(x, normalize_axes(axis, _nd(x), "max"), "max")
+    return _red.reduce_max(x, axes, keepdims)
 
 
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return _red.reduce_min(x, normalize_axes(axis, _nd(x), "min"), keepdims)
+    axes = _no_empty_extremum(x, normalize_axes(axis, _nd(x), "min"), "min")
+    return _red.reduce_min(x, axes, keepdims)
 
 
 amax, amin = max, min
@@ -206,10 +217,12 @@ def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
 
 
 def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmax"), "argmax")
     return _red.argmax(x, None if axis is None else normalize_axes(axis, _nd(x), "argmax")[0], keepdims)
 
 
 def argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmin"), "argmin")
     return _red.argmin(x, None if axis is None else normalize_axes(axis, _nd(x), "argmin")[0], keepdims)
 
 
