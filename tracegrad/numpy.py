@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as _np
 
-from .errors import ShapeError, UnsupportedOperationError
+from .errors import IndexOutOfBoundsError, ShapeError, UnsupportedOperationError
 from .ops import elementwise as _ew
 from .ops import indexing as _ix
 from .ops import linalg as _la
@@ -72,6 +72,10 @@ astype, stop_gradient = _ew.astype, _ew.stop_gradient
 bitwise_and, bitwise_or, bitwise_xor, invert = _ew.bitwise_and, _ew.bitwise_or, _ew.bitwise_xor, _ew.invert
 bitwise_not, left_shift, right_shift = _ew.invert, _ew.left_shift, _ew.right_shift
 floor_divide, remainder, mod, fmod = _ew.floor_divide, _ew.remainder, _ew.remainder, _ew.fmod
+
+
+def logical_xor(a: Any, b: Any) -> Any:
+    return not_equal(astype(a, bool), astype(b, bool))
 
 
 def divmod(a: Any, b: Any) -> tuple[Any, Any]:
@@ -353,6 +357,12 @@ def getitem(x: Any, idx: Any) -> Any:
                     raise UnsupportedOperationError(
                         "boolean-mask indexing with a traced mask gives a data-dependent shape",
                         source=user_source(), hint="use np.where(mask, x, 0) (and a masked sum/mean)")
+                at = builtins.sum(1 for e in template if e[0] != "none")  # x's axis the mask starts at
+                if tuple(i.shape) != _shape(x)[at:at + i.ndim]:
+                    raise IndexOutOfBoundsError(
+                        f"boolean index of shape {i.shape} does not match the indexed array's axes "
+                        f"{_shape(x)[at:at + i.ndim]} (from axis {at})", source=user_source(),
+                        hint="a boolean mask must have the shape of the axes it selects from")
                 nz = _np.nonzero(i)
                 for k in nz:
                     template.append(("arr", len(arrays)))

@@ -35,7 +35,7 @@ def _tables() -> tuple[dict[Any, Any], dict[Any, Any]]:
         np.bitwise_and: tnp.bitwise_and, np.bitwise_or: tnp.bitwise_or, np.bitwise_xor: tnp.bitwise_xor,
         np.invert: tnp.invert, np.left_shift: tnp.left_shift, np.right_shift: tnp.right_shift,
         np.floor_divide: tnp.floor_divide, np.remainder: tnp.remainder, np.fmod: tnp.fmod,
-        np.divmod: tnp.divmod,
+        np.divmod: tnp.divmod, np.logical_xor: tnp.logical_xor,
     }
     functions = {
         np.sum: tnp.sum, np.mean: tnp.mean, np.max: tnp.max, np.amax: tnp.max, np.min: tnp.min,
