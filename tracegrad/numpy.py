@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as _np
 
-from .errors import IndexOutOfBoundsError, ShapeError, UnsupportedOperationError
+from .errors import IndexOutOfBoundsError as _IndexOutOfBoundsError
+from .errors import ShapeError, UnsupportedOperationError
 from .ops import elementwise as _ew
 from .ops import indexing as _ix
 from .ops import linalg as _la
@@ -359,7 +360,7 @@ def getitem(x: Any, idx: Any) -> Any:
                         source=user_source(), hint="use np.where(mask, x, 0) (and a masked sum/mean)")
                 at = builtins.sum(1 for e in template if e[0] != "none")  # x's axis the mask starts at
                 if tuple(i.shape) != _shape(x)[at:at + i.ndim]:
-                    raise IndexOutOfBoundsError(
+                    raise _IndexOutOfBoundsError(
                         f"boolean index of shape {i.shape} does not match the indexed array's axes "
                         f"{_shape(x)[at:at + i.ndim]} (from axis {at})", source=user_source(),
                         hint="a boolean mask must have the shape of the axes it selects from")
