@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from .ad import jvp_graph, vjp_graph
 from .backends import Executable, get_backend
 from .errors import ArgumentTypeError, GradientError, TangentError
 from .ir import Aval, Graph
 from .tracing.tracer import GraphBuilder, Tracer
-from .transforms import jvp_graph, optimize, vjp_graph
+from .transforms import optimize
 from .tree import TreeDef, tree_flatten, tree_unflatten
 
 __all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]

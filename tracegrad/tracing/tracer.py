@@ -147,9 +147,9 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
 
 
 def _tnp() -> Any:
-    from .. import numpy as tnp
+    from .dispatch import numpy_namespace  # tracegrad.numpy, which sits above this layer
 
-    return tnp
+    return numpy_namespace()
 
 
 class Tracer:
