@@ -209,6 +209,8 @@ cos_p = declare("cos", _call("np.cos"), elementwise=True, numpy_names=("cos",), 
                 cuda_helper=_c_float_fn("cos", "cosf", "cos"))
 tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, numpy_names=("tanh",), cuda=_c_call("tg_tanh"),
                  cuda_helper=_c_float_fn("tanh", "tanhf", "tanh"))
+arctan_p = declare("arctan", _call("np.arctan"), elementwise=True, numpy_names=("arctan",), cuda=_c_call("tg_arctan"),
+                   cuda_helper=_c_float_fn("arctan", "atanf", "atan"))
 # logistic(x) = 1 / (1 + e^-x), written through tanh: exact, and never overflows.
 logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True, fresh=True,
                      cuda=lambda x: f"0.5f * tg_tanh(0.5f * {x}) + 0.5f")
@@ -235,8 +237,9 @@ defjvp_unary(sin_p, lambda x, y: cos(x))
 defjvp_unary(cos_p, lambda x, y: neg(sin(x)))
 defjvp_unary(tanh_p, lambda x, y: sub(1, mul(y, y)))
 defjvp_unary(logistic_p, lambda x, y: mul(y, sub(1, y)))
+defjvp_unary(arctan_p, lambda x, y: div(1, add(1, mul(x, x))))
 
-for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p):
+for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p, arctan_p):
     defvjp_unary(_p)  # ct * f'(x), with the derivative factor registered above
 
 # ---------------------------------------------------------------- selection

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from ..errors import set_locator
 from ..ir import SourceInfo
 
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -45,3 +46,6 @@ def user_source(depth: int = 1) -> SourceInfo | None:
             return SourceInfo(filename, lineno, frame.f_code.co_name, linecache.getline(filename, lineno))
         frame = frame.f_back
     return None
+
+
+set_locator(user_source)
