@@ -12,24 +12,36 @@ from __future__ import annotations
 import builtins
 import math
 import string
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as _np
 
 from .errors import ShapeError, UnsupportedOperationError
+from .ir import PRIMITIVES as _PRIMITIVES
 from .ops import elementwise as _ew
 from .ops import indexing as _ix
 from .ops import linalg as _la
 from .ops import reductions as _red
 from .ops import shape as _sh
 from .ops._rules import normalize_axes
+from .tracing import dispatch as _dispatch
+from .tracing.dispatch import implements as _implements
 from .tracing.source import user_source
 from .tracing.tracer import Tracer, aval_of
 
 ndarray = _np.ndarray
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
+
+# Every primitive's NumPy-facing function, under each NumPy name it declares
+# (``declare(..., numpy_names=...)`` in tracegrad/ops): np.add -> add, np.sum -> sum, ...
+for _prim in _PRIMITIVES.values():
+    for _name in _prim.numpy_names:
+        if "." not in _name:
+            globals()[_name] = _prim.numpy_fn
+del _prim, _name
 
 
 def _nd(x: Any) -> int:
@@ -40,6 +52,7 @@ def _shape(x: Any) -> tuple[int, ...]:
     return aval_of(x).shape
 
 
+@_implements("asarray")
 def asarray(x: Any, dtype: Any = None) -> Any:
     """Tracers pass through (cast if ``dtype`` differs); anything else becomes a NumPy array."""
     if isinstance(x, Tracer):
@@ -47,81 +60,64 @@ def asarray(x: Any, dtype: Any = None) -> Any:
     return _np.asarray(x, dtype=dtype)
 
 
+@_implements("shape")
 def shape(x: Any) -> tuple[int, ...]:
     return _shape(x)
 
 
+@_implements("ndim")
 def ndim(x: Any) -> int:
     return _nd(x)
 
 
+@_implements("size")
 def size(x: Any) -> int:
     return aval_of(x).size
 
 
-# ---------------------------------------------------------------- elementwise
-add, subtract, multiply, divide = _ew.add, _ew.sub, _ew.mul, _ew.div
-true_divide, negative, power = _ew.div, _ew.neg, _ew.power
-maximum, minimum, exp, log, log1p, expm1 = _ew.maximum, _ew.minimum, _ew.exp, _ew.log, _ew.log1p, _ew.expm1
-sqrt, abs, absolute, sign, sin, cos, tanh = _ew.sqrt, _ew.abs, _ew.abs, _ew.sign, _ew.sin, _ew.cos, _ew.tanh
-equal, not_equal, less, less_equal = _ew.equal, _ew.not_equal, _ew.less, _ew.less_equal
-greater, greater_equal = _ew.greater, _ew.greater_equal
-logical_and, logical_or, logical_not, isfinite, floor = (
-    _ew.logical_and, _ew.logical_or, _ew.logical_not, _ew.isfinite, _ew.floor)
+# ---------------------------------------------------------------- elementwise (tracegrad's own)
 astype, stop_gradient = _ew.astype, _ew.stop_gradient
 sigmoid = logistic = _ew.logistic
 
 
+@_implements("positive")
 def positive(x: Any) -> Any:
     return x
 
 
+@_implements("square")
 def square(x: Any) -> Any:
-    return multiply(x, x)
+    return _ew.mul(x, x)
 
 
+@_implements("reciprocal")
 def reciprocal(x: Any) -> Any:
-    return divide(1, x)
+    return _ew.div(1, x)
 
 
+@_implements("log2")
 def log2(x: Any) -> Any:
-    return multiply(log(x), 1 / math.log(2))
+    return _ew.mul(_ew.log(x), 1 / math.log(2))
 
 
+@_implements("log10")
 def log10(x: Any) -> Any:
-    return multiply(log(x), 1 / math.log(10))
+    return _ew.mul(_ew.log(x), 1 / math.log(10))
 
 
 def relu(x: Any) -> Any:
-    return maximum(x, 0)
+    return _ew.maximum(x, 0)
 
 
+@_implements("logaddexp")
 def logaddexp(a: Any, b: Any) -> Any:
     """log(e^a + e^b) without overflow."""
-    m = maximum(a, b)
-    return add(m, log1p(exp(negative(abs(subtract(a, b))))))
+    m = _ew.maximum(a, b)
+    return _ew.add(m, _ew.log1p(_ew.exp(_ew.neg(_ew.abs(_ew.sub(a, b))))))
 
 
 def softplus(x: Any) -> Any:
     return logaddexp(x, 0.0)
-
-
-def where(condition: Any, x: Any = None, y: Any = None) -> Any:
-    if x is None or y is None:
-        raise UnsupportedOperationError(
-            "np.where(condition) with one argument returns data-dependent indices and is not traceable",
-            source=user_source(), hint="use the three-argument form np.where(condition, a, b)")
-    return _ew.where(condition, x, y)
-
-
-def clip(x: Any, a_min: Any = None, a_max: Any = None) -> Any:
-    if a_min is None and a_max is None:
-        raise ValueError("clip: one of a_min and a_max must be given")
-    if a_min is None:
-        return minimum(x, a_max)
-    if a_max is None:
-        return maximum(x, a_min)
-    return _ew.clip(x, a_min, a_max)
 
 
 # ---------------------------------------------------------------- reductions
@@ -129,76 +125,42 @@ def _reduce_count(x: Any, axes: tuple[int, ...]) -> int:
     return math.prod(_shape(x)[a] for a in axes)
 
 
-def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
-    out = _red.reduce_sum(x, normalize_axes(axis, _nd(x), "sum"), keepdims)
-    return astype(out, dtype) if dtype is not None else out
-
-
+@_implements("mean")
 def mean(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
     axes = normalize_axes(axis, _nd(x), "mean")
-    out = divide(_red.reduce_sum(x, axes, keepdims), _reduce_count(x, axes))
+    out = _ew.div(_red.reduce_sum(x, axes, keepdims), _reduce_count(x, axes))
     return astype(out, dtype) if dtype is not None else out
 
 
-def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return _red.reduce_max(x, normalize_axes(axis, _nd(x), "max"), keepdims)
-
-
-def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return _red.reduce_min(x, normalize_axes(axis, _nd(x), "min"), keepdims)
-
-
-amax, amin = max, min
-
-
+@_implements("var")
 def var(x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
     axes = normalize_axes(axis, _nd(x), "var")
-    centered = subtract(x, mean(x, axes, keepdims=True))
+    centered = _ew.sub(x, mean(x, axes, keepdims=True))
     n = _reduce_count(x, axes)
-    return divide(_red.reduce_sum(multiply(centered, centered), axes, keepdims), n - ddof)
+    return _ew.div(_red.reduce_sum(_ew.mul(centered, centered), axes, keepdims), n - ddof)
 
 
+@_implements("std")
 def std(x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
-    return sqrt(var(x, axis, ddof=ddof, keepdims=keepdims))
+    return _ew.sqrt(var(x, axis, ddof=ddof, keepdims=keepdims))
 
 
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     """log(sum(exp(x))) computed stably (the shift by the max needs no derivative)."""
     axes = normalize_axes(axis, _nd(x), "logsumexp")
     m = stop_gradient(_red.reduce_max(x, axes, True))
-    s = log(_red.reduce_sum(exp(subtract(x, m)), axes, True))
-    out = add(s, m)
+    s = _ew.log(_red.reduce_sum(_ew.exp(_ew.sub(x, m)), axes, True))
+    out = _ew.add(s, m)
     return out if keepdims else squeeze(out, axes)
 
 
-def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
-    return _red.argmax(x, None if axis is None else normalize_axes(axis, _nd(x), "argmax")[0], keepdims)
-
-
-def argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
-    return _red.argmin(x, None if axis is None else normalize_axes(axis, _nd(x), "argmin")[0], keepdims)
-
-
 # ---------------------------------------------------------------- shapes
-def reshape(x: Any, shape: Any, order: str = "C") -> Any:
-    if order != "C":
-        raise UnsupportedOperationError(f"reshape with order={order!r}", source=user_source(),
-                                        hint="only C order is supported")
-    if isinstance(shape, int | _np.integer):
-        shape = (int(shape),)
-    return _sh.reshape(x, tuple(shape))
-
-
+@_implements("ravel")
 def ravel(x: Any) -> Any:
-    return reshape(x, (-1,))
+    return _sh.reshape(x, (-1,))
 
 
-def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
-    nd = _nd(x)
-    perm = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
-    return _sh.transpose(x, perm)
-
-
+@_implements("swapaxes")
 def swapaxes(x: Any, axis1: int, axis2: int) -> Any:
     nd = _nd(x)
     perm = list(range(nd))
@@ -207,6 +169,7 @@ def swapaxes(x: Any, axis1: int, axis2: int) -> Any:
     return _sh.transpose(x, tuple(perm))
 
 
+@_implements("moveaxis")
 def moveaxis(x: Any, source: Any, destination: Any) -> Any:
     nd = _nd(x)
     src = [normalize_axes(s, nd, "moveaxis")[0] for s in _np.atleast_1d(source)]
@@ -217,6 +180,7 @@ def moveaxis(x: Any, source: Any, destination: Any) -> Any:
     return _sh.transpose(x, tuple(order))
 
 
+@_implements("expand_dims")
 def expand_dims(x: Any, axis: Any) -> Any:
     axes = (axis,) if isinstance(axis, int | _np.integer) else tuple(axis)
     nd = _nd(x) + len(axes)
@@ -225,6 +189,7 @@ def expand_dims(x: Any, axis: Any) -> Any:
     return _sh.reshape(x, tuple(1 if i in axes else next(it) for i in range(nd)))
 
 
+@_implements("squeeze")
 def squeeze(x: Any, axis: Any = None) -> Any:
     shp = _shape(x)
     if axis is None:
@@ -237,31 +202,22 @@ def squeeze(x: Any, axis: Any = None) -> Any:
     return _sh.reshape(x, tuple(d for i, d in enumerate(shp) if i not in axes))
 
 
-def broadcast_to(x: Any, shape: Any) -> Any:
-    return _sh.broadcast_to(x, (shape,) if isinstance(shape, int) else tuple(shape))
-
-
-def concatenate(arrays: Sequence[Any], axis: int | None = 0) -> Any:
-    arrays = list(arrays)
-    if axis is None:
-        arrays, axis = [ravel(a) for a in arrays], 0
-    axis = normalize_axes(axis, _nd(arrays[0]), "concatenate")[0]
-    return _sh.concatenate(arrays, axis)
-
-
+@_implements("stack")
 def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
     arrays = list(arrays)
     axis = normalize_axes(axis, _nd(arrays[0]) + 1, "stack")[0]
     return _sh.concatenate([expand_dims(a, axis) for a in arrays], axis)
 
 
+@_implements("hstack")
 def hstack(arrays: Sequence[Any]) -> Any:
     arrays = list(arrays)
-    return concatenate(arrays, 0 if _nd(arrays[0]) == 1 else 1)
+    return _sh.np_concatenate(arrays, 0 if _nd(arrays[0]) == 1 else 1)
 
 
+@_implements("vstack")
 def vstack(arrays: Sequence[Any]) -> Any:
-    return concatenate([reshape(a, (1, -1)) if _nd(a) == 1 else a for a in arrays], 0)
+    return _sh.np_concatenate([_sh.reshape(a, (1, -1)) if _nd(a) == 1 else a for a in arrays], 0)
 
 
 # ---------------------------------------------------------------- indexing
@@ -315,12 +271,7 @@ def getitem(x: Any, idx: Any) -> Any:
     return _ix.index(x, tuple(template), arrays)
 
 
-def take_along_axis(arr: Any, indices: Any, axis: int | None) -> Any:
-    if axis is None:
-        return take_along_axis(ravel(arr), indices, 0)
-    return _ix.take_along_axis(arr, indices, normalize_axes(axis, _nd(arr), "take_along_axis")[0])
-
-
+@_implements("take")
 def take(a: Any, indices: Any, axis: int | None = None) -> Any:
     if axis is None:
         return getitem(ravel(a), indices)
@@ -329,46 +280,20 @@ def take(a: Any, indices: Any, axis: int | None = None) -> Any:
 
 
 # ---------------------------------------------------------------- linear algebra
-matmul = _la.matmul
-
-
-def einsum(subscripts: str, *operands: Any, optimize: Any = True) -> Any:
-    """Einstein summation; ellipses and implicit output are expanded to explicit letters."""
-    subscripts = subscripts.replace(" ", "")
-    ins, _, out = subscripts.partition("->")
-    in_subs = ins.split(",")
-    if len(in_subs) != len(operands):
-        raise ShapeError(f"einsum: {subscripts!r} names {len(in_subs)} operands, got {len(operands)}")
-    used = set(subscripts)
-    spare = [c for c in string.ascii_letters if c not in used]
-    ell_rank = builtins.max([_nd(op) - (len(s) - 3) for s, op in zip(in_subs, operands) if "..." in s] or [0])
-    ell = "".join(spare[:ell_rank])
-    expanded = []
-    for s, op in zip(in_subs, operands):
-        if "..." in s:
-            k = _nd(op) - (len(s) - 3)
-            s = s.replace("...", ell[ell_rank - k:])
-        expanded.append(s)
-    if "->" not in subscripts:
-        letters = "".join(expanded)
-        out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
-    else:
-        out = out.replace("...", ell)
-    return _la.einsum(",".join(expanded) + "->" + out, *operands)
-
-
+@_implements("dot")
 def dot(a: Any, b: Any) -> Any:
     na, nb = _nd(a), _nd(b)
     if na == 0 or nb == 0:
-        return multiply(a, b)
+        return _ew.mul(a, b)
     if nb <= 2:
-        return matmul(a, b)
+        return _la.matmul(a, b)
     # N-D: sum over the last axis of a and the second-to-last of b.
     la, lb = string.ascii_lowercase[:na], string.ascii_uppercase[:nb]
     lb = lb[:-2] + la[-1] + lb[-1]
     return _la.einsum(f"{la},{lb}->{la[:-1]}{lb[:-2]}{lb[-1]}", a, b)
 
 
+@_implements("tensordot")
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     na, nb = _nd(a), _nd(b)
     if isinstance(axes, int | _np.integer):
@@ -385,10 +310,12 @@ def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     return _la.einsum(f"{''.join(la)},{''.join(lb)}->{''.join(out)}", a, b)
 
 
+@_implements("outer")
 def outer(a: Any, b: Any) -> Any:
-    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+    return _ew.mul(_sh.reshape(a, (-1, 1)), _sh.reshape(b, (1, -1)))
 
 
+@_implements("inner")
 def inner(a: Any, b: Any) -> Any:
     return tensordot(a, b, axes=([-1], [-1]))
 
@@ -410,16 +337,19 @@ def arange(*args: Any, **kwargs: Any) -> _np.ndarray:
     return _np.arange(*args, **kwargs)
 
 
+@_implements("zeros_like")
 def zeros_like(x: Any, dtype: Any = None) -> _np.ndarray:
     a = aval_of(x)
     return _np.zeros(a.shape, dtype or a.dtype)
 
 
+@_implements("ones_like")
 def ones_like(x: Any, dtype: Any = None) -> _np.ndarray:
     a = aval_of(x)
     return _np.ones(a.shape, dtype or a.dtype)
 
 
+@_implements("full_like")
 def full_like(x: Any, fill_value: Any, dtype: Any = None) -> _np.ndarray:
     a = aval_of(x)
     return _np.full(a.shape, fill_value, dtype or a.dtype)
@@ -427,23 +357,27 @@ def full_like(x: Any, fill_value: Any, dtype: Any = None) -> _np.ndarray:
 
 # ---------------------------------------------------------------- neural-network helpers
 def softmax(x: Any, axis: int = -1) -> Any:
-    z = exp(subtract(x, stop_gradient(max(x, axis, keepdims=True))))
-    return divide(z, sum(z, axis, keepdims=True))
+    z = _ew.exp(_ew.sub(x, stop_gradient(_red.np_max(x, axis, keepdims=True))))
+    return _ew.div(z, _red.np_sum(z, axis, keepdims=True))
 
 
 def log_softmax(x: Any, axis: int = -1) -> Any:
-    return subtract(x, logsumexp(x, axis, keepdims=True))
+    return _ew.sub(x, logsumexp(x, axis, keepdims=True))
 
 
 def one_hot(labels: Any, num_classes: int, dtype: Any = _np.float32) -> Any:
-    return astype(equal(expand_dims(labels, -1), _np.arange(num_classes)), dtype)
+    return astype(_ew.equal(expand_dims(labels, -1), _np.arange(num_classes)), dtype)
 
 
 def cross_entropy(logits: Any, labels: Any, axis: int = -1) -> Any:
     """Mean softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,)."""
     logp = log_softmax(logits, axis)
-    picked = take_along_axis(logp, expand_dims(labels, axis), axis)
-    return negative(mean(picked))
+    picked = _ix.np_take_along_axis(logp, expand_dims(labels, axis), axis)
+    return _ew.neg(mean(picked))
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "Any", "Sequence")]
+__all__ = [n for n in sorted(globals())
+           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
+                                                 "Sequence", "ShapeError", "UnsupportedOperationError",
+                                                 "Tracer", "aval_of", "normalize_axes", "user_source")]
+_dispatch.register_namespace(sys.modules[__name__])

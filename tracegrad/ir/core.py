@@ -11,9 +11,9 @@ from __future__ import annotations
 import keyword
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -305,45 +305,39 @@ class Graph:
         env = self.values(*args)
         return [env[a] if isinstance(a, Var) else a.value for a in self.outputs]
 
-    # -- seeing the graph (``tracegrad.viz``; imported on first use) ------------------
+    # -- seeing the graph (``tracegrad.viz``, which sits above the IR: the top-level
+    # package installs it as ``Graph.views`` and imports it on first use) ---------------
+    views: ClassVar[Callable[[], Any] | None] = None
+
+    def _views(self) -> Any:
+        if Graph.views is None:
+            raise RuntimeError("graph views need tracegrad.viz; import tracegrad first")
+        return Graph.views()
+
     def to_networkx(self, *, values: Any = None) -> Any:
         """A ``networkx.DiGraph`` of inputs, constants, nodes and outputs; edges carry the
         operand index and shape. See ``tracegrad.viz.networkx`` for the attributes."""
-        from ..viz import to_networkx
-
-        return to_networkx(self, values=values)
+        return self._views().to_networkx(self, values=values)
 
     def to_dot(self, *, values: Any = None) -> str:
         """Graphviz DOT text: primal nodes blue, tangent nodes orange, fusion groups as clusters.
         ``values``: the graph's input arrays (or a ``{Var: value}`` map) to print on nodes."""
-        from ..viz import to_dot
-
-        return to_dot(self, values=values)
+        return self._views().to_dot(self, values=values)
 
     def render(self, path: Any, *, values: Any = None) -> Any:
         """Write the graph to ``path`` as .svg, .png, .dot, .txt or .html (from the suffix)."""
-        from ..viz import render
-
-        return render(self, path, values=values)
+        return self._views().render(self, path, values=values)
 
     def to_html(self, path: Any = None, *, values: Any = None) -> str:
         """A self-contained HTML page: the diagram, a node table and a detail panel."""
-        from ..viz import to_html
-
-        return to_html(self, path, values=values)
+        return self._views().to_html(self, path, values=values)
 
     def stats(self) -> Any:
         """Node counts, FLOPs, bytes moved and the generated code's estimated peak memory."""
-        from ..viz import graph_stats
-
-        return graph_stats(self)
+        return self._views().graph_stats(self)
 
     def _repr_svg_(self) -> str | None:
-        from ..viz.dot import svg_or_none
-
-        return svg_or_none(self)
+        return self._views().dot.svg_or_none(self)
 
     def _repr_html_(self) -> str:
-        from ..viz.html import notebook_html
-
-        return notebook_html(self)
+        return self._views().html.notebook_html(self)

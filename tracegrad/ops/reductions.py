@@ -10,10 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from ..ad import tangents as T
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
-from ..transforms import tangents as T
-from ._rules import CudaReduction, declare, input_size_flops, probe_dtype
+from ._rules import (
+    CudaReduction,
+    declare,
+    input_size_flops,
+    normalize_axes,
+    numpy_function,
+    probe_dtype,
+)
 from .elementwise import astype, div, equal
 from .shape import broadcast_to, reshape
 
@@ -43,12 +50,15 @@ def _reduce_lowering(fn: str):
     return lower
 
 
-reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), fresh=True, linear=True,
-                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"))
+reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), fresh=True,
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"),
+                       fusion="reduction", numpy_names=("sum",))
 reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"), fresh=True,
-                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"))
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"),
+                       fusion="reduction", numpy_names=("max", "amax"))
 reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"), fresh=True,
-                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"))
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"),
+                       fusion="reduction", numpy_names=("min", "amin"))
 
 
 def reduce_sum(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
@@ -61,6 +71,27 @@ def reduce_max(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
 
 def reduce_min(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
     return bind(reduce_min_p, x, axes=tuple(axes), keepdims=bool(keepdims))
+
+
+def _nd(x: Any) -> int:
+    return len(aval_of(x).shape)
+
+
+@numpy_function(reduce_sum_p)
+def np_sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    """``np.sum``: ``axis`` an int, a tuple or None, negative axes allowed."""
+    out = reduce_sum(x, normalize_axes(axis, _nd(x), "sum"), keepdims)
+    return astype(out, dtype) if dtype is not None else out
+
+
+@numpy_function(reduce_max_p)
+def np_max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return reduce_max(x, normalize_axes(axis, _nd(x), "max"), keepdims)
+
+
+@numpy_function(reduce_min_p)
+def np_min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return reduce_min(x, normalize_axes(axis, _nd(x), "min"), keepdims)
 
 
 def _shift(axes: tuple[int, ...], nb: int) -> tuple[int, ...]:
@@ -131,8 +162,10 @@ def _arg_lowering(fn: str):
     return lower
 
 
-argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False, flops=input_size_flops)
-argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False, flops=input_size_flops)
+argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False, flops=input_size_flops,
+                   numpy_names=("argmax",))
+argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False, flops=input_size_flops,
+                   numpy_names=("argmin",))
 
 
 def argmax(x: Any, axis: int | None, keepdims: bool = False) -> Any:
@@ -141,3 +174,13 @@ def argmax(x: Any, axis: int | None, keepdims: bool = False) -> Any:
 
 def argmin(x: Any, axis: int | None, keepdims: bool = False) -> Any:
     return bind(argmin_p, x, axis=axis, keepdims=bool(keepdims))
+
+
+@numpy_function(argmax_p)
+def np_argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    return argmax(x, None if axis is None else normalize_axes(axis, _nd(x), "argmax")[0], keepdims)
+
+
+@numpy_function(argmin_p)
+def np_argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    return argmin(x, None if axis is None else normalize_axes(axis, _nd(x), "argmin")[0], keepdims)

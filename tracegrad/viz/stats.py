@@ -27,8 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.emit import live_temporary_bytes
 from ..ir import Graph, Literal, Node, Var
+from ..transforms.liveness import live_temporary_bytes
 
 __all__ = ["GraphStats", "NodeCost", "StatsComparison", "compare_stats", "graph_stats", "node_bytes"]
 
