@@ -158,8 +158,8 @@ def pick_engine(engine: str = "auto") -> str:
         raise GraphvizNotFoundError(
             "the 'dot' layout engine needs Graphviz's 'dot' program, which is not on PATH",
             hint="install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install "
-                 "graphviz; conda: conda install graphviz), or use the built-in layout (engine 'auto' "
-                 "or 'builtin')")
+                 "graphviz; conda: conda install graphviz), or use the built-in layout (engine=\"builtin\" "
+                 "in Python, --layout builtin on the command line)")
     if engine == "auto":
         return "dot" if dot_available() else "builtin"
     return engine
