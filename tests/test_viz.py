@@ -1,13 +1,15 @@
 """Seeing the graphs: networkx/DOT/SVG/PNG/HTML views, values on nodes, and cost statistics.
 
-Drawing tests need Graphviz's ``dot``; the HTML test needs Chromium; each skips with the
-reason when its program is missing.
+Tests of Graphviz's own drawings need ``dot``; the others hide it from PATH and check the
+built-in layout; the HTML tests need Chromium; each skips with the reason when its program
+is missing.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ import networkx as nx
 import numpy as np
 import pytest
 from op_cases import CASES
+from PIL import Image
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
@@ -31,9 +34,8 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz 'dot' not installed (apt-get install graphviz)")
 CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(c)), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None or shutil.which("dot") is None,
-                                    reason="headless HTML test needs chromium and Graphviz "
-                                           "(apt-get install chromium graphviz)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless HTML test needs chromium "
+                                                              "(apt-get install chromium)")
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 THETA = np.array([3.0, -1.0, 2.0])
@@ -255,8 +257,10 @@ def no_dot(tmp_path, monkeypatch):
     """A PATH without Graphviz, as after a bare ``pip install``."""
     empty = tmp_path / "empty-bin"
     empty.mkdir()
+    saved = os.environ.get("PATH", "")
     monkeypatch.setenv("PATH", str(empty))
     assert shutil.which("dot") is None
+    return saved
 
 
 def test_render_dot_and_txt_need_no_graphviz(seed_graphs, tmp_path, no_dot):
@@ -508,6 +512,45 @@ def test_html_view_in_headless_chromium(seed_graphs, tmp_path):
     assert _field(panel, "kind") == "input" and _field(panel, "role") == "tangent"
     assert _field(panel, "shape") == "f64[3]" and _field(panel, "value") == "[1, 0, 0]"
     assert re.search(r'<tr data-node="in1" class="tangent selected"', dom)
+
+
+def _viewport(dom: str) -> dict[str, float]:
+    m = re.search(r'<div id="viewport"([^>]*)>', dom)
+    assert m, "no viewport in the DOM"
+    return {k: float(v) for k, v in re.findall(r'data-([a-z-]+)="([-0-9.]+)"', m.group(1))}
+
+
+@needs_chromium
+def test_html_view_without_dot_in_chromium_zooms_and_groups_layers(tmp_path, monkeypatch, no_dot):
+    jg = _cnn_jvp()
+    page = tmp_path / "cnn.html"
+    html_text = jg.to_html(page)
+    assert 'data-engine="builtin"' in html_text
+    monkeypatch.setenv("PATH", no_dot)  # chromium's launcher script needs the usual PATH
+
+    # on load the whole graph fits; the "+" button and the wheel zoom about the centre; a
+    # click on a node still selects it
+    dom, shot = _chromium(page.as_uri() + "#zoom=in&wheel=-300&click=n9", tmp_path, "zoom")
+    vp = _viewport(dom)
+    fit = vp["fit-scale"]
+    assert 0.05 < fit < 1.0  # ~150 nodes: shrunk to fit
+    assert vp["scale"] == pytest.approx(fit * 1.25 * np.exp(300 * 0.0015), rel=1e-3)
+    assert 'data-selected="n9"' in _detail(dom)
+    assert re.search(r'<g id="n9" class="node selected"', dom)
+    counts = {c: n for n, c in Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 22)}
+    assert counts.get(tuple(bytes.fromhex(COLORS["tangent"][0][1:])), 0) > 2000  # zoomed-in boxes
+
+    # the layer list: one entry per run of a source line; a click zooms to that band
+    assert len(re.findall(r'<li data-group="grp\d+"', dom)) == 10
+    dom, _ = _chromium(page.as_uri() + "#zoom=grp3", tmp_path, "layer")
+    vp = _viewport(dom)
+    assert vp["scale"] > 2 * fit
+    assert re.search(r'<li data-group="grp3"[^>]*class="focus"', dom)
+    assert re.search(r'<g id="grp3" class="cluster focus"', dom)
+
+    dom, _ = _chromium(page.as_uri() + "#zoom=in&zoom=fit", tmp_path, "fit")
+    vp = _viewport(dom)
+    assert vp["scale"] == pytest.approx(vp["fit-scale"], rel=1e-6)
 
 
 def test_import_tracegrad_does_not_import_the_viz_package():
