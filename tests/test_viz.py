@@ -548,9 +548,6 @@ def test_html_view_without_dot_in_chromium_zooms_and_groups_layers(tmp_path, mon
     assert re.search(r'<li data-group="grp3"[^>]*class="focus"', dom)
     assert re.search(r'<g id="grp3" class="cluster focus"', dom)
 
-    dom, _ = _chromium(page.as_uri() + "#zoom=in&zoom=fit", tmp_path, "fit")
-    vp = _viewport(dom)
-    assert vp["scale"] == pytest.approx(vp["fit-scale"], rel=1e-6)
 
 
 def test_import_tracegrad_does_not_import_the_viz_package():

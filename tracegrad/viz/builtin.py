@@ -253,8 +253,8 @@ def scene_png(sc: Scene, dpi: int = 144) -> bytes:
     from matplotlib.patches import FancyBboxPatch, PathPatch, Polygon
     from matplotlib.path import Path as MPath
 
-    # keep the image under ~16k pixels a side (Agg's limit is 2^16; memory grows fast)
-    dpi = int(max(36, min(dpi, 16000 * 72 / max(sc.width, sc.height))))
+    # big graphs: at most ~8000 pixels a side (Agg's limit is 2^16; time and memory grow fast)
+    dpi = int(max(36, min(dpi, 8000 * 72 / max(sc.width, sc.height))))
     fig = Figure(figsize=(sc.width / 72, sc.height / 72), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
