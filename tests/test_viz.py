@@ -565,3 +565,13 @@ def test_stats_report_text():
     buf = io.StringIO()
     print(s, file=buf)
     assert len(buf.getvalue().splitlines()) == len(s.nodes) + 4
+
+
+def test_dot_clusters_follow_the_layers():
+    dot = _cnn_jvp().to_dot()
+    assert len(re.findall(r'subgraph "cluster_grp\d+"', dot)) == 10
+    assert 'id="grp4"' in dot and "conv_relu (call 3)" in dot
+    if shutil.which("dot"):  # Graphviz keeps the ids, so the HTML view can zoom to a layer
+        svg = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=60,
+                             check=True).stdout.decode()
+        assert '<g id="grp4" class="cluster">' in svg
