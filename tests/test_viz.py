@@ -311,7 +311,7 @@ def test_svg_png_html_without_graphviz(seed_graphs, tmp_path, no_dot):
     assert tuple(bytes.fromhex(COLORS["tangent"][0][1:])) in have
 
     page = jg.to_html(tmp_path / "j.html", values=(THETA, V))
-    assert 'data-engine="builtin"' in page and "dot was not found" in page
+    assert 'data-engine="builtin"' in page and "dot not found" in page
     assert page.count('class="node"') == 16 and 'id="viewport"' in page
 
     assert jg._repr_svg_().startswith("<svg")  # Jupyter draws it too

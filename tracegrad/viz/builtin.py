@@ -296,7 +296,7 @@ def scene_png(sc: Scene, dpi: int = 144) -> bytes:
                     fontweight="bold" if t.bold else "normal", color=t.color,
                     ha="center" if t.anchor == "middle" else "left", va="baseline", **kw)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", pil_kwargs={"compress_level": 3})
     return buf.getvalue()
 
 

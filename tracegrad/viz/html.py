@@ -4,7 +4,7 @@ The page holds the SVG diagram inline (laid out by Graphviz's ``dot`` when insta
 by the built-in layered layout: the page says which), a list of the graph's layers (runs of
 one user source line, ``model.LineGroup``), a table with one row per node, and a detail
 panel. The diagram zooms (wheel, the + / − buttons, "fit", "1:1") and pans (drag); a
-layer in the list zooms to its band. Clicking a node in the diagram or a table row shows
+layer in the list zooms to its nodes. Clicking a node in the diagram or a table row shows
 its primitive, params, shape, role, operands, costs, value and user source line. The node
 records travel as JSON inside the page; a small inline script does the rest (no external
 scripts, styles or fonts).
@@ -166,8 +166,16 @@ _SCRIPT = """
     vp.setAttribute("data-fit-scale", fitScale.toFixed(5)); apply();
   }
   function actual() { var r = vp.getBoundingClientRect(); s = 1; tx = (r.width - W) / 2; ty = 0; apply(); }
-  function zoomTo(el) {  // fit an element (a layer's band) into the view, at most at 150%
-    var r = el.getBoundingClientRect(), v = vp.getBoundingClientRect();
+  function zoomTo(els) {  // fit elements (a layer's nodes) into the view, at most at 150%
+    var r = null, v = vp.getBoundingClientRect();
+    els.forEach(function (el) {
+      var b = el.getBoundingClientRect();
+      r = r === null ? {left: b.left, top: b.top, right: b.right, bottom: b.bottom}
+                     : {left: Math.min(r.left, b.left), top: Math.min(r.top, b.top),
+                        right: Math.max(r.right, b.right), bottom: Math.max(r.bottom, b.bottom)};
+    });
+    if (r === null) return;
+    r.width = r.right - r.left; r.height = r.bottom - r.top;
     var x0 = (r.left - v.left - tx) / s, y0 = (r.top - v.top - ty) / s, w = r.width / s, h = r.height / s;
     s = Math.min(v.width / w, v.height / h, 1.5) * 0.96;
     tx = (v.width - w * s) / 2 - x0 * s; ty = (v.height - h * s) / 2 - y0 * s; apply();
@@ -198,7 +206,12 @@ _SCRIPT = """
       var g = document.getElementById(li.getAttribute("data-group"));
       document.querySelectorAll(".focus").forEach(function (e) { e.classList.remove("focus"); });
       li.classList.add("focus");
-      if (g) { g.classList.add("focus"); zoomTo(g); }
+      var gid = li.getAttribute("data-group");
+      var members = data.nodes.filter(function (n) { return n.line_group === gid; })
+                              .map(function (n) { return document.getElementById(n.id); })
+                              .filter(function (e) { return e !== null; });
+      if (g) g.classList.add("focus");
+      zoomTo(members.length ? members : (g ? [g] : []));
     });
   });
   fit();
@@ -299,8 +312,8 @@ def to_html(graph: Graph, path: str | Path | None = None, *, values: Any = None,
     view = describe(graph, values)
     used = pick_engine(engine)
     svg = to_svg(view, engine=used)
-    engine_note = ENGINE_NAMES[used] + (" (Graphviz's dot was not found; install it for its layout)"
-                                        if used == "builtin" and engine == "auto" else "")
+    engine_note = ("built-in (Graphviz's dot not found)" if used == "builtin" and engine == "auto"
+                   else ENGINE_NAMES[used])
     stats = graph_stats(graph)
     (pf, pb), (tf, tb) = COLORS["primal"], COLORS["tangent"]
     css = _CSS.replace("TANGENT", tb).replace("PRIMAL", pb)
