@@ -542,6 +542,12 @@ def test_html_view_without_dot_in_chromium_zooms_and_groups_layers(tmp_path, mon
 
     # the layer list: one entry per run of a source line; a click zooms to that band
     assert len(re.findall(r'<li data-group="grp\d+"', dom)) == 10
+    # a drag moves the view by as much as the pointer, at any zoom
+    dom, _ = _chromium(page.as_uri() + "#zoom=in&wheel=-300&drag=40,-25", tmp_path, "drag")
+    moved = _viewport(dom)
+    assert moved["scale"] == vp["scale"]
+    assert (moved["tx"], moved["ty"]) == (pytest.approx(vp["tx"] + 40), pytest.approx(vp["ty"] - 25))
+
     dom, _ = _chromium(page.as_uri() + "#zoom=grp3", tmp_path, "layer")
     vp = _viewport(dom)
     assert vp["scale"] > 2 * fit

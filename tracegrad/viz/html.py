@@ -13,7 +13,7 @@ For testing in a headless browser the page acts on its URL fragment at load time
 action after another, joined by ``&``: ``click=<id>`` clicks that node's SVG element,
 ``clickrow=<id>`` its table row, ``zoom=in|out|fit|actual`` presses that button,
 ``zoom=<group id>`` clicks that layer in the list, ``wheel=<deltaY>`` turns the wheel over
-the diagram's centre. The viewport reports its state in ``data-scale``, ``data-fit-scale``
+the diagram's centre, ``drag=<dx>,<dy>`` drags the diagram. The viewport reports its state in ``data-scale``, ``data-fit-scale``
 and ``data-tx``/``data-ty``.
 """
 
@@ -229,9 +229,20 @@ _SCRIPT = """
 
   function fromHash() {  // actions for tests, joined by "&" (see the module docstring)
     location.hash.replace(/^#/, "").split("&").forEach(function (action) {
-      var m = /^(click|clickrow|zoom|wheel)=(.+)$/.exec(action);
+      var m = /^(click|clickrow|zoom|wheel|drag)=(.+)$/.exec(action);
       if (!m) return;
       var arg = decodeURIComponent(m[2]), target = null;
+      if (m[1] === "drag") {  // drag=<dx>,<dy>: press in the middle, move, release
+        var d = arg.split(",").map(Number), c = vp.getBoundingClientRect();
+        var x = c.left + c.width / 2, y = c.top + c.height / 2;
+        var ev = function (type, px, py) {
+          return new PointerEvent(type, {clientX: px, clientY: py, button: 0, bubbles: true});
+        };
+        vp.dispatchEvent(ev("pointerdown", x, y));
+        window.dispatchEvent(ev("pointermove", x + d[0], y + d[1]));
+        window.dispatchEvent(ev("pointerup", x + d[0], y + d[1]));
+        return;
+      }
       if (m[1] === "wheel") {
         var r = vp.getBoundingClientRect();
         vp.dispatchEvent(new WheelEvent("wheel", {deltaY: Number(arg), clientX: r.left + r.width / 2,
