@@ -305,6 +305,13 @@ class Compiled:
     def cache_size(self) -> int:
         return len(self._cache)
 
+    def __repr__(self) -> str:  # what a notebook shows: the function, backend and cache
+        name = getattr(self.fn, "__qualname__", getattr(self.fn, "__name__", "f"))
+        n = len(self._cache)
+        static = f", static_argnums={self.static_argnums}" if self.static_argnums else ""
+        return (f"<tracegrad.compile {name}({', '.join(self._arg_names)}) backend={self.backend!r}"
+                f"{static}, {n} compiled signature{'s' if n != 1 else ''}>")
+
 
 def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
     """Tangent leaves aligned with the primal's leaves (``None`` = no tangent)."""

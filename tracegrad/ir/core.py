@@ -11,6 +11,7 @@ from __future__ import annotations
 import keyword
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -111,6 +112,21 @@ class Literal:
 Atom = Var | Literal
 
 
+def _notebook_cell(filename: str) -> str | None:
+    """``In[3]`` for code typed into Jupyter/IPython cell 3, else ``None``. The kernel runs
+    each cell from a temporary file (``/tmp/ipykernel_123/2840.py``) and records which cell
+    it was in its compiler's ``_filename_map``; IPython is only read if already loaded."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    names = getattr(getattr(shell, "compile", None), "_filename_map", None)
+    number = names.get(filename) if isinstance(names, dict) else None
+    return f"In[{number}]" if isinstance(number, int) else None
+
+
+def _display_file(filename: str) -> str:
+    return _notebook_cell(filename) or os.path.basename(filename)
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where in the user's code an operation was traced."""
@@ -121,10 +137,11 @@ class SourceInfo:
     line: str = ""
 
     def short(self) -> str:
-        return f"{os.path.basename(self.filename)}:{self.lineno}"
+        return f"{_display_file(self.filename)}:{self.lineno}"
 
     def describe(self) -> str:
-        where = f"{self.filename}:{self.lineno}"
+        cell = _notebook_cell(self.filename)
+        where = f"{cell or self.filename}:{self.lineno}"
         if self.function:
             where += f", in {self.function}"
         if self.line:
@@ -324,13 +341,15 @@ class Graph:
         ``values``: the graph's input arrays (or a ``{Var: value}`` map) to print on nodes."""
         return self._views().to_dot(self, values=values)
 
-    def render(self, path: Any, *, values: Any = None) -> Any:
-        """Write the graph to ``path`` as .svg, .png, .dot, .txt or .html (from the suffix)."""
-        return self._views().render(self, path, values=values)
+    def render(self, path: Any, *, values: Any = None, engine: str = "auto") -> Any:
+        """Write the graph to ``path`` as .svg, .png, .dot, .txt or .html (from the suffix);
+        laid out by Graphviz's ``dot`` when installed, else by the built-in layout."""
+        return self._views().render(self, path, values=values, engine=engine)
 
-    def to_html(self, path: Any = None, *, values: Any = None) -> str:
-        """A self-contained HTML page: the diagram, a node table and a detail panel."""
-        return self._views().to_html(self, path, values=values)
+    def to_html(self, path: Any = None, *, values: Any = None, engine: str = "auto") -> str:
+        """A self-contained HTML page: the diagram (zoom, pan, layers), a node table and a
+        detail panel."""
+        return self._views().to_html(self, path, values=values, engine=engine)
 
     def stats(self) -> Any:
         """Node counts, FLOPs, bytes moved and the generated code's estimated peak memory."""
