@@ -1,5 +1,6 @@
 """Draw the seed article's example f(θ) = (θ₁ + θ₂) θ₃ at θ = (3, −1, 2): the images of
-docs/graphs.md (needs Graphviz's ``dot``).
+docs/graphs.md: Graphviz's ``dot`` draws them when installed (else the built-in layout
+does), and ``seed_jvp_builtin.svg`` is always the built-in layout, for comparison.
 
     python examples/seed_graphs.py                # writes docs/img/seed_{primal,jvp}.{svg,png}
     python examples/seed_graphs.py --out /tmp/g   # somewhere else; also writes seed_jvp.html
@@ -35,6 +36,7 @@ def main() -> None:
     for name, graph, values in (("seed_primal", primal, (THETA,)), ("seed_jvp", jvp, (THETA, V))):
         for suffix in (".svg", ".png"):
             print("wrote", graph.render(out / f"{name}{suffix}", values=values))
+    print("wrote", jvp.render(out / "seed_jvp_builtin.svg", values=(THETA, V), engine="builtin"))
     if out.resolve() != Path(__file__).resolve().parents[1] / "docs" / "img":
         print("wrote", jvp.render(out / "seed_jvp.html", values=(THETA, V)))
 

@@ -70,6 +70,7 @@ CASES = [
     Case("sin", np.sin, [n(5)], (0,), ("sin",), deriv=np.cos),
     Case("cos", np.cos, [n(5)], (0,), ("cos",), deriv=lambda x: -np.sin(x)),
     Case("tanh", np.tanh, [n(5)], (0,), ("tanh",), deriv=lambda x: 1 - np.tanh(x) ** 2),
+    Case("arctan", np.arctan, [n(5)], (0,), ("arctan",), deriv=lambda x: 1 / (1 + x**2)),
     Case("sigmoid", lambda x: tnp.sigmoid(x), [n(5)], (0,), ("logistic",),
          deriv=lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2, extra={"numpy": lambda x: 1 / (1 + np.exp(-x))}),
     Case("square", np.square, [n(5)], (0,), ("mul",), deriv=lambda x: 2 * x),

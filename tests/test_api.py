@@ -165,7 +165,8 @@ def test_inspection_graph_listing_networkx_and_source():
 
 
 def test_jvp_of_a_jvp_graph_gives_second_derivatives():
-    from tracegrad.transforms import jvp_graph, optimize
+    from tracegrad.ad import jvp_graph
+    from tracegrad.transforms import optimize
 
     f = tg.compile(lambda x: np.sin(x) * x)
     x = np.array(0.7)

@@ -116,11 +116,94 @@ def test_image_outputs(model, capsys, tmp_path, suffix, magic):
     assert code == 0 and out_file.read_bytes().startswith(magic) and out_file.stat().st_size > 5000
 
 
-def test_missing_graphviz_is_a_one_line_error(model, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
-    code, out, err = run(capsys, f"{model}:mlp", "--shapes", MLP_SHAPES, "-o", str(tmp_path / "g.svg"))
+@pytest.fixture
+def no_dot(tmp_path, monkeypatch):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert shutil.which("dot") is None
+
+
+@pytest.mark.parametrize("suffix, magic", [(".svg", b"<svg"), (".png", b"\x89PNG"), (".html", b"<!DOCTYPE html>")])
+def test_without_graphviz_the_builtin_layout_draws(model, capsys, tmp_path, no_dot, suffix, magic):
+    out_file = tmp_path / f"g{suffix}"
+    code, out, err = run(capsys, f"{model}:mlp", "--shapes", MLP_SHAPES, "--jvp", "-o", str(out_file), "--stats")
+    assert code == 0 and err == ""
+    assert out_file.read_bytes().startswith(magic) and out_file.stat().st_size > 3000
+    first = out.splitlines()[0]
+    assert first.startswith(f"wrote {out_file} (mlp_jvp: ") and "layout: tracegrad's built-in layered layout" in first
+    assert "Graphviz's dot not found" in first
+    assert "JVP graph: " in out  # and the numbers
+
+
+def test_forcing_dot_without_graphviz_is_one_line_and_still_prints_stats(model, capsys, tmp_path, no_dot):
+    code, out, err = run(capsys, f"{model}:mlp", "--shapes", MLP_SHAPES, "-o", str(tmp_path / "g.html"),
+                         "--layout", "dot", "--stats")
+    assert code != 0 and err.count("\n") == 1
+    assert "Graphviz's 'dot'" in err and "apt-get install graphviz" in err and "--layout builtin" in err
+    assert "FLOPs 640;" in out  # --stats printed although the drawing failed
+    assert not (tmp_path / "g.html").exists()
+
+
+@needs_dot
+def test_dot_is_used_when_installed(model, capsys, tmp_path):
+    code, out, _ = run(capsys, f"{model}:mlp", "--shapes", MLP_SHAPES, "-o", str(tmp_path / "g.svg"))
+    assert code == 0 and "layout: Graphviz dot)" in out
+
+
+PYTREE_MODEL = textwrap.dedent("""
+    import numpy as np
+    from tracegrad.nn.models import loss_fn, mlp
+
+    loss = loss_fn(mlp([6, 5, 3]))  # the project's own loss(params, x, y)
+
+
+    def tree(params, x):
+        h = np.maximum(x @ params["layers"][0]["w"] + params["b"], 0.0)
+        return np.sum(h * params["layers"][1])
+""")
+
+
+@pytest.fixture
+def pytree_model(tmp_path: Path) -> Path:
+    path = tmp_path / "tg_cli_pytree.py"
+    path.write_text(PYTREE_MODEL)
+    return path
+
+
+def test_pytree_shapes_describe_nested_parameters(pytree_model, capsys):
+    code, out, err = run(capsys, f"{pytree_model}:tree", "--shapes",
+                         "params.layers.0.w=4x5,params.layers.1=8x5,params.b=5,x=8x4", "--stats")
+    assert code == 0, err
+    # matmul 2*8*4*5 = 320, add 40, maximum 40, mul 40, sum 40
+    assert "FLOPs 480;" in out
+
+
+def test_the_projects_loss_params_x_y_from_the_command_line(pytree_model, capsys, tmp_path):
+    shapes = "params.w0=6x5,params.b0=5,params.w1=5x3,params.b1=3,x=4x6,y=4:int64"
+    code, out, err = run(capsys, f"{pytree_model}:loss", "--shapes", shapes, "--jvp", "--wrt", "params",
+                         "-o", str(tmp_path / "loss.txt"), "--stats")
+    assert code == 0, err
+    listing = (tmp_path / "loss.txt").read_text()
+    for name in ("params_w0", "params_b0", "params_w1", "params_b1", "params_w0_dot", "params_b1_dot"):
+        assert f" {name}:f32" in listing.splitlines()[0], name
+    assert " x_dot" not in listing.splitlines()[0]  # --wrt params: data inputs get no tangent
+    assert "graph mlp_loss_jvp:" in out and "JVP graph: " in out
+
+
+@pytest.mark.parametrize("shapes, extra, message", [
+    ("params.w0=6x5,params.w0.x=2,x=4x6,y=4:int64", [], "params.w0 is given as one array and also as a pytree"),
+    ("p.1=3,x=4x6", [], "p is a list, but item 0 is missing"),
+    ("params..w=3", [], "--shapes: bad entry 'params..w=3'"),
+    ("params.w0=6x5,params.b0=5,params.w1=5x3,params.b1=3,x=4x6,y=4:int64", ["--jvp", "--wrt", "params.w0"],
+     "--wrt takes whole parameters (params), not parts of one (params.w0)"),
+    ("params.w0=6x5,params.b0=5:int64,params.w1=5x3,params.b1=3,x=4x6,y=4:int64", ["--jvp", "--wrt", "params"],
+     "--wrt: params.b0 has dtype int64"),
+])
+def test_bad_pytree_shapes(pytree_model, capsys, shapes, extra, message):
+    code, out, err = run(capsys, f"{pytree_model}:loss", "--shapes", shapes, *extra)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "Graphviz's 'dot'" in err and "apt-get install graphviz" in err
+    assert message in err, err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import tracegrad as tg
+from tracegrad.ad import jvp_graph
 from tracegrad.ir import PRIMITIVES, Aval, Graph, Literal, Node, Var
-from tracegrad.transforms import cse, dce, fold, jvp_graph, optimize
+from tracegrad.transforms import cse, dce, fold, optimize
 
 F64 = np.dtype(np.float64)
 
@@ -104,8 +105,9 @@ def test_every_pass_output_validates_on_real_graphs():
 # ---------------------------------------------------------------- memory-aware scheduling
 def _mlp_jvp_graph(batch):
     import tracegrad.numpy as tnp
+    from tracegrad.ad import jvp_graph
     from tracegrad.nn import mlp
-    from tracegrad.transforms import jvp_graph, optimize
+    from tracegrad.transforms import optimize
 
     model = mlp([784, 1024, 1024, 10])
     params = model.init(0)

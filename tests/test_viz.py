@@ -1,21 +1,26 @@
 """Seeing the graphs: networkx/DOT/SVG/PNG/HTML views, values on nodes, and cost statistics.
 
-Drawing tests need Graphviz's ``dot``; the HTML test needs Chromium; each skips with the
-reason when its program is missing.
+Tests of Graphviz's own drawings need ``dot``; the others hide it from PATH and check the
+built-in layout; the HTML tests need Chromium; each skips with the reason when its program
+is missing.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pytest
 from op_cases import CASES
+from PIL import Image
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
@@ -29,10 +34,10 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz 'dot' not installed (apt-get install graphviz)")
 CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(c)), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None or shutil.which("dot") is None,
-                                    reason="headless HTML test needs chromium and Graphviz "
-                                           "(apt-get install chromium graphviz)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless HTML test needs chromium "
+                                                              "(apt-get install chromium)")
 
+SVG_NS = "{http://www.w3.org/2000/svg}"
 THETA = np.array([3.0, -1.0, 2.0])
 V = np.array([1.0, 0.0, 0.0])
 
@@ -247,20 +252,188 @@ def test_dot_parses_and_svg_png_are_drawn(seed_graphs, tmp_path):
     assert tuple(bytes.fromhex(COLORS["tangent"][0][1:])) in have
 
 
-def test_render_dot_and_txt_need_no_graphviz(seed_graphs, tmp_path, monkeypatch):
+@pytest.fixture
+def no_dot(tmp_path, monkeypatch):
+    """A PATH without Graphviz, as after a bare ``pip install``."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    saved = os.environ.get("PATH", "")
+    monkeypatch.setenv("PATH", str(empty))
+    assert shutil.which("dot") is None
+    return saved
+
+
+def test_render_dot_and_txt_need_no_graphviz(seed_graphs, tmp_path, no_dot):
     g, _ = seed_graphs
-    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     assert g.render(tmp_path / "g.dot").read_text() == g.to_dot()
     text = g.render(tmp_path / "g.txt", values=(THETA,)).read_text()
     assert "c:f64[] = add a b" in text and "= 2" in text and "# out0 = 4" in text
-    with pytest.raises(GraphvizNotFoundError, match="apt-get install graphviz"):
-        g.render(tmp_path / "g.svg")
-    with pytest.raises(GraphvizNotFoundError):
-        g.to_html(tmp_path / "g.html")
-    assert g._repr_svg_() is None  # Jupyter shows the next representation instead
-    assert "<pre>" in g._repr_html_() and "add a b" in g._repr_html_()
     with pytest.raises(RenderError, match="unknown suffix '.pdf'"):
         g.render(tmp_path / "g.pdf")
+    with pytest.raises(GraphvizNotFoundError, match="apt-get install graphviz"):
+        g.render(tmp_path / "g.svg", engine="dot")  # asked for by name: a clear error
+
+
+def _svg_tree(text: str) -> ET.Element:
+    return ET.fromstring(text)
+
+
+def _ids(root: ET.Element, cls: str) -> list[str]:
+    return [e.get("id") for e in root.iter(f"{SVG_NS}g") if e.get("class") == cls]
+
+
+def test_svg_png_html_without_graphviz(seed_graphs, tmp_path, no_dot):
+    from PIL import Image
+
+    from tracegrad.viz import draw
+
+    _, jg = seed_graphs
+    d = draw(jg, tmp_path / "j.svg", values=(THETA, V))
+    assert d.engine == "builtin" and d.engine_name == "tracegrad's built-in layered layout"
+    root = _svg_tree(d.path.read_text())
+    # every node and edge of the view, with the ids the HTML view looks for
+    assert sorted(_ids(root, "node")) == sorted(["in0", "in1", "out0", "out1"] + [f"n{i}" for i in range(12)])
+    assert sorted(_ids(root, "edge"), key=lambda e: int(e[1:])) == [f"e{i}" for i in range(20)]
+    texts = [t.text for t in root.iter(f"{SVG_NS}text")]
+    assert "j : f64[]" in texts and "= 2" in texts and "mul" in texts  # j = mul f g = (-1)(2)... = 2
+    assert "theta_dot : f64[3]" in texts
+    assert f"test_viz.py:{seed_fn.__code__.co_firstlineno + 1}" in texts
+    fills = {e.get("fill") for e in root.iter() if e.get("fill")}
+    assert COLORS["primal"][0] in fills and COLORS["tangent"][0] in fills
+
+    png = draw(jg, tmp_path / "j.png", values=(THETA, V))
+    assert png.engine == "builtin" and png.path.read_bytes().startswith(b"\x89PNG")
+    img = Image.open(png.path).convert("RGB")
+    assert img.width > 300 and img.height > 300
+    have = {c for _, c in img.getcolors(maxcolors=1 << 22)}
+    assert len(have) > 20
+    assert tuple(bytes.fromhex(COLORS["primal"][0][1:])) in have
+    assert tuple(bytes.fromhex(COLORS["tangent"][0][1:])) in have
+
+    page = jg.to_html(tmp_path / "j.html", values=(THETA, V))
+    assert 'data-engine="builtin"' in page and "dot not found" in page
+    assert page.count('class="node"') == 16 and 'id="viewport"' in page
+
+    assert jg._repr_svg_().startswith("<svg")  # Jupyter draws it too
+    assert "<svg" in jg._repr_html_() and "FLOPs" in jg._repr_html_()
+
+
+def _cnn_jvp():
+    from tracegrad.nn.models import cnn, loss_fn
+
+    model = cnn(image_size=8, channels=(2, 2, 2, 2), hidden=4)
+    params = {k: v.astype(np.float32) for k, v in model.init(0).items()}
+    return tg.compile(loss_fn(model)).jvp_graph(params, np.zeros((2, 64), np.float32), np.zeros(2, np.int64))
+
+
+def test_line_groups_follow_the_layers_of_a_cnn():
+    from tracegrad.viz import describe
+
+    view = describe(_cnn_jvp())
+    labels = [g.label for g in view.line_groups]
+    conv = [g for g in view.line_groups if g.function == "conv_relu"]
+    # the helper conv_relu runs four times: four layers, its bias-reshape line folded into each
+    assert [g.label.split(" in ")[1] for g in conv] == ["conv_relu", "conv_relu (call 2)", "conv_relu (call 3)",
+                                                        "conv_relu (call 4)"]
+    assert all(g.source.endswith(":155-156") and g.code.startswith("return np.maximum(F.conv2d") for g in conv)
+    by_id = {n.id: n for n in view.nodes}
+    for g in conv:  # each layer: one primal conv2d and two tangent ones (product rule)
+        prims = [(by_id[m].primitive, by_id[m].role) for m in g.members if by_id[m].kind == "node"]
+        assert sorted(r for p, r in prims if p == "conv2d") == ["primal", "tangent", "tangent"]
+        assert ("maximum", "primal") in prims
+    assert labels[-1].endswith("in loss") and len(view.line_groups) == 10
+    # every node of the graph is in exactly one group; inputs join their first consumer
+    members = [m for g in view.line_groups for m in g.members]
+    assert sorted(members) == sorted(n.id for n in view.nodes)
+    assert by_id["in0"].line_group == conv[0].id  # params_conv0_b, reshaped for layer 1
+
+
+def test_builtin_layout_bands_edges_and_overlaps():
+    from tracegrad.viz import describe
+    from tracegrad.viz.builtin import scene
+
+    view = describe(_cnn_jvp())
+    sc = scene(view)
+    lay = sc.layout
+    band = {b.group: b for b in lay.bands}
+    assert [b.group for b in lay.bands] == [g.id for g in view.line_groups]
+    assert all(a.y1 < b.y0 for a, b in itertools.pairwise(lay.bands))  # stacked, top to bottom
+    for n in view.nodes:  # each node inside its band
+        box, b = lay.boxes[n.id], band[n.line_group]
+        assert b.y0 <= box.y - box.h / 2 and box.y + box.h / 2 <= b.y1, n.id
+    for e in view.edges:  # edges run downward, from the source's bottom to the target's top
+        pts = lay.edges[e.id]
+        src, dst = lay.boxes[e.src], lay.boxes[e.dst]
+        assert pts[0] == (src.x, src.y + src.h / 2) and pts[-1] == (dst.x, dst.y - dst.h / 2)
+        assert all(p[1] < q[1] for p, q in itertools.pairwise(pts))
+    for row in lay.layers:  # no two boxes of a layer overlap
+        boxes = sorted((lay.boxes[v] for v in row), key=lambda b: b.x)
+        assert all(a.x + a.w / 2 < b.x - b.w / 2 for a, b in itertools.pairwise(boxes))
+    assert 0 < sc.width < 4000 and sc.height > 1000
+
+
+def test_isotonic_regression_is_the_least_squares_fit():
+    from tracegrad.viz.layout import _isotonic
+
+    assert _isotonic([1.0, 3.0, 2.0, 4.0]) == [1.0, 2.5, 2.5, 4.0]
+    assert _isotonic([5.0, 1.0, 0.0]) == [2.0, 2.0, 2.0]
+    assert _isotonic([0.0, 1.0]) == [0.0, 1.0]
+
+
+def test_seed_graph_layout_has_no_crossings(seed_graphs):
+    from tracegrad.viz import describe
+    from tracegrad.viz.builtin import scene
+
+    g, _ = seed_graphs
+    view = describe(g)
+    assert view.line_groups == []  # one source line: no bands
+    lay = scene(view).layout
+    assert lay.crossings == 0 and lay.bands == []
+    # the two operands of add sit on either side of it
+    add = lay.boxes["n2"]
+    assert lay.boxes["n0"].x < add.x < lay.boxes["n1"].x
+
+
+def test_stats_and_compiled_in_jupyter(seed_graphs):
+    _g, jg = seed_graphs
+    s = jg.stats()
+    html_text = s._repr_html_()
+    assert html_text.count("<tr>") == 1 + 12 and "<th>FLOPs</th>" in html_text
+    assert "graph seed_fn_jvp: 12 nodes" in html_text
+
+    class Printer:
+        def __init__(self) -> None:
+            self.parts: list[str] = []
+
+        def text(self, t: str) -> None:
+            self.parts.append(t)
+
+    p = Printer()
+    s._repr_pretty_(p, False)
+    assert p.parts == [str(s)] and "GraphStats(" not in p.parts[0]
+    f = tg.compile(seed_fn)
+    assert repr(f) == "<tracegrad.compile seed_fn(theta) backend='numpy', 0 compiled signatures>"
+    f(THETA)
+    assert repr(f).endswith("1 compiled signature>")
+
+
+def test_notebook_cells_name_the_cell_not_the_kernel_file(monkeypatch):
+    import sys
+    import types
+
+    cell_file = "/tmp/ipykernel_4242/2840193.py"  # how ipykernel names a cell's code
+    code = compile("def cell_fn(x):\n    return x * 2.0 + 1.0\n", cell_file, "exec")
+    ns: dict = {}
+    exec(code, ns)  # noqa: S102 - a stand-in for a notebook cell
+    shell = types.SimpleNamespace(compile=types.SimpleNamespace(_filename_map={cell_file: 7}))
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    g = tg.compile(ns["cell_fn"]).graph(np.ones(3))
+    assert [n.source.short() for n in g.nodes] == ["In[7]:2", "In[7]:2"]
+    assert "In[7]:2" in g.pretty(source=True) and "ipykernel" not in g.to_dot()
+    monkeypatch.delitem(sys.modules, "IPython")
+    assert g.nodes[0].source.short() == "2840193.py:2"  # outside a notebook: the file name
 
 
 @needs_dot
@@ -341,6 +514,48 @@ def test_html_view_in_headless_chromium(seed_graphs, tmp_path):
     assert re.search(r'<tr data-node="in1" class="tangent selected"', dom)
 
 
+def _viewport(dom: str) -> dict[str, float]:
+    m = re.search(r'<div id="viewport"([^>]*)>', dom)
+    assert m, "no viewport in the DOM"
+    return {k: float(v) for k, v in re.findall(r'data-([a-z-]+)="([-0-9.]+)"', m.group(1))}
+
+
+@needs_chromium
+def test_html_view_without_dot_in_chromium_zooms_and_groups_layers(tmp_path, monkeypatch, no_dot):
+    jg = _cnn_jvp()
+    page = tmp_path / "cnn.html"
+    html_text = jg.to_html(page)
+    assert 'data-engine="builtin"' in html_text
+    monkeypatch.setenv("PATH", no_dot)  # chromium's launcher script needs the usual PATH
+
+    # on load the whole graph fits; the "+" button and the wheel zoom about the centre; a
+    # click on a node still selects it
+    dom, shot = _chromium(page.as_uri() + "#zoom=in&wheel=-300&click=n9", tmp_path, "zoom")
+    vp = _viewport(dom)
+    fit = vp["fit-scale"]
+    assert 0.05 < fit < 1.0  # ~150 nodes: shrunk to fit
+    assert vp["scale"] == pytest.approx(fit * 1.25 * np.exp(300 * 0.0015), rel=1e-3)
+    assert 'data-selected="n9"' in _detail(dom)
+    assert re.search(r'<g id="n9" class="node selected"', dom)
+    counts = {c: n for n, c in Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 22)}
+    assert counts.get(tuple(bytes.fromhex(COLORS["tangent"][0][1:])), 0) > 2000  # zoomed-in boxes
+
+    # the layer list: one entry per run of a source line; a click zooms to that band
+    assert len(re.findall(r'<li data-group="grp\d+"', dom)) == 10
+    # a drag moves the view by as much as the pointer, at any zoom
+    dom, _ = _chromium(page.as_uri() + "#zoom=in&wheel=-300&drag=40,-25", tmp_path, "drag")
+    moved = _viewport(dom)
+    assert moved["scale"] == vp["scale"]
+    assert (moved["tx"], moved["ty"]) == (pytest.approx(vp["tx"] + 40), pytest.approx(vp["ty"] - 25))
+
+    dom, _ = _chromium(page.as_uri() + "#zoom=grp3", tmp_path, "layer")
+    vp = _viewport(dom)
+    assert vp["scale"] > 2 * fit
+    assert re.search(r'<li data-group="grp3"[^>]*class="focus"', dom)
+    assert re.search(r'<g id="grp3" class="cluster focus"', dom)
+
+
+
 def test_import_tracegrad_does_not_import_the_viz_package():
     code = "import sys, tracegrad; print('tracegrad.viz' in sys.modules, 'networkx' in sys.modules)"
     out = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True,
@@ -356,3 +571,13 @@ def test_stats_report_text():
     buf = io.StringIO()
     print(s, file=buf)
     assert len(buf.getvalue().splitlines()) == len(s.nodes) + 4
+
+
+def test_dot_clusters_follow_the_layers():
+    dot = _cnn_jvp().to_dot()
+    assert len(re.findall(r'subgraph "cluster_grp\d+"', dot)) == 10
+    assert 'id="grp4"' in dot and "conv_relu (call 3)" in dot
+    if shutil.which("dot"):  # Graphviz keeps the ids, so the HTML view can zoom to a layer
+        svg = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=60,
+                             check=True).stdout.decode()
+        assert '<g id="grp4" class="cluster">' in svg

@@ -13,11 +13,12 @@ from op_cases import CASE_IDS, CASES
 import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import errors
+from tracegrad.ad import jvp_graph, vjp_graph
 from tracegrad.ir import PRIMITIVES
 from tracegrad.nn import functional as F
 from tracegrad.ops import elementwise
 from tracegrad.testing import check_grad, numerical_grad
-from tracegrad.transforms import jvp_graph, optimize, vjp_graph
+from tracegrad.transforms import optimize
 
 
 def _float_argnums(case) -> tuple[int, ...]:

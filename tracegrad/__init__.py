@@ -10,5 +10,13 @@ from .api import Compiled, compile, grad, jvp, value_and_grad
 from .forward_grad import forward_grad
 from .ir import Graph
 
+
+def _viz():
+    from . import viz
+
+    return viz
+
+
+Graph.views = _viz
 __version__ = "0.1.0"
 __all__ = ["Compiled", "Graph", "__version__", "compile", "forward_grad", "grad", "jvp", "numpy", "value_and_grad"]

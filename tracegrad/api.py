@@ -15,39 +15,40 @@ import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import Executable, get_backend
+from ._namespace import is_device_array
 from .errors import ArgumentTypeError, GradientError, TangentError
 from .ir import Aval, Graph
-from .tracing.tracer import GraphBuilder, Tracer
-from .transforms import jvp_graph, optimize, vjp_graph
+from .modes import PRIMAL, JVPMode, Mode, VJPMode
+from .tracing.tracer import GraphBuilder, Tracer, aval_of
 from .tree import TreeDef, tree_flatten, tree_unflatten
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backends import Executable
 
 __all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]
 
 
 def _leaf_aval(x: Any, where: str) -> Aval:
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "biufc":
-            raise ArgumentTypeError(f"{where} is an array of dtype {x.dtype}; only numeric arrays can be traced")
-        return Aval(x.shape, x.dtype)
-    if isinstance(x, np.generic):
-        return Aval((), x.dtype)
-    if isinstance(x, bool):
-        return Aval((), np.dtype(bool), weak=True)
-    if isinstance(x, int):
-        return Aval((), np.dtype(np.int64), weak=True)
-    if isinstance(x, float):
-        return Aval((), np.dtype(np.float64), weak=True)
-    if type(x).__module__.split(".")[0] == "cupy":
-        return Aval(x.shape, x.dtype)
-    raise ArgumentTypeError(
-        f"{where} has type {type(x).__name__}; compiled functions take NumPy arrays, Python scalars "
-        "and dicts/lists/tuples of them",
-        hint="convert it with np.asarray, or mark the argument static with static_argnums=(i,)")
+    """``aval_of`` for an argument leaf, with errors that name the argument."""
+    if isinstance(x, Tracer | complex):
+        aval = None  # traced values of another trace and Python complex numbers are not arguments
+    else:
+        try:
+            aval = aval_of(x)
+        except TypeError:
+            aval = None
+    if aval is None:
+        raise ArgumentTypeError(
+            f"{where} has type {type(x).__name__}; compiled functions take NumPy arrays, Python scalars "
+            "and dicts/lists/tuples of them",
+            hint="convert it with np.asarray, or mark the argument static with static_argnums=(i,)")
+    if aval.dtype.kind not in "biufc":
+        raise ArgumentTypeError(f"{where} is an array of dtype {aval.dtype}; only numeric arrays can be traced")
+    return aval
 
 
 def _path_names(treedef: TreeDef, prefix: str) -> list[str]:
@@ -87,6 +88,8 @@ class Compiled:
         self.fn = fn
         self.backend = backend
         self.static_argnums = tuple(sorted(int(i) for i in static_argnums))
+        from .backends import get_backend  # on first compile: importing the API loads no backend
+
         self._backend = get_backend(backend)
         self._cache: dict[Any, _Entry] = {}
         try:
@@ -137,7 +140,7 @@ class Compiled:
         sig = []
         for x in leaves:
             t = type(x)
-            if (t is np.ndarray or t.__module__.split(".")[0] == "cupy") and x.dtype.kind in "biufc":
+            if (t is np.ndarray or is_device_array(x)) and x.dtype.kind in "biufc":
                 sig.append((x.shape, x.dtype))  # a CuPy array keys like the NumPy array it mirrors
             elif t in (float, int, bool):
                 sig.append(t)
@@ -166,23 +169,14 @@ class Compiled:
                                         "compiled functions must return arrays or pytrees of arrays")
         return builder.build(out_leaves), out_tree
 
-    def _entry(self, args: tuple, mode: tuple) -> tuple[_Entry, list[Any]]:
+    def _entry(self, args: tuple, mode: Mode) -> tuple[_Entry, list[Any]]:
         leaves, treedef, sig, static = self._signature(args)
         key = (treedef, sig, static, len(args), mode)
         entry = self._cache.get(key)
         if entry is None:
             leaves, treedef, avals, static = self._avals(args)
             primal, out_tree = self._trace(treedef, avals, static, len(args))
-            if mode[0] == "primal":
-                graph = optimize(primal)
-                out_float = [a.aval.is_float for a in primal.outputs]
-            elif mode[0] == "vjp":
-                graph = optimize(vjp_graph(primal, mode[1]))
-                out_float = [a.aval.is_float for a in primal.outputs]
-            else:
-                _, mask, batch = mode
-                fused, out_float = jvp_graph(primal, mask, batch)
-                graph = optimize(fused)
+            graph, out_float = mode.build(primal)
             executable = self._backend.compile(graph)  # a fusing backend returns the fused graph
             entry = _Entry(executable.graph, executable, out_tree, out_float)
             self._cache[key] = entry
@@ -190,7 +184,7 @@ class Compiled:
 
     # -- running ---------------------------------------------------------------------
     def __call__(self, *args: Any) -> Any:
-        entry, leaves = self._entry(args, ("primal",))
+        entry, leaves = self._entry(args, PRIMAL)
         outs = entry.executable(*leaves)
         return tree_unflatten(entry.out_tree, outs)
 
@@ -214,7 +208,7 @@ class Compiled:
             t_leaves.extend(_match_tangent(p, t, self._arg_name(pos)))
         batch = _check_tangents(leaves, t_leaves, lambda: self._leaf_names(treedef, len(primals)), batched)
         mask = tuple(t is not None for t in t_leaves)
-        entry, leaves = self._entry(primals, ("jvp", mask, batch))
+        entry, leaves = self._entry(primals, JVPMode(mask, batch))
         outs = entry.executable(*leaves, *[t for t in t_leaves if t is not None])
         n = len(entry.out_float)
         it = iter(outs[n:])
@@ -227,7 +221,7 @@ class Compiled:
         structure of that argument (a tuple of them when ``argnums`` is a tuple)."""
         leaves, treedef, _, _ = self._signature(args)
         nums, mask, spans = self._grad_mask(args, leaves, treedef, argnums)
-        entry, leaves = self._entry(args, ("vjp", mask))
+        entry, leaves = self._entry(args, VJPMode(mask))
         outs = entry.executable(*leaves)
         n = len(entry.out_float)
         where = {leaf: k for k, leaf in enumerate(i for i, m in enumerate(mask) if m)}
@@ -274,9 +268,9 @@ class Compiled:
         if not optimized:
             _, treedef, avals, static = self._avals(args)
             return self._trace(treedef, avals, static, len(args))[0]
-        return self._entry(args, ("primal",))[0].graph
+        return self._entry(args, PRIMAL)[0].graph
 
-    def _jvp_mode(self, args: tuple, argnums: Any, directions: int | None) -> tuple:
+    def _jvp_mode(self, args: tuple, argnums: Any, directions: int | None) -> JVPMode:
         _, treedef, avals, _ = self._avals(args)
         positions = self._dynamic_positions(len(args))
         wanted = set(positions if argnums is None else ((argnums,) if isinstance(argnums, int) else argnums))
@@ -284,7 +278,7 @@ class Compiled:
         for pos, child in zip(positions, treedef.children):
             mask.extend([pos in wanted] * child.num_leaves)
         mask = [m and a.is_float for m, a in zip(mask, avals)]
-        return ("jvp", tuple(mask), () if directions is None else (int(directions),))
+        return JVPMode(tuple(mask), () if directions is None else (int(directions),))
 
     def jvp_graph(self, *args: Any, argnums: Any = None, directions: int | None = None) -> Graph:
         """The fused primal+tangent graph, with tangents for the float leaves of ``argnums``
@@ -295,7 +289,7 @@ class Compiled:
         """The fused forward+backward graph: outputs the value, then the gradient of each
         float leaf of ``args[argnums]`` in order."""
         leaves, treedef, _, _ = self._signature(args)
-        return self._entry(args, ("vjp", self._grad_mask(args, leaves, treedef, argnums)[1]))[0].graph
+        return self._entry(args, VJPMode(self._grad_mask(args, leaves, treedef, argnums)[1]))[0].graph
 
     def source(self, *args: Any, jvp: bool = False, argnums: Any = None, directions: int | None = None,
                grad: bool = False) -> str:
@@ -304,12 +298,19 @@ class Compiled:
         if grad:
             leaves, treedef, _, _ = self._signature(args)
             mask = self._grad_mask(args, leaves, treedef, 0 if argnums is None else argnums)[1]
-            return self._entry(args, ("vjp", mask))[0].executable.source
-        mode = self._jvp_mode(args, argnums, directions) if jvp else ("primal",)
+            return self._entry(args, VJPMode(mask))[0].executable.source
+        mode = self._jvp_mode(args, argnums, directions) if jvp else PRIMAL
         return self._entry(args, mode)[0].executable.source
 
     def cache_size(self) -> int:
         return len(self._cache)
+
+    def __repr__(self) -> str:  # what a notebook shows: the function, backend and cache
+        name = getattr(self.fn, "__qualname__", getattr(self.fn, "__name__", "f"))
+        n = len(self._cache)
+        static = f", static_argnums={self.static_argnums}" if self.static_argnums else ""
+        return (f"<tracegrad.compile {name}({', '.join(self._arg_names)}) backend={self.backend!r}"
+                f"{static}, {n} compiled signature{'s' if n != 1 else ''}>")
 
 
 def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:

@@ -210,7 +210,9 @@ def _add_graph_arguments(p: argparse.ArgumentParser) -> None:
                         "(path/to/model.py:loss)")
     p.add_argument("--shapes", required=True, metavar="SPEC",
                    help="shapes of the function's parameters by name, e.g. 'x=64x784,w=784x10'; "
-                        "'s=()' is a scalar; ':DTYPE' sets one parameter's dtype ('y=64:int64')")
+                        "'s=()' is a scalar; ':DTYPE' sets one parameter's dtype ('y=64:int64'); "
+                        "dots reach into pytrees: dict keys by name, list items by number "
+                        "('params.w1=784x128,params.b1=128,layers.0=4x4')")
     p.add_argument("--dtype", default="float32", metavar="DTYPE",
                    help="dtype of parameters without ':DTYPE' (default float32)")
     mode = p.add_mutually_exclusive_group()
@@ -224,19 +226,29 @@ def _add_graph_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --jvp: K tangent directions at once")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the graph to FILE: " + ", ".join(_GRAPH_SUFFIXES) + " (from the suffix)")
+    p.add_argument("--layout", choices=("auto", "dot", "builtin"), default="auto",
+                   help="who lays out .svg/.png/.html: Graphviz's dot when installed, else the built-in "
+                        "layered layout (auto, the default); or force one")
     p.add_argument("--stats", action="store_true",
                    help="print node counts, FLOPs, bytes moved and peak memory (and, for --jvp or "
                         "--grad, the ratios to the primal graph)")
 
 
-def _parse_shapes(text: str, default_dtype: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """``'x=64x784,y=64:int64,s=()'`` -> ``{name: (shape, dtype)}``."""
-    rule = "expected NAME=DIMS[:DTYPE] entries separated by commas, e.g. 'x=64x784,y=64:int64'"
-    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+Leaf = tuple[tuple[int, ...], Any]  # (shape, dtype) of one array
+
+
+def _parse_shapes(text: str, default_dtype: Any) -> dict[str, Any]:
+    """``'x=64x784,y=64:int64,s=()'`` -> ``{name: (shape, dtype)}``; a dotted name describes a
+    pytree: ``params.w1=784x128`` is the dict key ``w1`` of parameter ``params``, and
+    ``layers.0.w=4x4`` the key ``w`` of item 0 of the list ``layers``."""
+    rule = ("expected NAME=DIMS[:DTYPE] entries separated by commas, e.g. 'x=64x784,y=64:int64' "
+            "(NAME may be a path into a pytree: params.w1=784x128, layers.0=4)")
+    leaves: dict[tuple[str, ...], Leaf] = {}
     for entry in (e.strip() for e in text.split(",")):
         name, eq, rest = entry.partition("=")
         name = name.strip()
-        if not eq or not name.isidentifier():
+        path = tuple(part.strip() for part in name.split("."))
+        if not eq or not path[0].isidentifier() or not all(path):
             raise CLIError(f"--shapes: bad entry {entry!r}: {rule}")
         dims_text, colon, dtype_text = rest.partition(":")
         dims_text = dims_text.strip()
@@ -251,10 +263,52 @@ def _parse_shapes(text: str, default_dtype: Any) -> dict[str, tuple[tuple[int, .
             raise CLIError(f"--shapes: bad dimensions {dims_text!r} for {name}: use non-negative "
                            "integers joined by 'x' (64x784), or () for a scalar") from None
         dtype = _parse_dtype(dtype_text.strip(), f"--shapes ({name})") if colon else default_dtype
-        if name in out:
+        if path in leaves:
             raise CLIError(f"--shapes: {name} is given twice")
-        out[name] = (shape, dtype)
-    return out
+        leaves[path] = (shape, dtype)
+    return _tree_of(leaves)
+
+
+def _tree_of(leaves: dict[tuple[str, ...], Leaf]) -> dict[str, Any]:
+    """Nested dicts (and lists, where every key is 0, 1, ... n-1) from dotted paths."""
+    def build(prefix: tuple[str, ...], entries: dict[tuple[str, ...], Leaf]) -> Any:
+        if () in entries:
+            if len(entries) > 1:
+                other = ".".join(prefix + next(p for p in entries if p))
+                raise CLIError(f"--shapes: {'.'.join(prefix)} is given as one array and also as a pytree "
+                               f"({other}); give one or the other")
+            return entries[()]
+        heads: dict[str, dict[tuple[str, ...], Leaf]] = {}
+        for p, leaf in entries.items():
+            heads.setdefault(p[0], {})[p[1:]] = leaf
+        if prefix and all(h.isdigit() for h in heads):
+            idx = sorted(int(h) for h in heads)
+            if idx != list(range(len(idx))):
+                gap = next(i for i in range(len(idx) + 1) if i not in idx)
+                raise CLIError(f"--shapes: {'.'.join(prefix)} is a list, but item {gap} is missing "
+                               f"(give {'.'.join(prefix)}.{gap}=...)")
+            return [build((*prefix, str(i)), heads[str(i)]) for i in idx]
+        return {h: build((*prefix, h), sub) for h, sub in heads.items()}
+
+    return build((), leaves)
+
+
+def _leaves(spec: Any, name: str) -> list[tuple[str, Leaf]]:
+    """``(dotted name, (shape, dtype))`` of every array in one parameter's spec."""
+    if isinstance(spec, tuple):
+        return [(name, spec)]
+    items = spec.items() if isinstance(spec, dict) else enumerate(spec)
+    return [leaf for k, sub in items for leaf in _leaves(sub, f"{name}.{k}")]
+
+
+def _zeros(spec: Any) -> Any:
+    import numpy as np
+
+    if isinstance(spec, tuple):
+        return np.zeros(*spec)
+    if isinstance(spec, dict):
+        return {k: _zeros(v) for k, v in spec.items()}
+    return [_zeros(v) for v in spec]
 
 
 def _parse_dtype(text: str, where: str) -> Any:
@@ -309,13 +363,10 @@ def _load_target(spec: str) -> tuple[Any, str]:
     return fn, spec
 
 
-def _graph_arguments(fn: Any, shapes: dict[str, tuple[tuple[int, ...], Any]]
-                     ) -> tuple[list[Any], list[str]]:
-    """Call arguments (zero arrays of the given shapes; defaults in between) and the
-    positional parameter names, in order."""
+def _graph_arguments(fn: Any, shapes: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """Call arguments (zero arrays, or pytrees of them, of the given shapes; defaults in
+    between) and the positional parameter names, in order."""
     import inspect
-
-    import numpy as np
 
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -333,7 +384,7 @@ def _graph_arguments(fn: Any, shapes: dict[str, tuple[tuple[int, ...], Any]]
         raise CLIError(f"--shapes is missing parameter(s) {', '.join(missing)}; give each a shape, "
                        f"e.g. {missing[0]}=8x4")
     last = max((i for i, n in enumerate(names) if n in shapes), default=-1)
-    args = [np.zeros(*shapes[p.name]) if p.name in shapes else p.default for p in positional[:last + 1]]
+    args = [_zeros(shapes[p.name]) if p.name in shapes else p.default for p in positional[:last + 1]]
     return args, names[:last + 1]
 
 
@@ -343,7 +394,7 @@ def _run_graph(args: argparse.Namespace) -> int:
 
     from .api import Compiled
     from .errors import TracegradError
-    from .viz import compare_stats, render
+    from .viz import compare_stats, draw
 
     if args.output is not None and Path(args.output).suffix.lower() not in _GRAPH_SUFFIXES:
         raise CLIError(f"-o {args.output}: unknown suffix; use one of {', '.join(_GRAPH_SUFFIXES)}")
@@ -364,10 +415,14 @@ def _run_graph(args: argparse.Namespace) -> int:
         if args.wrt is not None:
             wanted = [w.strip() for w in args.wrt.split(",") if w.strip()]
             for w in wanted:
+                if "." in w and w.partition(".")[0] in shapes:
+                    raise CLIError(f"--wrt takes whole parameters ({w.partition('.')[0]}), not parts of "
+                                   f"one ({w})")
                 if w not in shapes:
                     raise CLIError(f"--wrt names {w!r}, which is not a parameter given in --shapes")
-                if shapes[w][1].kind != "f":
-                    raise CLIError(f"--wrt: {w} has dtype {shapes[w][1]} and cannot have a tangent")
+                for leaf, (_, leaf_dtype) in _leaves(shapes[w], w):
+                    if leaf_dtype.kind != "f":
+                        raise CLIError(f"--wrt: {leaf} has dtype {leaf_dtype} and cannot have a tangent")
             argnums = tuple(names.index(w) for w in wanted)
         try:
             primal = compiled.graph(*call_args)
@@ -384,15 +439,20 @@ def _run_graph(args: argparse.Namespace) -> int:
             raise CLIError(f"tracing {spec} failed: {type(exc).__name__}: {exc}") from None
     finally:
         sys.path[:] = saved_path
-    if args.output is not None:
-        path = render(graph, args.output)
-        print(f"wrote {path} ({graph.name}: {len(graph.nodes)} nodes)", flush=True)
-    if args.stats:
-        stats = graph.stats()
-        print(stats, flush=True)
-        if graph is not primal:
-            label = "gradient graph" if args.grad else "JVP graph"
-            print(compare_stats(primal.stats(), stats, label=label), flush=True)
+    try:
+        if args.output is not None:
+            drawing = draw(graph, args.output, engine=args.layout)
+            how = f"; layout: {drawing.engine_name}" if drawing.engine else ""
+            if drawing.engine == "builtin" and args.layout == "auto":
+                how += " (Graphviz's dot not found; install it for its layout)"
+            print(f"wrote {drawing.path} ({graph.name}: {len(graph.nodes)} nodes{how})", flush=True)
+    finally:  # the numbers are printed even when the drawing fails
+        if args.stats:
+            stats = graph.stats()
+            print(stats, flush=True)
+            if graph is not primal:
+                label = "gradient graph" if args.grad else "JVP graph"
+                print(compare_stats(primal.stats(), stats, label=label), flush=True)
     if args.output is None and not args.stats:
         print(graph.pretty(source=True), flush=True)
     return 0

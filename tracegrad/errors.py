@@ -7,6 +7,7 @@ the line in the user's file, not a line inside tracegrad.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -31,15 +32,23 @@ __all__ = [
 ]
 
 
+# Finds the user's source line (``tracing.source.user_source``, which installs itself here:
+# errors sit below every other layer, so they do not import it).
+_locate: list[Callable[[int], Any]] = []
+
+
+def set_locator(locate: Callable[[int], Any]) -> None:
+    """Called once by ``tracing.source``: ``locate(depth)`` finds the user's frame."""
+    _locate[:] = [locate]
+
+
 class TracegradError(Exception):
     """Base class: ``message`` plus optional user ``source`` location and ``hint``."""
 
     def __init__(self, message: str, *, source: Any = None, hint: str | None = None):
         self.message = message
-        if source is None:
-            from .tracing.source import user_source  # the user's line that called into tracegrad
-
-            source = user_source(2)
+        if source is None and _locate:
+            source = _locate[0](2)  # the user's line that called into tracegrad
         self.source = source
         self.hint = hint
         super().__init__(message)
@@ -51,12 +60,6 @@ class TracegradError(Exception):
         if self.hint:
             parts.append(f"  fix: {self.hint}")
         return "\n".join(parts)
-
-    def with_source(self, source: Any) -> TracegradError:
-        """Attach ``source`` unless the error already knows where it came from."""
-        if self.source is None:
-            self.source = source
-        return self
 
 
 class ShapeError(TracegradError, ValueError):

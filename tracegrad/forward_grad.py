@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ._namespace import array_namespace
 from .api import Compiled, compile
 from .errors import TangentError
-from .optim.optimizers import array_namespace
 from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["DISTRIBUTIONS", "DirectionSampler", "forward_grad"]

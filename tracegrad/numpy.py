@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import math
 import string
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,18 +20,29 @@ import numpy as _np
 
 from .errors import IndexOutOfBoundsError as _IndexOutOfBoundsError
 from .errors import ShapeError, UnsupportedOperationError
+from .ir import PRIMITIVES as _PRIMITIVES
 from .ops import elementwise as _ew
 from .ops import indexing as _ix
 from .ops import linalg as _la
 from .ops import reductions as _red
 from .ops import shape as _sh
 from .ops._rules import normalize_axes
+from .tracing import dispatch as _dispatch
+from .tracing.dispatch import implements as _implements
 from .tracing.source import user_source
 from .tracing.tracer import Tracer, aval_of
 
 ndarray = _np.ndarray
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
+
+# Every primitive's NumPy-facing function, under each NumPy name it declares
+# (``declare(..., numpy_names=...)`` in tracegrad/ops): np.add -> add, np.sum -> sum, ...
+for _prim in _PRIMITIVES.values():
+    for _name in _prim.numpy_names:
+        if "." not in _name:
+            globals()[_name] = _prim.numpy_fn
+del _prim, _name
 
 
 def _nd(x: Any) -> int:
@@ -41,6 +53,7 @@ def _shape(x: Any) -> tuple[int, ...]:
     return aval_of(x).shape
 
 
+@_implements("asarray")
 def asarray(x: Any, dtype: Any = None) -> Any:
     """Tracers pass through (cast if ``dtype`` differs); anything else becomes a NumPy array."""
     if isinstance(x, Tracer):
@@ -48,89 +61,69 @@ def asarray(x: Any, dtype: Any = None) -> Any:
     return _np.asarray(x, dtype=dtype)
 
 
+@_implements("shape")
 def shape(x: Any) -> tuple[int, ...]:
     return _shape(x)
 
 
+@_implements("ndim")
 def ndim(x: Any) -> int:
     return _nd(x)
 
 
+@_implements("size")
 def size(x: Any) -> int:
     return aval_of(x).size
 
 
-# ---------------------------------------------------------------- elementwise
-add, subtract, multiply, divide = _ew.add, _ew.sub, _ew.mul, _ew.div
-true_divide, negative, power = _ew.div, _ew.neg, _ew.power
-maximum, minimum, exp, log, log1p, expm1 = _ew.maximum, _ew.minimum, _ew.exp, _ew.log, _ew.log1p, _ew.expm1
-sqrt, abs, absolute, sign, sin, cos, tanh = _ew.sqrt, _ew.abs, _ew.abs, _ew.sign, _ew.sin, _ew.cos, _ew.tanh
-equal, not_equal, less, less_equal = _ew.equal, _ew.not_equal, _ew.less, _ew.less_equal
-greater, greater_equal = _ew.greater, _ew.greater_equal
-logical_and, logical_or, logical_not, isfinite, floor = (
-    _ew.logical_and, _ew.logical_or, _ew.logical_not, _ew.isfinite, _ew.floor)
+# ---------------------------------------------------------------- elementwise (tracegrad's own)
 astype, stop_gradient = _ew.astype, _ew.stop_gradient
-bitwise_and, bitwise_or, bitwise_xor, invert = _ew.bitwise_and, _ew.bitwise_or, _ew.bitwise_xor, _ew.invert
-bitwise_not, left_shift, right_shift = _ew.invert, _ew.left_shift, _ew.right_shift
-floor_divide, remainder, mod, fmod = _ew.floor_divide, _ew.remainder, _ew.remainder, _ew.fmod
-
-
-def logical_xor(a: Any, b: Any) -> Any:
-    return not_equal(astype(a, bool), astype(b, bool))
-
-
-def divmod(a: Any, b: Any) -> tuple[Any, Any]:
-    return floor_divide(a, b), remainder(a, b)
 sigmoid = logistic = _ew.logistic
 
 
+@_implements("logical_xor")
+def logical_xor(a: Any, b: Any) -> Any:
+    return _ew.not_equal(astype(a, bool), astype(b, bool))
+
+
+@_implements("divmod")
+def divmod(a: Any, b: Any) -> tuple[Any, Any]:
+    return _ew.floor_divide(a, b), _ew.remainder(a, b)
+
+
+@_implements("positive")
 def positive(x: Any) -> Any:
     return x
 
 
+@_implements("square")
 def square(x: Any) -> Any:
-    return multiply(x, x)
+    return _ew.mul(x, x)
 
 
+@_implements("reciprocal")
 def reciprocal(x: Any) -> Any:
-    return divide(1, x)
+    return _ew.div(1, x)
 
 
+@_implements("log2")
 def log2(x: Any) -> Any:
-    return multiply(log(x), 1 / math.log(2))
+    return _ew.mul(_ew.log(x), 1 / math.log(2))
 
 
+@_implements("log10")
 def log10(x: Any) -> Any:
-    return multiply(log(x), 1 / math.log(10))
+    return _ew.mul(_ew.log(x), 1 / math.log(10))
 
 
 def relu(x: Any) -> Any:
-    return maximum(x, 0)
+    return _ew.maximum(x, 0)
 
 
-logaddexp = _ew.logaddexp  # log(e^a + e^b) without overflow; smooth derivative at a == b
 
 
 def softplus(x: Any) -> Any:
-    return logaddexp(x, 0.0)
-
-
-def where(condition: Any, x: Any = None, y: Any = None) -> Any:
-    if x is None or y is None:
-        raise UnsupportedOperationError(
-            "np.where(condition) with one argument returns data-dependent indices and is not traceable",
-            source=user_source(), hint="use the three-argument form np.where(condition, a, b)")
-    return _ew.where(condition, x, y)
-
-
-def clip(x: Any, a_min: Any = None, a_max: Any = None) -> Any:
-    if a_min is None and a_max is None:
-        raise ValueError("clip: one of a_min and a_max must be given")
-    if a_min is None:
-        return minimum(x, a_max)
-    if a_max is None:
-        return maximum(x, a_min)
-    return _ew.clip(x, a_min, a_max)
+    return _ew.logaddexp(x, 0.0)
 
 
 # ---------------------------------------------------------------- reductions
@@ -138,17 +131,14 @@ def _reduce_count(x: Any, axes: tuple[int, ...]) -> int:
     return math.prod(_shape(x)[a] for a in axes)
 
 
-def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
-    out = _red.reduce_sum(x, normalize_axes(axis, _nd(x), "sum"), keepdims)
-    return astype(out, dtype) if dtype is not None else out
-
-
+@_implements("mean")
 def mean(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
     axes = normalize_axes(axis, _nd(x), "mean")
-    out = divide(_red.reduce_sum(x, axes, keepdims), _reduce_count(x, axes))
+    out = _ew.div(_red.reduce_sum(x, axes, keepdims), _reduce_count(x, axes))
     return astype(out, dtype) if dtype is not None else out
 
 
+@_implements("prod")
 def prod(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
     """Product over ``axis``, as a balanced tree of elementwise multiplications: exact JVPs and
     gradients with zeros in ``x`` (unlike y / x), from the rules of ``mul`` alone."""
@@ -163,94 +153,51 @@ def prod(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) ->
     out_shape = tuple(_shape(x)[i] for i in kept)
     n = _reduce_count(x, axes)
     if n == 0:  # the empty product is 1 (a constant: zero derivative)
-        acc = add(multiply(_red.reduce_sum(x, axes, False), 0), 1)
+        acc = _ew.add(_ew.mul(_red.reduce_sum(x, axes, False), 0), 1)
     else:
-        acc = reshape(_sh.transpose(x, tuple(kept) + axes), out_shape + (n,))
+        acc = _sh.reshape(_sh.transpose(x, tuple(kept) + axes), out_shape + (n,))
         while n > 1:
             half = n // 2
-            pairs = multiply(getitem(acc, (Ellipsis, slice(0, half))), getitem(acc, (Ellipsis, slice(half, 2 * half))))
-            acc = pairs if n % 2 == 0 else concatenate([pairs, getitem(acc, (Ellipsis, slice(2 * half, n)))], -1)
+            pairs = _ew.mul(getitem(acc, (Ellipsis, slice(0, half))), getitem(acc, (Ellipsis, slice(half, 2 * half))))
+            acc = pairs if n % 2 == 0 else _sh.np_concatenate([pairs, getitem(acc, (Ellipsis, slice(2 * half, n)))], -1)
             n = half + n % 2
-        acc = reshape(acc, out_shape)
+        acc = _sh.reshape(acc, out_shape)
     if keepdims:
-        acc = reshape(acc, tuple(1 if i in axes else d for i, d in enumerate(_shape(x))))
+        acc = _sh.reshape(acc, tuple(1 if i in axes else d for i, d in enumerate(_shape(x))))
     return acc
 
 
-def _no_empty_extremum(x: Any, axes: tuple[int, ...], op: str) -> tuple[int, ...]:
-    """NumPy refuses max/min/argmax over nothing; say so at trace time, at the user's line."""
-    if aval_of(x).size == 0 and _reduce_count(x, axes) == 0:
-        raise ShapeError(f"{op}: zero-size array to a reduction that has no identity "
-                         f"(shape {_shape(x)}, axis {axes})", source=user_source(),
-                         hint="reduce over a non-empty axis, or use np.where with a default value")
-    return axes
-
-
-def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    axes = _no_empty_extremum(x, normalize_axes(axis, _nd(x), "max"), "max")
-    return _red.reduce_max(x, axes, keepdims)
-
-
-def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    axes = _no_empty_extremum(x, normalize_axes(axis, _nd(x), "min"), "min")
-    return _red.reduce_min(x, axes, keepdims)
-
-
-amax, amin = max, min
-
-
+@_implements("var")
 def var(x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
     axes = normalize_axes(axis, _nd(x), "var")
-    centered = subtract(x, mean(x, axes, keepdims=True))
+    centered = _ew.sub(x, mean(x, axes, keepdims=True))
     n = _reduce_count(x, axes)
     if n == 1:  # one element (or axis=()): the variance is constant, so its tangent is 0 (std's too, not nan)
         centered = stop_gradient(centered)
-    return divide(_red.reduce_sum(multiply(centered, centered), axes, keepdims), n - ddof)
+    return _ew.div(_red.reduce_sum(_ew.mul(centered, centered), axes, keepdims), n - ddof)
 
 
+@_implements("std")
 def std(x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
-    return sqrt(var(x, axis, ddof=ddof, keepdims=keepdims))
+    return _ew.sqrt(var(x, axis, ddof=ddof, keepdims=keepdims))
 
 
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     """log(sum(exp(x))) computed stably (the shift by the max needs no derivative)."""
     axes = normalize_axes(axis, _nd(x), "logsumexp")
     m = stop_gradient(_red.reduce_max(x, axes, True))
-    s = log(_red.reduce_sum(exp(subtract(x, m)), axes, True))
-    out = add(s, m)
+    s = _ew.log(_red.reduce_sum(_ew.exp(_ew.sub(x, m)), axes, True))
+    out = _ew.add(s, m)
     return out if keepdims else squeeze(out, axes)
 
 
-def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
-    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmax"), "argmax")
-    return _red.argmax(x, None if axis is None else normalize_axes(axis, _nd(x), "argmax")[0], keepdims)
-
-
-def argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
-    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmin"), "argmin")
-    return _red.argmin(x, None if axis is None else normalize_axes(axis, _nd(x), "argmin")[0], keepdims)
-
-
 # ---------------------------------------------------------------- shapes
-def reshape(x: Any, shape: Any, order: str = "C") -> Any:
-    if order != "C":
-        raise UnsupportedOperationError(f"reshape with order={order!r}", source=user_source(),
-                                        hint="only C order is supported")
-    if isinstance(shape, int | _np.integer):
-        shape = (int(shape),)
-    return _sh.reshape(x, tuple(shape))
-
-
+@_implements("ravel")
 def ravel(x: Any) -> Any:
-    return reshape(x, (-1,))
+    return _sh.reshape(x, (-1,))
 
 
-def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
-    nd = _nd(x)
-    perm = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
-    return _sh.transpose(x, perm)
-
-
+@_implements("swapaxes")
 def swapaxes(x: Any, axis1: int, axis2: int) -> Any:
     nd = _nd(x)
     perm = list(range(nd))
@@ -259,6 +206,7 @@ def swapaxes(x: Any, axis1: int, axis2: int) -> Any:
     return _sh.transpose(x, tuple(perm))
 
 
+@_implements("moveaxis")
 def moveaxis(x: Any, source: Any, destination: Any) -> Any:
     nd = _nd(x)
     src = [normalize_axes(s, nd, "moveaxis")[0] for s in _np.atleast_1d(source)]
@@ -269,6 +217,7 @@ def moveaxis(x: Any, source: Any, destination: Any) -> Any:
     return _sh.transpose(x, tuple(order))
 
 
+@_implements("expand_dims")
 def expand_dims(x: Any, axis: Any) -> Any:
     axes = (axis,) if isinstance(axis, int | _np.integer) else tuple(axis)
     nd = _nd(x) + len(axes)
@@ -277,6 +226,7 @@ def expand_dims(x: Any, axis: Any) -> Any:
     return _sh.reshape(x, tuple(1 if i in axes else next(it) for i in range(nd)))
 
 
+@_implements("squeeze")
 def squeeze(x: Any, axis: Any = None) -> Any:
     shp = _shape(x)
     if axis is None:
@@ -289,32 +239,23 @@ def squeeze(x: Any, axis: Any = None) -> Any:
     return _sh.reshape(x, tuple(d for i, d in enumerate(shp) if i not in axes))
 
 
-def broadcast_to(x: Any, shape: Any) -> Any:
-    return _sh.broadcast_to(x, (shape,) if isinstance(shape, int) else tuple(shape))
-
-
-def concatenate(arrays: Sequence[Any], axis: int | None = 0) -> Any:
-    arrays = list(arrays)
-    if axis is None:
-        arrays, axis = [ravel(a) for a in arrays], 0
-    axis = normalize_axes(axis, _nd(arrays[0]), "concatenate")[0]
-    return _sh.concatenate(arrays, axis)
-
-
+@_implements("stack")
 def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
     arrays = list(arrays)
     axis = normalize_axes(axis, _nd(arrays[0]) + 1, "stack")[0]
     return _sh.concatenate([expand_dims(a, axis) for a in arrays], axis)
 
 
+@_implements("hstack")
 def hstack(arrays: Sequence[Any]) -> Any:
     # like NumPy: a single array is a sequence of its rows, each made at least 1-d
-    arrays = [reshape(a, (1,)) if _nd(a) == 0 else a for a in arrays]
-    return concatenate(arrays, 0 if _nd(arrays[0]) == 1 else 1)
+    arrays = [_sh.reshape(a, (1,)) if _nd(a) == 0 else a for a in arrays]
+    return _sh.np_concatenate(arrays, 0 if _nd(arrays[0]) == 1 else 1)
 
 
+@_implements("vstack")
 def vstack(arrays: Sequence[Any]) -> Any:
-    return concatenate([reshape(a, (1, -1)) if _nd(a) <= 1 else a for a in arrays], 0)
+    return _sh.np_concatenate([_sh.reshape(a, (1, -1)) if _nd(a) <= 1 else a for a in arrays], 0)
 
 
 # ---------------------------------------------------------------- indexing
@@ -374,12 +315,7 @@ def getitem(x: Any, idx: Any) -> Any:
     return _ix.index(x, tuple(template), arrays)
 
 
-def take_along_axis(arr: Any, indices: Any, axis: int | None) -> Any:
-    if axis is None:
-        return take_along_axis(ravel(arr), indices, 0)
-    return _ix.take_along_axis(arr, indices, normalize_axes(axis, _nd(arr), "take_along_axis")[0])
-
-
+@_implements("take")
 def take(a: Any, indices: Any, axis: int | None = None) -> Any:
     if axis is None:
         return getitem(ravel(a), indices)
@@ -388,63 +324,13 @@ def take(a: Any, indices: Any, axis: int | None = None) -> Any:
 
 
 # ---------------------------------------------------------------- linear algebra
-matmul = _la.matmul
-
-
-def _einsum_sublists(args: tuple) -> tuple[str, tuple]:
-    """NumPy's sublist form ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` as a subscript string."""
-    def letters(sub: Any) -> str:
-        out = ""
-        for k in sub:
-            if k is Ellipsis:
-                out += "..."
-            elif isinstance(k, int | _np.integer) and 0 <= k < 52:
-                out += string.ascii_letters[int(k)]
-            else:
-                raise ShapeError(f"einsum: sublist entries must be ints in [0, 52) or ..., got {k!r}")
-        return out
-
-    out = None
-    if len(args) % 2 == 1:  # an odd count: the last entry is the output sublist
-        args, out = args[:-1], letters(args[-1])
-    operands, subs = list(args[0::2]), list(args[1::2])
-    text = ",".join(letters(sub) for sub in subs)
-    return (text if out is None else f"{text}->{out}"), tuple(operands)
-
-
-def einsum(subscripts: Any, *operands: Any, optimize: Any = True) -> Any:
-    """Einstein summation; ellipses and implicit output are expanded to explicit letters."""
-    if not isinstance(subscripts, str):
-        subscripts, operands = _einsum_sublists((subscripts, *operands))
-    subscripts = subscripts.replace(" ", "")
-    ins, _, out = subscripts.partition("->")
-    in_subs = ins.split(",")
-    if len(in_subs) != len(operands):
-        raise ShapeError(f"einsum: {subscripts!r} names {len(in_subs)} operands, got {len(operands)}")
-    used = set(subscripts)
-    spare = [c for c in string.ascii_letters if c not in used]
-    ell_rank = builtins.max([_nd(op) - (len(s) - 3) for s, op in zip(in_subs, operands) if "..." in s] or [0])
-    ell = "".join(spare[:ell_rank])
-    expanded = []
-    for s, op in zip(in_subs, operands):
-        if "..." in s:
-            k = _nd(op) - (len(s) - 3)
-            s = s.replace("...", ell[ell_rank - k:])
-        expanded.append(s)
-    if "->" not in subscripts:
-        letters = "".join(expanded)
-        out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
-    else:
-        out = out.replace("...", ell)
-    return _la.einsum(",".join(expanded) + "->" + out, *operands)
-
-
+@_implements("dot")
 def dot(a: Any, b: Any) -> Any:
     na, nb = _nd(a), _nd(b)
     if na == 0 or nb == 0:
-        return multiply(a, b)
+        return _ew.mul(a, b)
     if nb <= 2:
-        return matmul(a, b)
+        return _la.matmul(a, b)
     # N-D: sum over the last axis of a and the second-to-last of b.
     return tensordot(a, b, ([na - 1], [nb - 2]))
 
@@ -454,11 +340,12 @@ def _tensordot_matmul(a: Any, b: Any, ax_a: list[int], ax_b: list[int]) -> Any:
     free_a = [i for i in range(_nd(a)) if i not in ax_a]
     free_b = [j for j in range(_nd(b)) if j not in ax_b]
     k = math.prod(_shape(a)[i] for i in ax_a)
-    a2 = reshape(_sh.transpose(a, tuple(free_a + ax_a)), (math.prod(_shape(a)[i] for i in free_a), k))
-    b2 = reshape(_sh.transpose(b, tuple(ax_b + free_b)), (k, math.prod(_shape(b)[j] for j in free_b)))
-    return reshape(matmul(a2, b2), tuple(_shape(a)[i] for i in free_a) + tuple(_shape(b)[j] for j in free_b))
+    a2 = _sh.reshape(_sh.transpose(a, tuple(free_a + ax_a)), (math.prod(_shape(a)[i] for i in free_a), k))
+    b2 = _sh.reshape(_sh.transpose(b, tuple(ax_b + free_b)), (k, math.prod(_shape(b)[j] for j in free_b)))
+    return _sh.reshape(_la.matmul(a2, b2), tuple(_shape(a)[i] for i in free_a) + tuple(_shape(b)[j] for j in free_b))
 
 
+@_implements("tensordot")
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     na, nb = _nd(a), _nd(b)
     if isinstance(axes, int | _np.integer):
@@ -479,13 +366,15 @@ def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     return _la.einsum(f"{''.join(la)},{''.join(lb)}->{''.join(out)}", a, b)
 
 
+@_implements("outer")
 def outer(a: Any, b: Any) -> Any:
-    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+    return _ew.mul(_sh.reshape(a, (-1, 1)), _sh.reshape(b, (1, -1)))
 
 
+@_implements("inner")
 def inner(a: Any, b: Any) -> Any:
     if _nd(a) == 0 or _nd(b) == 0:  # NumPy: a scalar operand multiplies
-        return multiply(a, b)
+        return _ew.mul(a, b)
     return tensordot(a, b, axes=([-1], [-1]))
 
 
@@ -506,16 +395,19 @@ def arange(*args: Any, **kwargs: Any) -> _np.ndarray:
     return _np.arange(*args, **kwargs)
 
 
+@_implements("zeros_like")
 def zeros_like(x: Any, dtype: Any = None) -> _np.ndarray:
     a = aval_of(x)
     return _np.zeros(a.shape, dtype or a.dtype)
 
 
+@_implements("ones_like")
 def ones_like(x: Any, dtype: Any = None) -> _np.ndarray:
     a = aval_of(x)
     return _np.ones(a.shape, dtype or a.dtype)
 
 
+@_implements("full_like")
 def full_like(x: Any, fill_value: Any, dtype: Any = None) -> _np.ndarray:
     a = aval_of(x)
     return _np.full(a.shape, fill_value, dtype or a.dtype)
@@ -523,23 +415,27 @@ def full_like(x: Any, fill_value: Any, dtype: Any = None) -> _np.ndarray:
 
 # ---------------------------------------------------------------- neural-network helpers
 def softmax(x: Any, axis: int = -1) -> Any:
-    z = exp(subtract(x, stop_gradient(max(x, axis, keepdims=True))))
-    return divide(z, sum(z, axis, keepdims=True))
+    z = _ew.exp(_ew.sub(x, stop_gradient(_red.np_max(x, axis, keepdims=True))))
+    return _ew.div(z, _red.np_sum(z, axis, keepdims=True))
 
 
 def log_softmax(x: Any, axis: int = -1) -> Any:
-    return subtract(x, logsumexp(x, axis, keepdims=True))
+    return _ew.sub(x, logsumexp(x, axis, keepdims=True))
 
 
 def one_hot(labels: Any, num_classes: int, dtype: Any = _np.float32) -> Any:
-    return astype(equal(expand_dims(labels, -1), _np.arange(num_classes)), dtype)
+    return astype(_ew.equal(expand_dims(labels, -1), _np.arange(num_classes)), dtype)
 
 
 def cross_entropy(logits: Any, labels: Any, axis: int = -1) -> Any:
     """Mean softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,)."""
     logp = log_softmax(logits, axis)
-    picked = take_along_axis(logp, expand_dims(labels, axis), axis)
-    return negative(mean(picked))
+    picked = _ix.np_take_along_axis(logp, expand_dims(labels, axis), axis)
+    return _ew.neg(mean(picked))
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "Any", "Sequence")]
+__all__ = [n for n in sorted(globals())
+           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
+                                                 "Sequence", "ShapeError", "UnsupportedOperationError",
+                                                 "Tracer", "aval_of", "normalize_axes", "user_source")]
+_dispatch.register_namespace(sys.modules[__name__])

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._namespace import is_device_array
 from ..errors import BackendUnavailableError
 from .base import Executable
 
@@ -32,15 +33,11 @@ def get_backend(name: str) -> Any:
     return _instances[name]
 
 
-def _on_device(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
-
-
 def to_host(tree: Any) -> Any:
     """A pytree with every CuPy array copied to a NumPy array (other leaves unchanged)."""
     from ..tree import tree_map
 
-    return tree_map(lambda x: x.get() if _on_device(x) else x, tree)
+    return tree_map(lambda x: x.get() if is_device_array(x) else x, tree)
 
 
 def to_device(tree: Any, backend: str = "cupy") -> Any:

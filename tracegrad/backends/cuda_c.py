@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "PREAMBLE",
+from ..ir import PRIMITIVES
+
+__all__ = [  # and PREAMBLE (== preamble(), computed on use)
     "SUPPORTED_DTYPES",
     "c_literal",
     "c_name",
@@ -24,12 +25,13 @@ __all__ = [
     "ctype",
     "identity_literal",
     "index_ctype",
+    "preamble",
 ]
 
 SUPPORTED_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                     "float32", "float64")
 
-PREAMBLE = r"""// ---- tracegrad preamble: NumPy dtype names as C types; tg_* helpers with NumPy semantics
+_BASE = r"""// ---- tracegrad preamble: NumPy dtype names as C types; tg_* helpers with NumPy semantics
 typedef signed char int8;
 typedef short int16;
 typedef int int32;
@@ -41,69 +43,28 @@ typedef unsigned long long uint64;
 typedef float float32;
 typedef double float64;
 
-// np.maximum / np.minimum: a NaN in either operand wins
-template <typename T> __device__ __forceinline__ T tg_maximum(T a, T b) { return (a > b || a != a) ? a : b; }
-template <typename T> __device__ __forceinline__ T tg_minimum(T a, T b) { return (a < b || a != a) ? a : b; }
-// np.sign: -1, 0 or 1, and nan for nan
-template <typename T> __device__ __forceinline__ T tg_sign(T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x); }
-template <typename T> __device__ __forceinline__ T tg_abs(T x) { return x < T(0) ? T(-x) : x; }
-// finite <=> x - x == 0 (inf - inf and nan - nan are nan); always true for integers
-template <typename T> __device__ __forceinline__ bool tg_isfinite(T x) { return x - x == T(0); }
-// integer power by squaring (np.power on integers); float overloads below
-template <typename T> __device__ __forceinline__ T tg_pow(T a, T b) {
-    T r = 1;
-    for (; b > 0; b >>= 1) { if (b & 1) r *= a; a *= a; }
-    return r;
-}
+// a tg_<name> helper calling the float32 / float64 libm function (primitives declare them)
 #define TG_FLOAT_FN(name, f32, f64) \
     __device__ __forceinline__ float32 name(float32 x) { return f32(x); } \
     __device__ __forceinline__ float64 name(float64 x) { return f64(x); }
-TG_FLOAT_FN(tg_exp, expf, exp)
-TG_FLOAT_FN(tg_log, logf, log)
-TG_FLOAT_FN(tg_log1p, log1pf, log1p)
-TG_FLOAT_FN(tg_expm1, expm1f, expm1)
-TG_FLOAT_FN(tg_sqrt, sqrtf, sqrt)
-TG_FLOAT_FN(tg_sin, sinf, sin)
-TG_FLOAT_FN(tg_cos, cosf, cos)
-TG_FLOAT_FN(tg_tanh, tanhf, tanh)
-TG_FLOAT_FN(tg_floor, floorf, floor)
-TG_FLOAT_FN(tg_abs, fabsf, fabs)
-__device__ __forceinline__ float32 tg_pow(float32 a, float32 b) { return powf(a, b); }
-__device__ __forceinline__ float64 tg_pow(float64 a, float64 b) { return pow(a, b); }
-// np.floor_divide / np.remainder (the remainder takes the divisor's sign) / np.fmod (the
-// dividend's sign); integer division by 0 gives 0 as in NumPy; floats follow npy_divmod
-template <typename T> __device__ __forceinline__ T tg_floor_divide(T a, T b) {
-    if (b == 0) return 0;
-    T q = a / b;
-    return (a % b != 0 && ((a < 0) != (b < 0))) ? T(q - 1) : q;
-}
-template <typename T> __device__ __forceinline__ T tg_remainder(T a, T b) {
-    if (b == 0) return 0;
-    T r = a % b;
-    return (r != 0 && ((r < 0) != (b < 0))) ? T(r + b) : r;
-}
-template <typename T> __device__ __forceinline__ T tg_fmod(T a, T b) { return b == 0 ? T(0) : T(a % b); }
-#define TG_FLOAT_DIVMOD(T, FMOD, FLOOR, COPYSIGN) \
-    __device__ __forceinline__ T tg_remainder(T a, T b) { \
-        T m = FMOD(a, b); \
-        if (b == 0) return m; \
-        if (m != 0) { if ((b < 0) != (m < 0)) m += b; } else m = COPYSIGN(T(0), b); \
-        return m; \
-    } \
-    __device__ __forceinline__ T tg_floor_divide(T a, T b) { \
-        if (b == 0) return a / b; \
-        T m = FMOD(a, b); \
-        T d = (a - m) / b; \
-        if (m != 0 && ((b < 0) != (m < 0))) d -= T(1); \
-        if (d == 0) return COPYSIGN(T(0), a / b); \
-        T f = FLOOR(d); \
-        return d - f > T(0.5) ? T(f + 1) : f; \
-    } \
-    __device__ __forceinline__ T tg_fmod(T a, T b) { return FMOD(a, b); }
-TG_FLOAT_DIVMOD(float32, fmodf, floorf, copysignf)
-TG_FLOAT_DIVMOD(float64, fmod, floor, copysign)
-// ---- end of preamble
 """
+
+
+def preamble() -> str:
+    """The typedefs, then every registered primitive's ``cuda_helper`` (its declaration in
+    ``tracegrad/ops`` owns it), once each, in registration order."""
+    helpers: list[str] = []
+    for prim in PRIMITIVES.values():
+        if prim.cuda_helper and prim.cuda_helper not in helpers:
+            helpers.append(prim.cuda_helper)
+    return _BASE + "\n".join(helpers) + "\n// ---- end of preamble\n"
+
+
+def __getattr__(name: str) -> str:
+    if name == "PREAMBLE":  # computed on use: a primitive registered later still gets its helper
+        return preamble()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # C++ keywords (and names the kernels use) that a graph variable name must not shadow
 _RESERVED = frozenset(["alignas", "alignof", "and", "asm", "auto", "bitand", "bitor", "bool", "break", "case", "catch", "char", "class", "compl", "const", "constexpr", "const_cast", "continue", "decltype", "default", "delete", "do", "double", "dynamic_cast", "else", "enum", "explicit", "export", "extern", "false", "float", "for", "friend", "goto", "if", "inline", "int", "long", "mutable", "namespace", "new", "noexcept", "not", "nullptr", "operator", "or", "private", "protected", "public", "register", "reinterpret_cast", "return", "short", "signed", "sizeof", "static", "static_assert", "static_cast", "struct", "switch", "template", "this", "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile", "wchar_t", "while", "xor", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64", "blockIdx", "blockDim", "threadIdx", "gridDim"])

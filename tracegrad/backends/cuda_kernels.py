@@ -170,7 +170,7 @@ def _compute_dtype(node: Node) -> np.dtype:
     """The type a node's operands are converted to: its output dtype, or for a boolean
     output (comparisons, logical ops) the NumPy promotion of its non-boolean operands."""
     out = node.out.aval.dtype
-    if out.kind != "b" or node.primitive.name == "astype":
+    if out.kind != "b" or "dtype" in node.params:  # a conversion (astype) computes in its target type
         return out
     vals = [a.aval for a in node.inputs if a.aval.dtype.kind != "b"]
     if not vals:

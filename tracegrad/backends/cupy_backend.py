@@ -74,6 +74,3 @@ class CupyBackend:
         fn, filename = compile_source(Emitted(program.python_source, program.fn_name), ns)
         return Executable(program.graph, program.source(), fn, filename, self.name,
                           cuda_source=program.cuda_source, launches=dict(program.launches))
-
-    def to_backend(self, x: Any) -> Any:
-        return self.cp.asarray(x)

@@ -9,7 +9,10 @@ checked on machines without a GPU. ``generate(graph)`` fuses the graph
 - views (reshape, transpose, broadcast_to, basic slicing, stop_gradient) cost nothing:
   the planner tracks every value's static ``Layout`` (base buffer, offset, strides) and
   kernels read through it; a view becomes a CuPy expression only where a library call
-  or the caller needs the array;
+  or the caller needs the array. Which primitives are views, and how each maps a layout,
+  is declared with the primitive (``lowerings["cupy"]``, a view rule);
+- other CuPy lowerings are named by the primitive's declaration (``lowerings["cupy"]``:
+  ``"gemm"``, ``"blas"``, ``"im2col_gemm"``), never by its name here;
 - matmul/einsum go to cuBLAS (``cp.matmul``/``cp.einsum``, the NumPy lowering run with
   ``cp`` for ``np``). Two matmuls sharing their weight, ``x @ W`` and ``x_dot @ W``
   with x and x_dot made by the same kernel, become ONE GEMM: the kernel writes x and
@@ -35,16 +38,23 @@ from typing import Any
 import numpy as np
 
 from ..ir import Graph, Literal, Node, Var
-from ..ir.fusion import FusionGroup, fusion_groups
+from ..ir.fusion import FusionGroup, fusion_groups, reshape_role
 from ..transforms.fuse import fuse
-from .cuda_c import PREAMBLE, ctype
+from .cuda_c import ctype, preamble
 from .cuda_kernels import Kernel, Layout, group_kernel, im2col_kernel
 from .emit import _identifier, format_scalar
 
-__all__ = ["VIEW_PRIMITIVES", "CupyProgram", "generate"]
+__all__ = ["STRATEGIES", "CupyProgram", "generate"]
 
-VIEW_PRIMITIVES = ("reshape", "transpose", "broadcast_to", "index", "stop_gradient")
-_NO_COPY = ("matmul",)  # library results known to be C-contiguous
+# The CuPy lowerings a primitive may name in its declaration (``lowerings["cupy"]``):
+# "gemm" is one cuBLAS call with a C-contiguous result (and may share one GEMM with a
+# second product of the same weight); "blas" a cuBLAS-backed library call; "im2col_gemm"
+# a generated im2col kernel plus one GEMM. A callable is a view rule on ``Layout``.
+STRATEGIES = ("gemm", "blas", "im2col_gemm")
+
+
+def _cupy_rule(node: Node) -> Any:
+    return node.primitive.lowerings.get("cupy")
 
 
 @dataclass
@@ -177,9 +187,9 @@ class _Planner:
             if stack is not None:
                 self.stacked_matmul(stack)
                 skip.add(id(stack.second) if stack.first is node else id(stack.first))
-            elif node.primitive.name in VIEW_PRIMITIVES and self._view(node):
+            elif callable(_cupy_rule(node)) and self._view(node):
                 pass
-            elif node.primitive.name == "conv2d":
+            elif _cupy_rule(node) == "im2col_gemm":
                 self.conv2d(node)
             else:
                 self.library_call(node)
@@ -190,7 +200,7 @@ class _Planner:
         of, like the flatten before a dense layer) come out of the same elementwise kernel."""
         group_of = {v: grp.gid for grp in groups.values() if grp.reduction is None for v in grp.outputs}
         reshaped = {n.out: n.inputs[0] for n in self.graph.nodes
-                    if n.primitive.name == "reshape" and n.fusion_group is None and isinstance(n.inputs[0], Var)}
+                    if n.primitive.fusion is reshape_role and n.fusion_group is None and isinstance(n.inputs[0], Var)}
 
         def root(v: Var) -> Var:
             while v in reshaped:
@@ -199,7 +209,7 @@ class _Planner:
 
         used: set[Var] = set()
         stacks = []
-        mats = [n for n in self.graph.nodes if n.primitive.name == "matmul" and n.fusion_group is None]
+        mats = [n for n in self.graph.nodes if _cupy_rule(n) == "gemm" and n.fusion_group is None]
         for i, m1 in enumerate(mats):
             for m2 in mats[i + 1:]:
                 a, b = m1.inputs[0], m2.inputs[0]
@@ -270,17 +280,8 @@ class _Planner:
         if not isinstance(x, Var):
             return False
         lay = self.layouts[x]
-        name, p = node.primitive.name, node.params
-        if name == "reshape":
-            new = lay.reshape(p["shape"])
-        elif name == "transpose":
-            new = lay.transpose(p["perm"])
-        elif name == "broadcast_to":
-            new = lay.broadcast(p["shape"])
-        elif name == "index":
-            new = lay.index(p["template"]) if len(node.inputs) == 1 else None
-        else:  # stop_gradient
-            new = lay
+        p = node.params
+        new = _cupy_rule(node)(lay, p, len(node.inputs))  # the primitive's declared view rule
         if new is None:
             return False
         out = node.out
@@ -293,11 +294,12 @@ class _Planner:
         args = [self.py(a) for a in node.inputs]
         expr = _py(node.primitive.lower("numpy", args, node.params))
         name = self.names[node.out]
-        if node.primitive.name in ("matmul", "einsum"):
+        rule = _cupy_rule(node)
+        if rule in ("gemm", "blas"):
             self.cublas += 1
         else:
             self.library += 1
-        if node.primitive.name not in _NO_COPY:
+        if rule != "gemm":  # only a GEMM's result is known to be C-contiguous
             expr = f"cp.ascontiguousarray({expr})"
         self.emit(f"{name} = {expr}", self.reads(list(node.inputs)),
                   f"{node.primitive.name}{self.where(node)}")
@@ -388,7 +390,7 @@ class _Planner:
             header.append(f"# {cname}: constant array {value.dtype}{list(value.shape)} (on the device)")
         python_source = "\n".join(header + [f"def {fn_name}({params}):"] + lines) + "\n"
         cuda = [f"// generated by tracegrad (cupy backend): graph {g.name!r}, {len(self.kernels)} kernels",
-                PREAMBLE] + [k.source for k in self.kernels]
+                preamble()] + [k.source for k in self.kernels]
         launches = {"kernels": len(self.kernels), "cublas": self.cublas, "other": self.library}
         return CupyProgram(g, fn_name, python_source, "\n".join(cuda), self.kernels, self.constants, launches)
 

@@ -5,9 +5,12 @@ Turns a graph into one readable straight-line Python function: one statement per
 line), ``del`` of temporaries right after their last use, constants bound as module
 globals. With ``inplace=True`` an elementwise ufunc writes its result into an operand that
 dies at that node (``c = np.add(a, b, out=a)``), so a chain of elementwise ops needs no
-new buffer per step; ``plan_inplace`` decides where, conservatively, and
-``live_temporary_bytes`` simulates the memory the emitted code holds. The source is
+new buffer per step. The source is
 compiled once and registered with ``linecache`` so tracebacks and debuggers step through it.
+
+Where results may be written in place, and what memory the code holds, is decided by
+``transforms.liveness`` (a Graph analysis the scheduler shares); this module only writes
+the source it planned.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..ir import Graph, Literal, Var
+from ..transforms.liveness import last_uses, plan_inplace
 
-__all__ = ["Emitted", "compile_source", "emit_function", "format_scalar", "inplace_candidates",
-           "live_temporary_bytes", "plan_inplace"]
+__all__ = ["Emitted", "compile_source", "emit_function", "format_scalar"]
 
 _counter = itertools.count()
 
@@ -54,100 +57,6 @@ def _identifier(name: str) -> str:
     return name if not name[0].isdigit() else "f_" + name
 
 
-def _last_uses(graph: Graph) -> dict[Var, int]:
-    last_use: dict[Var, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for a in node.inputs:
-            if isinstance(a, Var):
-                last_use[a] = i
-    return last_use
-
-
-def inplace_candidates(graph: Graph) -> dict[int, list[int]]:
-    """Node index -> positions of the operands that node may write its result into, *if*
-    it is their last use (which depends on the node order; ``plan_inplace`` checks it).
-
-    Writing into an operand is safe only when nothing else can see the buffer: it was
-    produced by a primitive that always returns a fresh array (never a graph input, a
-    constant or a view), no node ever took it as an operand without returning a fresh
-    array (so no view or alias of it exists), it is not a graph output, the node names it
-    once, and it has the output's exact (non-0-d) shape and dtype (no broadcasting or type
-    promotion into it). ``x = np.add(a, b, out=a)`` then owns ``a``'s buffer as exclusively
-    as ``a`` did, so chains keep reusing one buffer.
-    """
-    keep = set(graph.inputs) | {a for a in graph.outputs if isinstance(a, Var)}
-    owned: set[Var] = set()  # single outputs of fresh primitives
-    aliased: set[Var] = set()  # operands of a node whose result may share their memory
-    for node in graph.nodes:
-        if node.primitive.returns_fresh() and len(node.outputs) == 1:
-            owned.add(node.out)
-        else:
-            aliased.update(a for a in node.inputs if isinstance(a, Var))
-    candidates: dict[int, list[int]] = {}
-    for i, node in enumerate(graph.nodes):
-        if node.primitive.numpy_ufunc is None or node.params or len(node.outputs) != 1:
-            continue
-        out = node.out.aval
-        if out.shape == ():
-            continue  # ufuncs return NumPy scalars for 0-d results
-        ks = [k for k, a in enumerate(node.inputs)
-              if isinstance(a, Var) and a in owned and a not in aliased and a not in keep
-              and node.inputs.count(a) == 1 and a.aval.shape == out.shape and a.aval.dtype == out.dtype]
-        if ks:
-            candidates[i] = ks
-    return candidates
-
-
-def plan_inplace(graph: Graph) -> dict[int, int]:
-    """Node index -> position of the operand whose buffer that node overwrites: the first
-    ``inplace_candidates`` operand whose last use is that node."""
-    last_use = _last_uses(graph)
-    plan: dict[int, int] = {}
-    for i, ks in inplace_candidates(graph).items():
-        k = next((k for k in ks if last_use.get(graph.nodes[i].inputs[k]) == i), None)
-        if k is not None:
-            plan[i] = k
-    return plan
-
-
-def live_temporary_bytes(graph: Graph, inplace: bool = True) -> list[int]:
-    """Bytes of temporaries alive in the emitted code right after each node allocates its
-    outputs (operands still alive), simulating it: a temporary is deleted after its last
-    use, outputs nobody reads at once; views share their base's buffer, and so does a ufunc
-    result written into a dying operand (``plan_inplace``, with ``inplace=True``). Graph
-    inputs and constants are not counted."""
-    last_use = _last_uses(graph)
-    keep = set(graph.inputs) | {a for a in graph.outputs if isinstance(a, Var)}
-    buffer: dict[Var, int] = {v: id(v) for v in graph.inputs}  # views share their operand's buffer
-    size: dict[int, int] = {id(v): 0 for v in graph.inputs}
-    refs: dict[int, int] = {id(v): 1 for v in graph.inputs}
-    reuse = plan_inplace(graph) if inplace else {}
-    live, out = 0, []
-    for i, node in enumerate(graph.nodes):
-        view = node.primitive.is_view([a.aval for a in node.inputs], node.params)
-        base = node.inputs[0] if node.inputs else None
-        for v in node.outputs:
-            if i in reuse:  # written into a dying operand's buffer
-                buffer[v] = buffer[node.inputs[reuse[i]]]
-            elif view and isinstance(base, Var):
-                buffer[v] = buffer[base]
-            else:  # a view of a constant or a scalar owns nothing
-                buffer[v] = id(v)
-                size[id(v)] = 0 if view else v.aval.size * v.aval.dtype.itemsize
-                live += size[id(v)]
-            refs[buffer[v]] = refs.get(buffer[v], 0) + 1
-        out.append(live)
-        # the emitter's ``del``: operands at their last use, and outputs nobody reads
-        dead = {a for a in node.inputs if isinstance(a, Var) and last_use.get(a) == i}
-        dead |= {v for v in node.outputs if v not in last_use}
-        for v in dead - keep:
-            b = buffer[v]
-            refs[b] -= 1
-            if refs[b] == 0:
-                live -= size[b]
-    return out
-
-
 def emit_function(graph: Graph, lower: Callable[[Any, list[str], dict[str, Any]], str],
                   module: str = "np", inplace: bool = False) -> Emitted:
     """Emit ``def name(inputs): ... return outputs`` for ``graph``.
@@ -171,7 +80,7 @@ def emit_function(graph: Graph, lower: Callable[[Any, list[str], dict[str, Any]]
             constants[const_names[key]] = a.value
         return const_names[key]
 
-    last_use = _last_uses(graph)
+    last_use = last_uses(graph)
     keep = set(graph.inputs) | {a for a in graph.outputs if isinstance(a, Var)}
     reuse = plan_inplace(graph) if inplace else {}
 

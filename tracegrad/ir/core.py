@@ -11,9 +11,10 @@ from __future__ import annotations
 import keyword
 import math
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -111,6 +112,21 @@ class Literal:
 Atom = Var | Literal
 
 
+def _notebook_cell(filename: str) -> str | None:
+    """``In[3]`` for code typed into Jupyter/IPython cell 3, else ``None``. The kernel runs
+    each cell from a temporary file (``/tmp/ipykernel_123/2840.py``) and records which cell
+    it was in its compiler's ``_filename_map``; IPython is only read if already loaded."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    names = getattr(getattr(shell, "compile", None), "_filename_map", None)
+    number = names.get(filename) if isinstance(names, dict) else None
+    return f"In[{number}]" if isinstance(number, int) else None
+
+
+def _display_file(filename: str) -> str:
+    return _notebook_cell(filename) or os.path.basename(filename)
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where in the user's code an operation was traced."""
@@ -121,10 +137,11 @@ class SourceInfo:
     line: str = ""
 
     def short(self) -> str:
-        return f"{os.path.basename(self.filename)}:{self.lineno}"
+        return f"{_display_file(self.filename)}:{self.lineno}"
 
     def describe(self) -> str:
-        where = f"{self.filename}:{self.lineno}"
+        cell = _notebook_cell(self.filename)
+        where = f"{cell or self.filename}:{self.lineno}"
         if self.function:
             where += f", in {self.function}"
         if self.line:
@@ -305,45 +322,41 @@ class Graph:
         env = self.values(*args)
         return [env[a] if isinstance(a, Var) else a.value for a in self.outputs]
 
-    # -- seeing the graph (``tracegrad.viz``; imported on first use) ------------------
+    # -- seeing the graph (``tracegrad.viz``, which sits above the IR: the top-level
+    # package installs it as ``Graph.views`` and imports it on first use) ---------------
+    views: ClassVar[Callable[[], Any] | None] = None
+
+    def _views(self) -> Any:
+        if Graph.views is None:
+            raise RuntimeError("graph views need tracegrad.viz; import tracegrad first")
+        return Graph.views()
+
     def to_networkx(self, *, values: Any = None) -> Any:
         """A ``networkx.DiGraph`` of inputs, constants, nodes and outputs; edges carry the
         operand index and shape. See ``tracegrad.viz.networkx`` for the attributes."""
-        from ..viz import to_networkx
-
-        return to_networkx(self, values=values)
+        return self._views().to_networkx(self, values=values)
 
     def to_dot(self, *, values: Any = None) -> str:
         """Graphviz DOT text: primal nodes blue, tangent nodes orange, fusion groups as clusters.
         ``values``: the graph's input arrays (or a ``{Var: value}`` map) to print on nodes."""
-        from ..viz import to_dot
+        return self._views().to_dot(self, values=values)
 
-        return to_dot(self, values=values)
+    def render(self, path: Any, *, values: Any = None, engine: str = "auto") -> Any:
+        """Write the graph to ``path`` as .svg, .png, .dot, .txt or .html (from the suffix);
+        laid out by Graphviz's ``dot`` when installed, else by the built-in layout."""
+        return self._views().render(self, path, values=values, engine=engine)
 
-    def render(self, path: Any, *, values: Any = None) -> Any:
-        """Write the graph to ``path`` as .svg, .png, .dot, .txt or .html (from the suffix)."""
-        from ..viz import render
-
-        return render(self, path, values=values)
-
-    def to_html(self, path: Any = None, *, values: Any = None) -> str:
-        """A self-contained HTML page: the diagram, a node table and a detail panel."""
-        from ..viz import to_html
-
-        return to_html(self, path, values=values)
+    def to_html(self, path: Any = None, *, values: Any = None, engine: str = "auto") -> str:
+        """A self-contained HTML page: the diagram (zoom, pan, layers), a node table and a
+        detail panel."""
+        return self._views().to_html(self, path, values=values, engine=engine)
 
     def stats(self) -> Any:
         """Node counts, FLOPs, bytes moved and the generated code's estimated peak memory."""
-        from ..viz import graph_stats
-
-        return graph_stats(self)
+        return self._views().graph_stats(self)
 
     def _repr_svg_(self) -> str | None:
-        from ..viz.dot import svg_or_none
-
-        return svg_or_none(self)
+        return self._views().dot.svg_or_none(self)
 
     def _repr_html_(self) -> str:
-        from ..viz.html import notebook_html
-
-        return notebook_html(self)
+        return self._views().html.notebook_html(self)

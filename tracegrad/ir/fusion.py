@@ -3,10 +3,11 @@
 A fusion group is a contiguous run of nodes that a backend may compute as ONE kernel.
 Its contract, checked by ``fusion_groups`` (and so by ``Graph.validate``):
 
-- every member has a *role*: ``elementwise`` (``primitive.elementwise``), ``view``
-  (``stop_gradient``, ``broadcast_to``, and a ``reshape`` that only adds or drops leading
-  unit axes), ``gather`` (``max_pool2d``, ``avg_pool2d``, ``take_along_axis``: the output
-  at an index reads its first operand at other indices) or ``reduction``
+- every member has a *role*, declared with its primitive (``Primitive.fusion``):
+  ``elementwise`` (``primitive.elementwise``), ``view`` (``stop_gradient``,
+  ``broadcast_to``, and a ``reshape`` that only adds or drops leading unit axes),
+  ``gather`` (``max_pool2d``, ``avg_pool2d``, ``take_along_axis``: the output at an index
+  reads the operands in ``Primitive.gathered`` at other indices) or ``reduction``
   (``reduce_sum/max/min``);
 - one thread of the kernel owns one index of the *iteration shape* S, the broadcast of
   the members' output shapes; a member of shape s is evaluated at S's index projected
@@ -42,12 +43,9 @@ __all__ = [
     "fusion_groups",
     "fusion_role",
     "gathered_operands",
+    "reshape_role",
     "strip_leading_ones",
 ]
-
-REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
-GATHERS = {"max_pool2d": (0,), "avg_pool2d": (0,), "take_along_axis": (0,)}
-
 
 class GroupError(AssertionError):
     """A set of nodes that cannot run as one kernel (the message says why)."""
@@ -61,25 +59,21 @@ def strip_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def fusion_role(node: Node) -> str | None:
-    """How ``node`` may take part in a fusion group, or None if it cannot."""
-    name = node.primitive.name
-    if name in REDUCTIONS:
-        return "reduction"
-    if name in GATHERS:
-        return "gather"
-    if name in ("stop_gradient", "broadcast_to"):
-        return "view"
-    if name == "reshape":
-        same = strip_leading_ones(node.inputs[0].aval.shape) == strip_leading_ones(node.out.aval.shape)
-        return "view" if same else None
-    if node.primitive.elementwise and not node.primitive.multiple_results:
-        return "elementwise"
-    return None
+    """How ``node`` may take part in a fusion group, or None if it cannot (its primitive's
+    declared ``fusion`` role)."""
+    return node.primitive.fusion_role(node)
+
+
+def reshape_role(node: Node) -> str | None:
+    """The role of a reshape: a view when it only adds or drops leading unit axes (the
+    index projection stays right-aligned), else not fusible."""
+    same = strip_leading_ones(node.inputs[0].aval.shape) == strip_leading_ones(node.out.aval.shape)
+    return "view" if same else None
 
 
 def gathered_operands(node: Node) -> tuple[int, ...]:
     """Operand positions read at indices other than the node's own (they must be external)."""
-    return GATHERS.get(node.primitive.name, ())
+    return node.primitive.gathered
 
 
 @dataclass

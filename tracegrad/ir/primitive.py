@@ -1,8 +1,11 @@
 """Primitives and their registry.
 
 A ``Primitive`` holds everything tracegrad knows about one operation, declared in one
-place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP and VJP rules and its
-lowering for each backend. The NumPy lowering is a function from operand expressions
+place (a file under ``tracegrad/ops``): its shape/dtype rule, its JVP and VJP rules, its
+lowering for each backend, and every other fact a later stage needs — the NumPy names it
+answers to (``tracing.dispatch`` and the ``tracegrad.numpy`` exports are derived from
+them), its fusion role, its folding identities, the CUDA helper its template calls. No
+table elsewhere lists primitives by name, so none can forget one. The NumPy lowering is a function from operand expressions
 (strings) and params to a Python expression; the reference implementation used for
 eager evaluation, constant folding and ``Graph.interpret`` is compiled from that same
 template, so there is exactly one definition of what a primitive computes.
@@ -18,7 +21,9 @@ import numpy as np
 
 from .core import Aval
 
-__all__ = ["PRIMITIVES", "Primitive", "freeze", "register"]
+__all__ = ["FUSION_ROLES", "PRIMITIVES", "Primitive", "freeze", "register"]
+
+FUSION_ROLES = ("elementwise", "view", "gather", "reduction")
 
 PRIMITIVES: dict[str, Primitive] = {}
 
@@ -54,6 +59,20 @@ class Primitive:
     - ``fresh``: the NumPy lowering always returns a newly allocated array for a non-0-d
       output (never an operand or a view of one); implied by ``numpy_ufunc``. Only such
       outputs are ever overwritten in place.
+    - ``numpy_names``: the NumPy functions/ufuncs it answers to (``("abs", "absolute")``;
+      dotted for submodules, ``"linalg.norm"``); ``numpy_fn`` is the function called for
+      them (set by ``ops._rules.declare`` / ``numpy_function``).
+    - ``fusion``: its role in a fusion group (``FUSION_ROLES``), or a function
+      ``node -> role | None`` when it depends on the call; ``None`` derives ``"elementwise"``
+      from ``elementwise``. ``gathered``: operand positions a gather reads at other indices.
+    - ``units``: folding identities ``((position, c), ...)``: with operand ``position`` the
+      constant ``c``, the result is the other operand (``x + 0``, ``x * 1``);
+      ``involution``: ``f(f(x)) == x`` (``neg``).
+    - ``cuda_helper``: C source of the helper functions its CUDA template calls (joined,
+      once each, into the generated translation unit's preamble).
+    - ``lowerings["cupy"]``: how the CuPy backend lowers it when that is not the fused
+      elementwise template: a strategy name the backend implements (``"gemm"``, ``"blas"``,
+      ``"im2col_gemm"``) or a view rule ``(layout, params, n_operands) -> layout | None``.
     """
 
     name: str
@@ -64,7 +83,6 @@ class Primitive:
     multiple_results: bool = False
     differentiable: bool = True  # False: outputs are integer/boolean or piecewise constant
     elementwise: bool = False  # output[i] depends on input[i] only (with broadcasting)
-    linear: bool = False  # linear in its array operands (JVP = same op on tangents)
     param_format: Callable[[dict[str, Any]], str] | None = None  # custom listing of params
     flops: Callable[[list[Aval], list[Aval], dict[str, Any]], int] | None = None
     view: bool | Callable[[list[Aval], dict[str, Any]], bool] = False
@@ -74,10 +92,25 @@ class Primitive:
     # generated module's globals, so a long expression becomes one readable call that a
     # debugger can step into.
     runtime: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    numpy_names: tuple[str, ...] = ()
+    numpy_fn: Callable[..., Any] | None = field(default=None, repr=False)
+    fusion: str | Callable[[Any], str | None] | None = None
+    gathered: tuple[int, ...] = ()
+    units: tuple[tuple[int, float], ...] = ()
+    involution: bool = False
+    cuda_helper: str = ""
     _impl_cache: dict[Any, Callable[..., Any]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"Primitive({self.name})"
+
+    def fusion_role(self, node: Any) -> str | None:
+        """How ``node`` (an application of this primitive) may join a fusion group."""
+        if self.multiple_results:
+            return None
+        if self.fusion is None:
+            return "elementwise" if self.elementwise else None
+        return self.fusion(node) if callable(self.fusion) else self.fusion
 
     def format_params(self, params: dict[str, Any]) -> str:
         if not params:

@@ -1,4 +1,11 @@
-"""Shared shape/dtype rules and declaration helpers for primitive families."""
+"""Shared shape/dtype rules and the declaration helpers for primitive families.
+
+``declare`` creates and registers a primitive with every fact about it (see
+``ir.Primitive``): its NumPy lowering and shape rule, the NumPy names it answers to (which
+``tracing.dispatch`` routes and ``tracegrad.numpy`` exports), its CUDA template and helper,
+its fusion role, folding identities and CuPy lowering. Derivative rule helpers live in
+``tracegrad.ad.rules``.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +17,20 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from ..ir import Aval, Primitive, freeze, register
+from ..tracing.dispatch import register_numpy_name, resolve_numpy_name
 from ..tracing.tracer import aval_of, bind
-from ..transforms import tangents as T
 
 __all__ = [
     "CudaReduction",
     "broadcast_shapes",
     "declare",
-    "defjvp_unary",
-    "defvjp_unary",
     "elementwise_abstract",
     "fmt_shape",
     "input_size_flops",
     "no_flops",
     "normalize_axes",
+    "numpy_function",
     "probe_dtype",
-    "unbroadcast",
 ]
 
 
@@ -113,55 +118,63 @@ class CudaReduction(NamedTuple):
 
 
 def declare(name: str, numpy: Callable[..., str], abstract_eval: Any = None, *,
-            cuda: Any = None, **kw: Any) -> Primitive:
+            cuda: Any = None, cupy: Any = None, numpy_names: tuple[str, ...] = (),
+            ufunc_out: bool = True, **kw: Any) -> Primitive:
     """Create and register a primitive; elementwise ones get the broadcasting shape rule.
 
+    ``numpy``: the NumPy lowering ``(*operand_exprs, **params) -> Python expression``.
+    ``numpy_names``: the NumPy functions/ufuncs it answers to, on traced values; a plain
+    binder ``np.<name>(*operands)`` is generated (replace it with ``@numpy_function``
+    where NumPy's signature needs translating, e.g. ``axis=`` into params). For an
+    elementwise primitive whose first name is a ufunc, the NumPy backend may write the
+    result into a dying operand (``out=``); ``ufunc_out=False`` forbids that.
     ``cuda``: the primitive's CUDA C template for fused kernels (``lowerings["cuda"]``): for
     elementwise ops ``(*operand_exprs, **params) -> C expression`` (operands arrive converted
     to the op's compute type); for gathers ``(read, index, *other_operands, **params)`` where
-    ``read(coords)`` loads the gathered operand; for reductions a ``CudaReduction``."""
+    ``read(coords)`` loads the gathered operand; for reductions a ``CudaReduction``.
+    ``cupy``: the CuPy lowering when it is not the fused template (``lowerings["cupy"]``).
+    Other keywords are ``Primitive`` fields (``fusion=``, ``units=``, ``cuda_helper=``, ...)."""
     if abstract_eval is None:
         abstract_eval = elementwise_abstract(name)
-    lowerings = {"numpy": numpy} if cuda is None else {"numpy": numpy, "cuda": cuda}
-    return register(Primitive(name, abstract_eval, lowerings=lowerings, **kw))
+    lowerings = {"numpy": numpy}
+    if cuda is not None:
+        lowerings["cuda"] = cuda
+    if cupy is not None:
+        lowerings["cupy"] = cupy
+    names = tuple(numpy_names)
+    if names and kw.get("elementwise") and ufunc_out and "numpy_ufunc" not in kw \
+            and isinstance(resolve_numpy_name(names[0]), np.ufunc):
+        kw["numpy_ufunc"] = f"np.{names[0]}"
+    prim = register(Primitive(name, abstract_eval, lowerings=lowerings, numpy_names=names, **kw))
+    if names:
+        prim.numpy_fn = _binder(prim)
+        for n in names:
+            register_numpy_name(n, prim.numpy_fn)
+    return prim
 
 
-def defjvp_unary(prim: Primitive, derivative: Callable[[Any, Any], Any]) -> None:
-    """JVP of ``y = f(x)`` as ``derivative(x, y) * x_dot`` (the factor is primal work)."""
+def _binder(prim: Primitive) -> Callable[..., Any]:
+    def fn(*operands: Any) -> Any:
+        return bind(prim, *operands)
 
-    def rule(primals: list[Any], tangents: list[Any], **params: Any) -> Any:
-        (x,) = primals
-        y = bind(prim, x, **params)
-        return y, T.scale(tangents[0], derivative(x, y), aval_of(y))
-
-    rule.derivative = derivative  # type: ignore[attr-defined]  # reused by defvjp_unary
-    prim.jvp = rule
+    fn.__name__ = fn.__qualname__ = prim.numpy_names[0].rpartition(".")[2]
+    fn.__doc__ = f"``np.{prim.numpy_names[0]}`` on traced and concrete arrays (primitive ``{prim.name}``)."
+    return fn
 
 
-def defvjp_unary(prim: Primitive, derivative: Callable[[Any, Any], Any] | None = None) -> None:
-    """VJP of ``y = f(x)`` as ``ct * derivative(x, y)``; by default the same derivative factor
-    that ``defjvp_unary`` registered, so forward and reverse mode share one definition."""
-    if derivative is None:
-        derivative = prim.jvp.derivative  # type: ignore[union-attr]
+def numpy_function(prim: Primitive) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: ``fn`` (with NumPy's signature) is what ``prim``'s NumPy names call,
+    replacing the generated binder in dispatch and in ``tracegrad.numpy``."""
+    if not prim.numpy_names:
+        raise ValueError(f"primitive {prim.name!r} declares no numpy_names")
 
-    def rule(ct: Any, primals: list[Any], y: Any, **params: Any) -> tuple[Any]:
-        return (ct * derivative(primals[0], y),)
+    def attach(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for n in prim.numpy_names:
+            register_numpy_name(n, fn, replace=prim.numpy_fn)
+        prim.numpy_fn = fn
+        return fn
 
-    prim.vjp = rule
-
-
-def unbroadcast(ct: Any, aval: Aval) -> Any:
-    """Transpose of NumPy broadcasting: sum ``ct`` (shaped like a broadcast result) over the
-    leading axes ``aval`` lacks and the axes where ``aval`` has size 1, down to ``aval.shape``."""
-    from .. import numpy as tnp  # lazily: tracegrad.numpy imports the ops
-
-    shape = aval_of(ct).shape
-    if shape == aval.shape:
-        return ct
-    lead = len(shape) - len(aval.shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(aval.shape) if d == 1 and shape[lead + i] != 1)
-    return tnp.reshape(tnp.sum(ct, axis=axes, keepdims=True), aval.shape)
+    return attach
 
 
 def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:

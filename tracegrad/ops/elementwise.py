@@ -1,7 +1,9 @@
 """Elementwise primitives (NumPy broadcasting): each declared once with its JVP rule.
 
 Rules return ``(primal_out, tangent_out)`` and build tangents with the combinators of
-``tracegrad.transforms.tangents``, so they hold for any number of tangent directions.
+``tracegrad.ad.tangents``, so they hold for any number of tangent directions. Each
+declaration also names the NumPy functions the primitive answers to, its CUDA template and
+the C helper that template calls, and its folding identities.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from ..ad import tangents as T
+from ..ad.rules import defjvp_unary, defvjp_unary, unbroadcast
+from ..errors import UnsupportedOperationError
 from ..ir import Aval
+from ..tracing.source import user_source
 from ..tracing.tracer import Tracer, aval_of, bind
-from ..transforms import tangents as T
-from ._rules import declare, defjvp_unary, defvjp_unary, no_flops, unbroadcast
+from ._rules import declare, no_flops, numpy_function
 
 
 def _binop(sym: str):
@@ -24,25 +29,50 @@ def _call(fn: str):
     return lambda *args: f"{fn}({', '.join(args)})"
 
 
-# CUDA C templates (fused kernels, see tracegrad/backends/cuda_c.py for the tg_* helpers)
+# CUDA C templates (fused kernels; tracegrad/backends/cuda_c.py has the typedefs and the
+# TG_FLOAT_FN macro the helpers below use)
 _c_binop, _c_call = _binop, _call
 
 
+def _c_float_fn(name: str, f32: str, f64: str) -> str:
+    """A ``tg_<name>`` C helper calling the float32 / float64 libm function."""
+    return f"TG_FLOAT_FN(tg_{name}, {f32}, {f64})"
+
+
 # ---------------------------------------------------------------- arithmetic
-add_p = declare("add", _binop("+"), elementwise=True, numpy_ufunc="np.add", cuda=_c_binop("+"))
-sub_p = declare("sub", _binop("-"), elementwise=True, numpy_ufunc="np.subtract", cuda=_c_binop("-"))
-mul_p = declare("mul", _binop("*"), elementwise=True, numpy_ufunc="np.multiply", cuda=_c_binop("*"))
+add_p = declare("add", _binop("+"), elementwise=True, numpy_names=("add",), cuda=_c_binop("+"),
+                units=((1, 0), (0, 0)))
+sub_p = declare("sub", _binop("-"), elementwise=True, numpy_names=("subtract",), cuda=_c_binop("-"),
+                units=((1, 0),))
+mul_p = declare("mul", _binop("*"), elementwise=True, numpy_names=("multiply",), cuda=_c_binop("*"),
+                units=((1, 1), (0, 1)))
 # Two Python scalars (weak 0-d operands: a Python-number argument or constant) divide and
 # power with NumPy's semantics, not Python's: 1.0 / 0.0 is inf (not ZeroDivisionError) and
 # (-1.0) ** 0.5 is nan (not a complex number). Only then the node carries ``scalar=True``.
 div_p = declare("div", lambda a, b, scalar=False: f"np.true_divide({a}, {b}).item()" if scalar else f"{a} / {b}",
-                elementwise=True, numpy_ufunc="np.divide", cuda=lambda a, b, scalar=False: f"{a} / {b}")
-neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, numpy_ufunc="np.negative", cuda=lambda x: f"-{x}")
+                elementwise=True, numpy_names=("divide", "true_divide"),
+                cuda=lambda a, b, scalar=False: f"{a} / {b}", units=((1, 1),))
+neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, numpy_names=("negative",), cuda=lambda x: f"-{x}",
+                involution=True)
 pow_p = declare("pow", lambda a, b, scalar=False: f"np.power(float({a}), float({b})).item()" if scalar else f"{a} ** {b}",
-                elementwise=True, cuda=lambda a, b, scalar=False: f"tg_pow({a}, {b})")
-max_p = declare("maximum", _call("np.maximum"), elementwise=True, numpy_ufunc="np.maximum", cuda=_c_call("tg_maximum"))
-min_p = declare("minimum", _call("np.minimum"), elementwise=True, numpy_ufunc="np.minimum", cuda=_c_call("tg_minimum"))
-
+                elementwise=True, numpy_names=("power",), ufunc_out=False, units=((1, 1),),
+                cuda=lambda a, b, scalar=False: f"tg_pow({a}, {b})", cuda_helper="""\
+// integer power by squaring (np.power on integers); float overloads call powf / pow
+template <typename T> __device__ __forceinline__ T tg_pow(T a, T b) {
+    T r = 1;
+    for (; b > 0; b >>= 1) { if (b & 1) r *= a; a *= a; }
+    return r;
+}
+__device__ __forceinline__ float32 tg_pow(float32 a, float32 b) { return powf(a, b); }
+__device__ __forceinline__ float64 tg_pow(float64 a, float64 b) { return pow(a, b); }""")
+max_p = declare("maximum", _call("np.maximum"), elementwise=True, numpy_names=("maximum",), cuda=_c_call("tg_maximum"),
+                cuda_helper="// np.maximum: a NaN in either operand wins\n"
+                "template <typename T> __device__ __forceinline__ T tg_maximum(T a, T b) "
+                "{ return (a > b || a != a) ? a : b; }")
+min_p = declare("minimum", _call("np.minimum"), elementwise=True, numpy_names=("minimum",), cuda=_c_call("tg_minimum"),
+                cuda_helper="// np.minimum: a NaN in either operand wins\n"
+                "template <typename T> __device__ __forceinline__ T tg_minimum(T a, T b) "
+                "{ return (a < b || a != a) ? a : b; }")
 
 def add(a: Any, b: Any) -> Any: return bind(add_p, a, b)
 def sub(a: Any, b: Any) -> Any: return bind(sub_p, a, b)
@@ -61,6 +91,20 @@ def power(a: Any, b: Any) -> Any:
     return bind(pow_p, a, b)
 def maximum(a: Any, b: Any) -> Any: return bind(max_p, a, b)
 def minimum(a: Any, b: Any) -> Any: return bind(min_p, a, b)
+
+
+# np.divide / np.power (and ``/``, ``**`` on tracers) go through div / power, which choose
+# NumPy's semantics for two Python scalars
+@numpy_function(div_p)
+def np_divide(a: Any, b: Any) -> Any:
+    """``np.divide``: ``div`` (NumPy's, not Python's, result for two Python scalars)."""
+    return div(a, b)
+
+
+@numpy_function(pow_p)
+def np_power(a: Any, b: Any) -> Any:
+    """``np.power``: ``power`` (NumPy's, not Python's, result for two Python scalars)."""
+    return power(a, b)
 
 
 def add_jvp(primals, tangents):
@@ -135,7 +179,6 @@ def min_jvp(primals, tangents):
 
 add_p.jvp, sub_p.jvp, mul_p.jvp, div_p.jvp = add_jvp, sub_jvp, mul_jvp, div_jvp
 neg_p.jvp, pow_p.jvp, max_p.jvp, min_p.jvp = neg_jvp, pow_jvp, max_jvp, min_jvp
-add_p.linear = sub_p.linear = neg_p.linear = True
 
 
 # VJPs: the cotangent of each operand, summed back to its own shape (``unbroadcast``).
@@ -208,19 +251,31 @@ max_p.vjp = _select_vjp(lambda a, b: greater(a, b))
 min_p.vjp = _select_vjp(lambda a, b: less(a, b))
 
 # ---------------------------------------------------------------- unary math
-exp_p = declare("exp", _call("np.exp"), elementwise=True, numpy_ufunc="np.exp", cuda=_c_call("tg_exp"))
-log_p = declare("log", _call("np.log"), elementwise=True, numpy_ufunc="np.log", cuda=_c_call("tg_log"))
-log1p_p = declare("log1p", _call("np.log1p"), elementwise=True, numpy_ufunc="np.log1p", cuda=_c_call("tg_log1p"))
-expm1_p = declare("expm1", _call("np.expm1"), elementwise=True, numpy_ufunc="np.expm1", cuda=_c_call("tg_expm1"))
-sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True, numpy_ufunc="np.sqrt", cuda=_c_call("tg_sqrt"))
-abs_p = declare("abs", _call("np.abs"), elementwise=True, numpy_ufunc="np.abs", cuda=_c_call("tg_abs"))
-sin_p = declare("sin", _call("np.sin"), elementwise=True, numpy_ufunc="np.sin", cuda=_c_call("tg_sin"))
-cos_p = declare("cos", _call("np.cos"), elementwise=True, numpy_ufunc="np.cos", cuda=_c_call("tg_cos"))
-tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, numpy_ufunc="np.tanh", cuda=_c_call("tg_tanh"))
+exp_p = declare("exp", _call("np.exp"), elementwise=True, numpy_names=("exp",), cuda=_c_call("tg_exp"),
+                cuda_helper=_c_float_fn("exp", "expf", "exp"))
+log_p = declare("log", _call("np.log"), elementwise=True, numpy_names=("log",), cuda=_c_call("tg_log"),
+                cuda_helper=_c_float_fn("log", "logf", "log"))
+log1p_p = declare("log1p", _call("np.log1p"), elementwise=True, numpy_names=("log1p",), cuda=_c_call("tg_log1p"),
+                  cuda_helper=_c_float_fn("log1p", "log1pf", "log1p"))
+expm1_p = declare("expm1", _call("np.expm1"), elementwise=True, numpy_names=("expm1",), cuda=_c_call("tg_expm1"),
+                  cuda_helper=_c_float_fn("expm1", "expm1f", "expm1"))
+sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True, numpy_names=("sqrt",), cuda=_c_call("tg_sqrt"),
+                 cuda_helper=_c_float_fn("sqrt", "sqrtf", "sqrt"))
+abs_p = declare("abs", _call("np.abs"), elementwise=True, numpy_names=("abs", "absolute", "fabs"),
+                cuda=_c_call("tg_abs"), cuda_helper=(
+                    "template <typename T> __device__ __forceinline__ T tg_abs(T x) { return x < T(0) ? T(-x) : x; }\n"
+                    + _c_float_fn("abs", "fabsf", "fabs")))
+sin_p = declare("sin", _call("np.sin"), elementwise=True, numpy_names=("sin",), cuda=_c_call("tg_sin"),
+                cuda_helper=_c_float_fn("sin", "sinf", "sin"))
+cos_p = declare("cos", _call("np.cos"), elementwise=True, numpy_names=("cos",), cuda=_c_call("tg_cos"),
+                cuda_helper=_c_float_fn("cos", "cosf", "cos"))
+tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, numpy_names=("tanh",), cuda=_c_call("tg_tanh"),
+                 cuda_helper=_c_float_fn("tanh", "tanhf", "tanh"))
+arctan_p = declare("arctan", _call("np.arctan"), elementwise=True, numpy_names=("arctan",), cuda=_c_call("tg_arctan"),
+                   cuda_helper=_c_float_fn("arctan", "atanf", "atan"))
 # logistic(x) = 1 / (1 + e^-x), written through tanh: exact, and never overflows.
 logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True, fresh=True,
                      cuda=lambda x: f"0.5f * tg_tanh(0.5f * {x}) + 0.5f")
-
 
 def exp(x: Any) -> Any: return bind(exp_p, x)
 def log(x: Any) -> Any: return bind(log_p, x)
@@ -244,8 +299,9 @@ defjvp_unary(sin_p, lambda x, y: cos(x))
 defjvp_unary(cos_p, lambda x, y: neg(sin(x)))
 defjvp_unary(tanh_p, lambda x, y: sub(1, mul(y, y)))
 defjvp_unary(logistic_p, lambda x, y: mul(y, sub(1, y)))
+defjvp_unary(arctan_p, lambda x, y: div(1, add(1, mul(x, x))))
 
-for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p):
+for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p, arctan_p):
     defvjp_unary(_p)  # ct * f'(x), with the derivative factor registered above
 
 
@@ -260,13 +316,36 @@ for _p in (log_p, log1p_p, sqrt_p):  # f'(x) is inf or nan at finite x (0, or ou
     _p.vjp = _strong_zero_vjp(_p.jvp.derivative)
 
 # ---------------------------------------------------------------- selection
-where_p = declare("where", _call("np.where"), elementwise=True, fresh=True, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
-clip_p = declare("clip", _call("np.clip"), elementwise=True, fresh=True,
+where_p = declare("where", _call("np.where"), elementwise=True, fresh=True, numpy_names=("where",),
+                  cuda=lambda c, a, b: f"{c} ? {a} : {b}")
+clip_p = declare("clip", _call("np.clip"), elementwise=True, fresh=True, numpy_names=("clip",),
                  cuda=lambda x, lo, hi: f"tg_minimum(tg_maximum({x}, {lo}), {hi})")
 
 
 def where(cond: Any, a: Any, b: Any) -> Any: return bind(where_p, cond, a, b)
 def clip(x: Any, lo: Any, hi: Any) -> Any: return bind(clip_p, x, lo, hi)
+
+
+@numpy_function(where_p)
+def np_where(condition: Any, x: Any = None, y: Any = None) -> Any:
+    """``np.where(condition, x, y)``; the one-argument form has a data-dependent shape."""
+    if x is None or y is None:
+        raise UnsupportedOperationError(
+            "np.where(condition) with one argument returns data-dependent indices and is not traceable",
+            source=user_source(), hint="use the three-argument form np.where(condition, a, b)")
+    return where(condition, x, y)
+
+
+@numpy_function(clip_p)
+def np_clip(x: Any, a_min: Any = None, a_max: Any = None) -> Any:
+    """``np.clip``: one missing bound makes it a ``maximum`` or a ``minimum``."""
+    if a_min is None and a_max is None:
+        raise ValueError("clip: one of a_min and a_max must be given")
+    if a_min is None:
+        return minimum(x, a_max)
+    if a_max is None:
+        return maximum(x, a_min)
+    return clip(x, a_min, a_max)
 
 
 def where_jvp(primals, tangents):
@@ -310,11 +389,50 @@ where_p.vjp, clip_p.vjp = where_vjp, clip_vjp
 # ---------------------------------------------------------------- floor division and remainders
 # NumPy's divmod family. floor_divide is piecewise constant (zero derivative); remainder
 # a - b * floor(a / b) has derivative 1 in a and -floor(a / b) in b (fmod: -trunc(a / b)).
-floor_divide_p = declare("floor_divide", _call("np.floor_divide"), elementwise=True, numpy_ufunc="np.floor_divide",
-                         differentiable=False, cuda=_c_call("tg_floor_divide"))
-remainder_p = declare("remainder", _call("np.remainder"), elementwise=True, numpy_ufunc="np.remainder",
-                      cuda=_c_call("tg_remainder"))
-fmod_p = declare("fmod", _call("np.fmod"), elementwise=True, numpy_ufunc="np.fmod", cuda=_c_call("tg_fmod"))
+# C helpers: integer division by 0 gives 0 as in NumPy; floats follow NumPy's npy_divmod.
+floor_divide_p = declare("floor_divide", _call("np.floor_divide"), elementwise=True, numpy_names=("floor_divide",),
+                         differentiable=False, cuda=_c_call("tg_floor_divide"), cuda_helper="""\
+// np.floor_divide: the quotient rounded towards -inf
+template <typename T> __device__ __forceinline__ T tg_floor_divide(T a, T b) {
+    if (b == 0) return 0;
+    T q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? T(q - 1) : q;
+}
+#define TG_FLOAT_FLOOR_DIVIDE(T, FMOD, FLOOR, COPYSIGN) \\
+    __device__ __forceinline__ T tg_floor_divide(T a, T b) { \\
+        if (b == 0) return a / b; \\
+        T m = FMOD(a, b); \\
+        T d = (a - m) / b; \\
+        if (m != 0 && ((b < 0) != (m < 0))) d -= T(1); \\
+        if (d == 0) return COPYSIGN(T(0), a / b); \\
+        T f = FLOOR(d); \\
+        return d - f > T(0.5) ? T(f + 1) : f; \\
+    }
+TG_FLOAT_FLOOR_DIVIDE(float32, fmodf, floorf, copysignf)
+TG_FLOAT_FLOOR_DIVIDE(float64, fmod, floor, copysign)""")
+remainder_p = declare("remainder", _call("np.remainder"), elementwise=True, numpy_names=("remainder", "mod"),
+                      cuda=_c_call("tg_remainder"), cuda_helper="""\
+// np.remainder (np.mod, %): the remainder takes the divisor's sign
+template <typename T> __device__ __forceinline__ T tg_remainder(T a, T b) {
+    if (b == 0) return 0;
+    T r = a % b;
+    return (r != 0 && ((r < 0) != (b < 0))) ? T(r + b) : r;
+}
+#define TG_FLOAT_REMAINDER(T, FMOD, COPYSIGN) \\
+    __device__ __forceinline__ T tg_remainder(T a, T b) { \\
+        T m = FMOD(a, b); \\
+        if (b == 0) return m; \\
+        if (m != 0) { if ((b < 0) != (m < 0)) m += b; } else m = COPYSIGN(T(0), b); \\
+        return m; \\
+    }
+TG_FLOAT_REMAINDER(float32, fmodf, copysignf)
+TG_FLOAT_REMAINDER(float64, fmod, copysign)""")
+fmod_p = declare("fmod", _call("np.fmod"), elementwise=True, numpy_names=("fmod",), cuda=_c_call("tg_fmod"),
+                 cuda_helper="""\
+// np.fmod: the remainder takes the dividend's sign
+template <typename T> __device__ __forceinline__ T tg_fmod(T a, T b) { return b == 0 ? T(0) : T(a % b); }
+__device__ __forceinline__ float32 tg_fmod(float32 a, float32 b) { return fmodf(a, b); }
+__device__ __forceinline__ float64 tg_fmod(float64 a, float64 b) { return fmod(a, b); }""")
 
 
 def floor_divide(a: Any, b: Any) -> Any: return bind(floor_divide_p, a, b)
@@ -357,7 +475,7 @@ _remainder_rules(fmod_p)
 # logaddexp is a primitive (not max + log1p(exp(-|a - b|))) so that its derivative is the
 # smooth weight exp(a - y): a composite through maximum/abs takes a one-sided derivative at
 # a == b (0 and 1 instead of 0.5 and 0.5), and softplus(0) would get 0 instead of 0.5.
-logaddexp_p = declare("logaddexp", _call("np.logaddexp"), elementwise=True, numpy_ufunc="np.logaddexp",
+logaddexp_p = declare("logaddexp", _call("np.logaddexp"), elementwise=True, numpy_names=("logaddexp",),
                       cuda=lambda a, b: f"(tg_maximum({a}, {b}) + tg_log1p(tg_exp(-tg_abs({a} - {b}))))")
 
 
@@ -383,36 +501,47 @@ def logaddexp_vjp(ct, primals, y):
 logaddexp_p.jvp, logaddexp_p.vjp = logaddexp_jvp, logaddexp_vjp
 
 # ---------------------------------------------------------------- non-differentiable
-sign_p = declare("sign", _call("np.sign"), elementwise=True, numpy_ufunc="np.sign", differentiable=False, cuda=_c_call("tg_sign"))
-floor_p = declare("floor", _call("np.floor"), elementwise=True, numpy_ufunc="np.floor", differentiable=False, cuda=_c_call("tg_floor"))
-eq_p = declare("eq", _binop("=="), elementwise=True, numpy_ufunc="np.equal", differentiable=False, cuda=_c_binop("=="))
-ne_p = declare("ne", _binop("!="), elementwise=True, numpy_ufunc="np.not_equal", differentiable=False, cuda=_c_binop("!="))
-lt_p = declare("lt", _binop("<"), elementwise=True, numpy_ufunc="np.less", differentiable=False, cuda=_c_binop("<"))
-le_p = declare("le", _binop("<="), elementwise=True, numpy_ufunc="np.less_equal", differentiable=False, cuda=_c_binop("<="))
-gt_p = declare("gt", _binop(">"), elementwise=True, numpy_ufunc="np.greater", differentiable=False, cuda=_c_binop(">"))
-ge_p = declare("ge", _binop(">="), elementwise=True, numpy_ufunc="np.greater_equal", differentiable=False, cuda=_c_binop(">="))
-and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, numpy_ufunc="np.logical_and", differentiable=False,
-                cuda=_c_binop("&&"))
-or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, numpy_ufunc="np.logical_or", differentiable=False,
-               cuda=_c_binop("||"))
-not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, numpy_ufunc="np.logical_not", differentiable=False,
-                cuda=lambda x: f"!{x}")
-isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, numpy_ufunc="np.isfinite", differentiable=False,
-                     cuda=_c_call("tg_isfinite"))
+sign_p = declare("sign", _call("np.sign"), elementwise=True, numpy_names=("sign",), differentiable=False,
+                 cuda=_c_call("tg_sign"), cuda_helper=(
+                     "// np.sign: -1, 0 or 1, and nan for nan\n"
+                     "template <typename T> __device__ __forceinline__ T tg_sign(T x) "
+                     "{ return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x); }"))
+floor_p = declare("floor", _call("np.floor"), elementwise=True, numpy_names=("floor",), differentiable=False,
+                  cuda=_c_call("tg_floor"), cuda_helper=_c_float_fn("floor", "floorf", "floor"))
+eq_p = declare("eq", _binop("=="), elementwise=True, numpy_names=("equal",), differentiable=False, cuda=_c_binop("=="))
+ne_p = declare("ne", _binop("!="), elementwise=True, numpy_names=("not_equal",), differentiable=False,
+               cuda=_c_binop("!="))
+lt_p = declare("lt", _binop("<"), elementwise=True, numpy_names=("less",), differentiable=False, cuda=_c_binop("<"))
+le_p = declare("le", _binop("<="), elementwise=True, numpy_names=("less_equal",), differentiable=False,
+               cuda=_c_binop("<="))
+gt_p = declare("gt", _binop(">"), elementwise=True, numpy_names=("greater",), differentiable=False, cuda=_c_binop(">"))
+ge_p = declare("ge", _binop(">="), elementwise=True, numpy_names=("greater_equal",), differentiable=False,
+               cuda=_c_binop(">="))
+and_p = declare("logical_and", _call("np.logical_and"), elementwise=True, numpy_names=("logical_and",),
+                differentiable=False, cuda=_c_binop("&&"))
+or_p = declare("logical_or", _call("np.logical_or"), elementwise=True, numpy_names=("logical_or",),
+               differentiable=False, cuda=_c_binop("||"))
+not_p = declare("logical_not", _call("np.logical_not"), elementwise=True, numpy_names=("logical_not",),
+                differentiable=False, cuda=lambda x: f"!{x}")
+isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, numpy_names=("isfinite",),
+                     differentiable=False, cuda=_c_call("tg_isfinite"), cuda_helper=(
+                         "// finite <=> x - x == 0 (inf - inf and nan - nan are nan); always true for integers\n"
+                         "template <typename T> __device__ __forceinline__ bool tg_isfinite(T x) "
+                         "{ return x - x == T(0); }"))
 
 # Bitwise operators: NumPy's ``&``, ``|``, ``^``, ``~``, ``<<``, ``>>`` are bitwise on integers
-# (and logical on booleans: ``tracegrad.numpy`` routes booleans to the logical primitives).
-bitwise_and_p = declare("bitwise_and", _binop("&"), elementwise=True, numpy_ufunc="np.bitwise_and",
+# (and logical on booleans: the functions below route booleans to the logical primitives).
+bitwise_and_p = declare("bitwise_and", _binop("&"), elementwise=True, numpy_names=("bitwise_and",),
                         differentiable=False, cuda=_c_binop("&"))
-bitwise_or_p = declare("bitwise_or", _binop("|"), elementwise=True, numpy_ufunc="np.bitwise_or",
+bitwise_or_p = declare("bitwise_or", _binop("|"), elementwise=True, numpy_names=("bitwise_or",),
                        differentiable=False, cuda=_c_binop("|"))
-bitwise_xor_p = declare("bitwise_xor", _binop("^"), elementwise=True, numpy_ufunc="np.bitwise_xor",
+bitwise_xor_p = declare("bitwise_xor", _binop("^"), elementwise=True, numpy_names=("bitwise_xor",),
                         differentiable=False, cuda=_c_binop("^"))
-invert_p = declare("invert", lambda x: f"~{x}", elementwise=True, numpy_ufunc="np.invert",
+invert_p = declare("invert", lambda x: f"~{x}", elementwise=True, numpy_names=("invert", "bitwise_not"),
                    differentiable=False, cuda=lambda x: f"~{x}")
-left_shift_p = declare("left_shift", _binop("<<"), elementwise=True, numpy_ufunc="np.left_shift",
+left_shift_p = declare("left_shift", _binop("<<"), elementwise=True, numpy_names=("left_shift",),
                        differentiable=False, cuda=_c_binop("<<"))
-right_shift_p = declare("right_shift", _binop(">>"), elementwise=True, numpy_ufunc="np.right_shift",
+right_shift_p = declare("right_shift", _binop(">>"), elementwise=True, numpy_names=("right_shift",),
                         differentiable=False, cuda=_c_binop(">>"))
 
 
@@ -420,18 +549,22 @@ def _both_bool(*xs: Any) -> bool:
     return all(aval_of(x).dtype == np.bool_ for x in xs)
 
 
+@numpy_function(bitwise_and_p)
 def bitwise_and(a: Any, b: Any) -> Any:
     return logical_and(a, b) if _both_bool(a, b) else bind(bitwise_and_p, a, b)
 
 
+@numpy_function(bitwise_or_p)
 def bitwise_or(a: Any, b: Any) -> Any:
     return logical_or(a, b) if _both_bool(a, b) else bind(bitwise_or_p, a, b)
 
 
+@numpy_function(bitwise_xor_p)
 def bitwise_xor(a: Any, b: Any) -> Any:
     return not_equal(a, b) if _both_bool(a, b) else bind(bitwise_xor_p, a, b)
 
 
+@numpy_function(invert_p)
 def invert(x: Any) -> Any:
     # ~True is -2 for a Python bool but False for NumPy's bool: booleans negate logically
     return logical_not(x) if _both_bool(x) else bind(invert_p, x)
@@ -439,7 +572,6 @@ def invert(x: Any) -> Any:
 
 def left_shift(a: Any, b: Any) -> Any: return bind(left_shift_p, a, b)
 def right_shift(a: Any, b: Any) -> Any: return bind(right_shift_p, a, b)
-
 
 def sign(x: Any) -> Any: return bind(sign_p, x)
 def floor(x: Any) -> Any: return bind(floor_p, x)
@@ -487,7 +619,6 @@ def astype_jvp(primals, tangents, *, dtype):
 
 
 astype_p.jvp = astype_jvp
-astype_p.linear = True
 
 
 def astype_vjp(ct, primals, y, *, dtype):
@@ -498,7 +629,8 @@ def astype_vjp(ct, primals, y, *, dtype):
 astype_p.vjp = astype_vjp
 
 stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, elementwise=True,
-                          flops=no_flops, view=True, cuda=lambda x: x)
+                          flops=no_flops, view=True, cuda=lambda x: x, fusion="view",
+                          cupy=lambda layout, params, n: layout)
 
 
 def stop_gradient(x: Any) -> Any:

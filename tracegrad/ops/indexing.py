@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ..ad import tangents as T
 from ..errors import DTypeError, IndexOutOfBoundsError, ShapeError
 from ..ir import Aval
 from ..tracing.source import user_source
 from ..tracing.tracer import Tracer, aval_of, bind
-from ..transforms import tangents as T
-from ._rules import broadcast_shapes, declare, fmt_shape, no_flops
+from ._rules import broadcast_shapes, declare, fmt_shape, no_flops, normalize_axes, numpy_function
 from .shape import reshape, transpose
 
 
@@ -86,8 +86,9 @@ def _is_view(avals: list[Aval], template: tuple) -> bool:
     return len(avals) == 1 and avals[0].ndim - ints + sum(1 for e in template if e[0] == "none") > 0
 
 
-index_p = declare("index", _index_lowering, _index_abstract, linear=True, param_format=_format_template,
-                  flops=no_flops, view=lambda avals, params: _is_view(avals, params["template"]))
+index_p = declare("index", _index_lowering, _index_abstract, param_format=_format_template,
+                  flops=no_flops, view=lambda avals, params: _is_view(avals, params["template"]),
+                  cupy=lambda layout, params, n: layout.index(params["template"]) if n == 1 else None)
 
 
 def _check_constant_indices(shape: tuple[int, ...], template: tuple, arrays: list[Any], what: str = "index") -> None:
@@ -163,7 +164,7 @@ def _scatter_lowering(v: str, *arrays: str, template: tuple, shape: tuple) -> st
     return f"(lambda _v, _i, _z: ({put}, _z)[1])({v}, {idx}, np.zeros({shape!r}, np.result_type({v})))"
 
 
-scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract, linear=True,
+scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract,
                         param_format=lambda p: _format_template(p) + f"; shape={p['shape']}",
                         flops=lambda ins, outs, p: ins[0].size)  # one addition per scattered value
 
@@ -238,8 +239,8 @@ def _take_along_axis_cuda(read: Any, idx: list[str], i: str, *, axis: int) -> st
 
 
 take_along_axis_p = declare(
-    "take_along_axis", lambda x, i, axis: f"np.take_along_axis({x}, {i}, axis={axis})", _take_abstract, linear=True,
-    flops=no_flops, cuda=_take_along_axis_cuda)
+    "take_along_axis", lambda x, i, axis: f"np.take_along_axis({x}, {i}, axis={axis})", _take_abstract,
+    flops=no_flops, cuda=_take_along_axis_cuda, fusion="gather", gathered=(0,), numpy_names=("take_along_axis",))
 
 
 def take_along_axis(x: Any, indices: Any, axis: int) -> Any:
@@ -262,6 +263,16 @@ def take_along_axis_jvp(primals, tangents, *, axis):
 
 
 take_along_axis_p.jvp = take_along_axis_jvp
+
+
+@numpy_function(take_along_axis_p)
+def np_take_along_axis(arr: Any, indices: Any, axis: int | None) -> Any:
+    """``np.take_along_axis``; ``axis=None`` works on the flattened array."""
+    if axis is None:
+        from .shape import reshape
+
+        return np_take_along_axis(reshape(arr, (-1,)), indices, 0)
+    return take_along_axis(arr, indices, normalize_axes(axis, len(aval_of(arr).shape), "take_along_axis")[0])
 
 
 

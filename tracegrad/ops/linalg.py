@@ -7,17 +7,19 @@ front — ``_matmul_with_batch`` arranges that for every combination of 1-D oper
 
 from __future__ import annotations
 
+import builtins
 import math
 import string
 from typing import Any
 
 import numpy as np
 
+from ..ad import tangents as T
+from ..ad.rules import unbroadcast
 from ..errors import ShapeError, UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
-from ..transforms import tangents as T
-from ._rules import broadcast_shapes, declare, fmt_shape, unbroadcast
+from ._rules import broadcast_shapes, declare, fmt_shape, numpy_function
 from .shape import broadcast_to, reshape, transpose
 
 
@@ -53,7 +55,7 @@ def _matmul_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -
 
 
 matmul_p = declare("matmul", lambda a, b: f"{a} @ {b}", _matmul_abstract, flops=_matmul_flops,
-                   fresh=True)
+                   fresh=True, numpy_names=("matmul",), cupy="gemm")
 
 
 def matmul(a: Any, b: Any) -> Any:
@@ -62,7 +64,6 @@ def matmul(a: Any, b: Any) -> Any:
 
 def _matmul_with_batch(a: Any, a_nb: int, b: Any, b_nb: int, a_core: tuple, b_core: tuple) -> Any:
     """``a @ b`` where one operand carries ``nb`` leading direction axes (kept in front)."""
-    nb = a_nb or b_nb
     batch = np.shape(a)[:a_nb] if a_nb else np.shape(b)[:b_nb]
     a_vec, b_vec = len(a_core) == 1, len(b_core) == 1
     a_mat = (1,) + a_core if a_vec else a_core
@@ -81,7 +82,6 @@ def _matmul_with_batch(a: Any, a_nb: int, b: Any, b_nb: int, a_core: tuple, b_co
     if a_vec or b_vec:
         keep = shape[:-2] + (() if a_vec else shape[-2:-1]) + (() if b_vec else shape[-1:])
         out = reshape(out, keep)
-    del nb
     return out
 
 
@@ -161,7 +161,7 @@ def _einsum_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -
 
 einsum_p = declare(
     "einsum", lambda *xs, subscripts: f"np.einsum({subscripts!r}, {', '.join(xs)}, optimize=True)", _einsum_abstract,
-    flops=_einsum_flops)
+    flops=_einsum_flops, numpy_names=("einsum",), cupy="blas")
 
 
 def einsum(subscripts: str, *operands: Any) -> Any:
@@ -187,6 +187,57 @@ def einsum_jvp(primals, tangents, *, subscripts):
 
 
 einsum_p.jvp = einsum_jvp
+
+
+def _einsum_sublists(args: tuple) -> tuple[str, tuple]:
+    """NumPy's sublist form ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` as a subscript string."""
+    def letters(sub: Any) -> str:
+        out = ""
+        for k in sub:
+            if k is Ellipsis:
+                out += "..."
+            elif isinstance(k, int | np.integer) and 0 <= k < 52:
+                out += string.ascii_letters[int(k)]
+            else:
+                raise ShapeError(f"einsum: sublist entries must be ints in [0, 52) or ..., got {k!r}")
+        return out
+
+    out = None
+    if len(args) % 2 == 1:  # an odd count: the last entry is the output sublist
+        args, out = args[:-1], letters(args[-1])
+    operands, subs = list(args[0::2]), list(args[1::2])
+    text = ",".join(letters(sub) for sub in subs)
+    return (text if out is None else f"{text}->{out}"), tuple(operands)
+
+
+@numpy_function(einsum_p)
+def np_einsum(subscripts: Any, *operands: Any, optimize: Any = True) -> Any:
+    """Einstein summation; ellipses and implicit output are expanded to explicit letters.
+    NumPy's sublist form (operands each followed by a list of ints) is accepted too."""
+    if not isinstance(subscripts, str):
+        subscripts, operands = _einsum_sublists((subscripts, *operands))
+    subscripts = subscripts.replace(" ", "")
+    ins, _, out = subscripts.partition("->")
+    in_subs = ins.split(",")
+    if len(in_subs) != len(operands):
+        raise ShapeError(f"einsum: {subscripts!r} names {len(in_subs)} operands, got {len(operands)}")
+    used = set(subscripts)
+    spare = [c for c in string.ascii_letters if c not in used]
+    ndims = [len(aval_of(op).shape) for op in operands]
+    ell_rank = builtins.max([nd - (len(s) - 3) for s, nd in zip(in_subs, ndims) if "..." in s] or [0])
+    ell = "".join(spare[:ell_rank])
+    expanded = []
+    for s, nd in zip(in_subs, ndims):
+        if "..." in s:
+            k = nd - (len(s) - 3)
+            s = s.replace("...", ell[ell_rank - k:])
+        expanded.append(s)
+    if "->" not in subscripts:
+        letters = "".join(expanded)
+        out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
+    else:
+        out = out.replace("...", ell)
+    return einsum(",".join(expanded) + "->" + out, *operands)
 
 
 def einsum_vjp(ct, primals, y, *, subscripts):

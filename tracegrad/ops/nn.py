@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from ..ad import tangents as T
 from ..errors import DTypeError, ShapeError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
-from ..transforms import tangents as T
 from ._rules import declare, fmt_shape
 from .elementwise import add, equal, logical_and, logical_not, logical_or, where
 from .indexing import index, scatter_add
@@ -192,7 +192,7 @@ def _pool_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> 
 
 
 conv2d_p = declare("conv2d", _conv_lowering, _conv_abstract, param_format=_format_conv, flops=_conv_flops,
-                   runtime={"tg_conv2d": tg_conv2d})
+                   runtime={"tg_conv2d": tg_conv2d}, cupy="im2col_gemm")
 
 
 def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0) -> Any:
@@ -293,7 +293,7 @@ def _max_pool_cuda(read: Any, idx: list[str], *, window: tuple[int, int], stride
 
 
 max_pool2d_p = declare("max_pool2d", _max_pool_lowering, _pool_abstract("max_pool2d"), param_format=_format_pool,
-                       flops=_pool_flops, cuda=_max_pool_cuda)
+                       flops=_pool_flops, cuda=_max_pool_cuda, fusion="gather", gathered=(0,))
 
 
 def _pool_params(op: str, window: Any, stride: Any) -> dict[str, tuple[int, int]]:
@@ -372,8 +372,8 @@ def _avg_pool_lowering(x: str, window: tuple[int, int], stride: tuple[int, int])
     return f"({' + '.join(parts)}) / {len(parts)}"
 
 
-avg_pool2d_p = declare("avg_pool2d", _avg_pool_lowering, _pool_abstract("avg_pool2d"), linear=True,
-                       param_format=_format_pool, flops=_pool_flops,
+avg_pool2d_p = declare("avg_pool2d", _avg_pool_lowering, _pool_abstract("avg_pool2d"),
+                       param_format=_format_pool, flops=_pool_flops, fusion="gather", gathered=(0,),
                        cuda=lambda read, idx, *, window, stride: (
                            f"({' + '.join(_window_reads(read, idx, window, stride))}) / {window[0] * window[1]}"))
 

@@ -6,14 +6,24 @@ std and logsumexp are composites built from these in ``tracegrad.numpy``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from ..ad import tangents as T
+from ..errors import ShapeError
 from ..ir import Aval
+from ..tracing.source import user_source
 from ..tracing.tracer import aval_of, bind
-from ..transforms import tangents as T
-from ._rules import CudaReduction, declare, input_size_flops, probe_dtype
+from ._rules import (
+    CudaReduction,
+    declare,
+    input_size_flops,
+    normalize_axes,
+    numpy_function,
+    probe_dtype,
+)
 from .elementwise import astype, div, equal
 from .shape import broadcast_to, reshape
 
@@ -43,12 +53,15 @@ def _reduce_lowering(fn: str):
     return lower
 
 
-reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), fresh=True, linear=True,
-                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"))
+reduce_sum_p = declare("reduce_sum", _reduce_lowering("np.sum"), _reduce_abstract("reduce_sum"), fresh=True,
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"{a} + {b}", "zero"),
+                       fusion="reduction", numpy_names=("sum",))
 reduce_max_p = declare("reduce_max", _reduce_lowering("np.max"), _reduce_abstract("reduce_max"), fresh=True,
-                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"))
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_maximum({a}, {b})", "lowest"),
+                       fusion="reduction", numpy_names=("max", "amax"))
 reduce_min_p = declare("reduce_min", _reduce_lowering("np.min"), _reduce_abstract("reduce_min"), fresh=True,
-                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"))
+                       flops=input_size_flops, cuda=CudaReduction(lambda a, b: f"tg_minimum({a}, {b})", "highest"),
+                       fusion="reduction", numpy_names=("min", "amin"))
 
 
 def reduce_sum(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
@@ -61,6 +74,37 @@ def reduce_max(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
 
 def reduce_min(x: Any, axes: tuple[int, ...], keepdims: bool = False) -> Any:
     return bind(reduce_min_p, x, axes=tuple(axes), keepdims=bool(keepdims))
+
+
+def _nd(x: Any) -> int:
+    return len(aval_of(x).shape)
+
+
+@numpy_function(reduce_sum_p)
+def np_sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    """``np.sum``: ``axis`` an int, a tuple or None, negative axes allowed."""
+    out = reduce_sum(x, normalize_axes(axis, _nd(x), "sum"), keepdims)
+    return astype(out, dtype) if dtype is not None else out
+
+
+def _no_empty_extremum(x: Any, axes: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """NumPy refuses max/min/argmax over nothing; say so at trace time, at the user's line."""
+    shape = aval_of(x).shape
+    if aval_of(x).size == 0 and math.prod(shape[a] for a in axes) == 0:
+        raise ShapeError(f"{op}: zero-size array to a reduction that has no identity "
+                         f"(shape {shape}, axis {axes})", source=user_source(),
+                         hint="reduce over a non-empty axis, or use np.where with a default value")
+    return axes
+
+
+@numpy_function(reduce_max_p)
+def np_max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return reduce_max(x, _no_empty_extremum(x, normalize_axes(axis, _nd(x), "max"), "max"), keepdims)
+
+
+@numpy_function(reduce_min_p)
+def np_min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return reduce_min(x, _no_empty_extremum(x, normalize_axes(axis, _nd(x), "min"), "min"), keepdims)
 
 
 def _shift(axes: tuple[int, ...], nb: int) -> tuple[int, ...]:
@@ -131,8 +175,10 @@ def _arg_lowering(fn: str):
     return lower
 
 
-argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False, flops=input_size_flops)
-argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False, flops=input_size_flops)
+argmax_p = declare("argmax", _arg_lowering("np.argmax"), _arg_abstract, differentiable=False, flops=input_size_flops,
+                   numpy_names=("argmax",))
+argmin_p = declare("argmin", _arg_lowering("np.argmin"), _arg_abstract, differentiable=False, flops=input_size_flops,
+                   numpy_names=("argmin",))
 
 
 def argmax(x: Any, axis: int | None, keepdims: bool = False) -> Any:
@@ -141,3 +187,15 @@ def argmax(x: Any, axis: int | None, keepdims: bool = False) -> Any:
 
 def argmin(x: Any, axis: int | None, keepdims: bool = False) -> Any:
     return bind(argmin_p, x, axis=axis, keepdims=bool(keepdims))
+
+
+@numpy_function(argmax_p)
+def np_argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmax"), "argmax")
+    return argmax(x, None if axis is None else normalize_axes(axis, _nd(x), "argmax")[0], keepdims)
+
+
+@numpy_function(argmin_p)
+def np_argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmin"), "argmin")
+    return argmin(x, None if axis is None else normalize_axes(axis, _nd(x), "argmin")[0], keepdims)

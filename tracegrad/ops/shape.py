@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..ad import tangents as T
+from ..ad.rules import unbroadcast
+from ..errors import ShapeError, UnsupportedOperationError
 from ..ir import Aval
+from ..ir.fusion import reshape_role
+from ..tracing.source import user_source
 from ..tracing.tracer import aval_of, bind
-from ..transforms import tangents as T
-from ._rules import declare, fmt_shape, no_flops, unbroadcast
+from ._rules import declare, fmt_shape, no_flops, normalize_axes, numpy_function
 
 
 # ---------------------------------------------------------------- reshape
@@ -29,8 +32,9 @@ def _reshape_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(shape, x.dtype)
 
 
-reshape_p = declare("reshape", lambda x, shape: f"np.reshape({x}, {shape!r})", _reshape_abstract, linear=True,
-                    flops=no_flops, view=True)
+reshape_p = declare("reshape", lambda x, shape: f"np.reshape({x}, {shape!r})", _reshape_abstract,
+                    flops=no_flops, view=True, numpy_names=("reshape",), fusion=reshape_role,
+                    cupy=lambda layout, params, n: layout.reshape(params["shape"]))
 
 
 def resolve_shape(size: int, shape: tuple[int, ...], old: tuple[int, ...]) -> tuple[int, ...]:
@@ -62,6 +66,17 @@ def reshape_jvp(primals, tangents, *, shape):
 reshape_p.jvp = reshape_jvp
 
 
+@numpy_function(reshape_p)
+def np_reshape(x: Any, shape: Any, order: str = "C") -> Any:
+    """``np.reshape``: ``shape`` an int or a tuple with at most one -1; C order only."""
+    if order != "C":
+        raise UnsupportedOperationError(f"reshape with order={order!r}", source=user_source(),
+                                        hint="only C order is supported")
+    if isinstance(shape, int | np.integer):
+        shape = (int(shape),)
+    return reshape(x, tuple(shape))
+
+
 def reshape_vjp(ct, primals, y, *, shape):
     return (reshape(ct, aval_of(primals[0]).shape),)
 
@@ -79,8 +94,9 @@ def _transpose_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(tuple(x.shape[p] for p in perm), x.dtype)
 
 
-transpose_p = declare("transpose", lambda x, perm: f"np.transpose({x}, {perm!r})", _transpose_abstract, linear=True,
-                      flops=no_flops, view=True)
+transpose_p = declare("transpose", lambda x, perm: f"np.transpose({x}, {perm!r})", _transpose_abstract,
+                      flops=no_flops, view=True, numpy_names=("transpose",),
+                      cupy=lambda layout, params, n: layout.transpose(params["perm"]))
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -96,6 +112,14 @@ def transpose_jvp(primals, tangents, *, perm):
 
 
 transpose_p.jvp = transpose_jvp
+
+
+@numpy_function(transpose_p)
+def np_transpose(x: Any, axes: Any = None) -> Any:
+    """``np.transpose``: reverses the axes by default; negative axes allowed."""
+    nd = len(aval_of(x).shape)
+    perm = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
+    return transpose(x, perm)
 
 
 def transpose_vjp(ct, primals, y, *, perm):
@@ -118,7 +142,8 @@ def _broadcast_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
 
 
 broadcast_to_p = declare("broadcast_to", lambda x, shape: f"np.broadcast_to({x}, {shape!r})",
-                         _broadcast_abstract, linear=True, flops=no_flops, view=True)
+                         _broadcast_abstract, flops=no_flops, view=True, numpy_names=("broadcast_to",),
+                         fusion="view", cupy=lambda layout, params, n: layout.broadcast(params["shape"]))
 
 
 def broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
@@ -142,6 +167,11 @@ def broadcast_to_jvp(primals, tangents, *, shape):
 
 
 broadcast_to_p.jvp = broadcast_to_jvp
+
+
+@numpy_function(broadcast_to_p)
+def np_broadcast_to(x: Any, shape: Any) -> Any:
+    return broadcast_to(x, (shape,) if isinstance(shape, int) else tuple(shape))
 
 
 def broadcast_to_vjp(ct, primals, y, *, shape):
@@ -168,7 +198,7 @@ def _concat_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
 
 concatenate_p = declare(
     "concatenate", lambda *xs, axis: f"np.concatenate(({', '.join(xs)}{',' if len(xs) == 1 else ''}), axis={axis})",
-    _concat_abstract, linear=True, flops=no_flops)
+    _concat_abstract, flops=no_flops, numpy_names=("concatenate",))
 
 
 def concatenate(xs: list[Any], axis: int) -> Any:
@@ -190,6 +220,16 @@ def astype_if_needed(v: Any, dtype: np.dtype) -> Any:
 
 
 concatenate_p.jvp = concatenate_jvp
+
+
+@numpy_function(concatenate_p)
+def np_concatenate(arrays: Any, axis: int | None = 0) -> Any:
+    """``np.concatenate``; ``axis=None`` flattens the arrays first."""
+    arrays = list(arrays)
+    if axis is None:
+        arrays, axis = [reshape(a, (-1,)) for a in arrays], 0
+    axis = normalize_axes(axis, len(aval_of(arrays[0]).shape), "concatenate")[0]
+    return concatenate(arrays, axis)
 
 
 def concatenate_vjp(ct, primals, y, *, axis):

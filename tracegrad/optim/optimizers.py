@@ -20,13 +20,11 @@ schedule, so ``lr(0)`` drives the first step.
 from __future__ import annotations
 
 import inspect
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
-
+from .._namespace import array_namespace  # re-exported: optimizers and the trainer use it
 from ..tree import TreeDef, tree_flatten, tree_map, tree_unflatten
 from .schedules import LearningRate, constant, cosine_decay, exponential_decay, resolve_lr
 
@@ -43,20 +41,6 @@ __all__ = [
     "momentum",
     "sgd",
 ]
-
-
-def array_namespace(*xs: Any) -> types.ModuleType:
-    """``cupy`` if any argument is a CuPy array, else ``numpy``.
-
-    Detection looks at the type's module name, so CuPy is never imported just
-    to ask the question (``import tracegrad`` must work without it).
-    """
-    for x in xs:
-        if type(x).__module__.startswith("cupy"):
-            import cupy
-
-            return cupy
-    return np
 
 
 @dataclass(frozen=True)

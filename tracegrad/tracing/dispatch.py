@@ -1,12 +1,20 @@
-"""Route NumPy ufuncs and array functions called on tracers to ``tracegrad.numpy``.
+"""Route NumPy ufuncs and array functions called on tracers to their traced implementations.
 
-Only functions listed here are traced; anything else raises
-``UnsupportedOperationError`` naming the function (never a silent fallback).
+The tables are not written here: every primitive declares the NumPy names it answers to
+(``Primitive.numpy_names``, registered by ``ops._rules.declare``) and every composite in
+``tracegrad.numpy`` registers its own with ``@implements("mean")``. Only registered
+functions are traced; anything else raises ``UnsupportedOperationError`` naming the
+function (never a silent fallback).
+
+This module sits below the ops in the layering, so it also holds the one link upward
+that the tracing layer needs: ``numpy_namespace()``, the ``tracegrad.numpy`` module that
+registers itself on import (``Tracer`` operators and the AD rule helpers call through it).
 """
 
 from __future__ import annotations
 
-import functools
+import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,43 +22,72 @@ import numpy as np
 from ..errors import UnsupportedOperationError
 from .source import user_source
 
+__all__ = [
+    "call_function",
+    "call_ufunc",
+    "implements",
+    "numpy_namespace",
+    "register_namespace",
+    "register_numpy_name",
+    "registered_names",
+    "resolve_numpy_name",
+]
 
-@functools.lru_cache(maxsize=1)
-def _tables() -> tuple[dict[Any, Any], dict[Any, Any]]:
-    from .. import numpy as tnp
+_UFUNCS: dict[np.ufunc, Callable[..., Any]] = {}
+_FUNCTIONS: dict[Any, Callable[..., Any]] = {}
+_NAMES: dict[str, Callable[..., Any]] = {}
+_NAMESPACE: list[types.ModuleType] = []
 
-    ufuncs = {
-        np.add: tnp.add, np.subtract: tnp.subtract, np.multiply: tnp.multiply,
-        np.divide: tnp.divide, np.negative: tnp.negative, np.positive: tnp.positive,
-        np.power: tnp.power, np.square: tnp.square, np.reciprocal: tnp.reciprocal,
-        np.exp: tnp.exp, np.log: tnp.log, np.log1p: tnp.log1p, np.expm1: tnp.expm1,
-        np.log2: tnp.log2, np.log10: tnp.log10, np.sqrt: tnp.sqrt, np.absolute: tnp.abs,
-        np.fabs: tnp.abs, np.sign: tnp.sign, np.sin: tnp.sin, np.cos: tnp.cos, np.tanh: tnp.tanh,
-        np.maximum: tnp.maximum, np.minimum: tnp.minimum, np.equal: tnp.equal,
-        np.not_equal: tnp.not_equal, np.less: tnp.less, np.less_equal: tnp.less_equal,
-        np.greater: tnp.greater, np.greater_equal: tnp.greater_equal,
-        np.logical_and: tnp.logical_and, np.logical_or: tnp.logical_or,
-        np.logical_not: tnp.logical_not, np.isfinite: tnp.isfinite, np.floor: tnp.floor,
-        np.logaddexp: tnp.logaddexp, np.matmul: tnp.matmul,
-        np.bitwise_and: tnp.bitwise_and, np.bitwise_or: tnp.bitwise_or, np.bitwise_xor: tnp.bitwise_xor,
-        np.invert: tnp.invert, np.left_shift: tnp.left_shift, np.right_shift: tnp.right_shift,
-        np.floor_divide: tnp.floor_divide, np.remainder: tnp.remainder, np.fmod: tnp.fmod,
-        np.divmod: tnp.divmod, np.logical_xor: tnp.logical_xor,
-    }
-    functions = {
-        np.sum: tnp.sum, np.mean: tnp.mean, np.max: tnp.max, np.amax: tnp.max, np.min: tnp.min,
-        np.amin: tnp.min, np.prod: tnp.prod, np.var: tnp.var, np.std: tnp.std, np.argmax: tnp.argmax,
-        np.argmin: tnp.argmin, np.dot: tnp.dot, np.tensordot: tnp.tensordot, np.einsum: tnp.einsum,
-        np.outer: tnp.outer, np.inner: tnp.inner, np.reshape: tnp.reshape, np.ravel: tnp.ravel,
-        np.transpose: tnp.transpose, np.swapaxes: tnp.swapaxes, np.moveaxis: tnp.moveaxis,
-        np.expand_dims: tnp.expand_dims, np.squeeze: tnp.squeeze, np.broadcast_to: tnp.broadcast_to,
-        np.concatenate: tnp.concatenate, np.stack: tnp.stack, np.hstack: tnp.hstack,
-        np.vstack: tnp.vstack, np.where: tnp.where, np.clip: tnp.clip,
-        np.take_along_axis: tnp.take_along_axis, np.take: tnp.take, np.zeros_like: tnp.zeros_like,
-        np.ones_like: tnp.ones_like, np.full_like: tnp.full_like, np.shape: tnp.shape,
-        np.ndim: tnp.ndim, np.size: tnp.size, np.asarray: tnp.asarray,
-    }
-    return ufuncs, functions
+
+def resolve_numpy_name(name: str) -> Any:
+    """The NumPy object called ``name`` (``"sin"``, ``"linalg.norm"``); a clear error if absent."""
+    obj: Any = np
+    for part in name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"np.{name} does not exist in NumPy {np.__version__}") from None
+    return obj
+
+
+def register_numpy_name(name: str, fn: Callable[..., Any], replace: Callable[..., Any] | None = None) -> None:
+    """Route ``np.<name>`` called on a traced value to ``fn`` (in place of ``replace``). Two
+    different functions for one name are a declaration bug and raise at import."""
+    obj = resolve_numpy_name(name)
+    table: dict[Any, Callable[..., Any]] = _UFUNCS if isinstance(obj, np.ufunc) else _FUNCTIONS
+    prior = table.get(obj)
+    if prior is not None and prior is not fn and prior is not replace:
+        raise ValueError(f"np.{name} is registered twice ({prior.__qualname__} and {fn.__qualname__})")
+    table[obj] = fn
+    _NAMES[name] = fn
+
+
+def implements(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: ``fn`` is what ``np.<name>`` does on traced values, for each name."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in names:
+            register_numpy_name(name, fn)
+        return fn
+
+    return register
+
+
+def registered_names() -> dict[str, Callable[..., Any]]:
+    """Every registered NumPy name and its traced implementation (a copy)."""
+    return dict(_NAMES)
+
+
+def register_namespace(module: types.ModuleType) -> None:
+    """Called once by ``tracegrad.numpy`` at the end of its import."""
+    _NAMESPACE[:] = [module]
+
+
+def numpy_namespace() -> Any:
+    """``tracegrad.numpy``: the traced array functions (registered by that module)."""
+    if not _NAMESPACE:
+        raise RuntimeError("tracegrad.numpy has not been imported (import tracegrad first)")
+    return _NAMESPACE[0]
 
 
 def _name(obj: Any) -> str:
@@ -58,8 +95,7 @@ def _name(obj: Any) -> str:
 
 
 def call_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> Any:
-    ufuncs, _ = _tables()
-    fn = ufuncs.get(ufunc)
+    fn = _UFUNCS.get(ufunc)
     if fn is None:
         raise UnsupportedOperationError(f"{_name(ufunc)} is not supported on traced values",
                                         source=user_source(),
@@ -75,14 +111,11 @@ def call_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> Any
     out = fn(*inputs)
     if dtype is None:
         return out
-    from .. import numpy as tnp
-
-    return tnp.astype(out, dtype)
+    return numpy_namespace().astype(out, dtype)
 
 
 def call_function(func: Any, args: tuple, kwargs: dict) -> Any:
-    _, functions = _tables()
-    fn = functions.get(func)
+    fn = _FUNCTIONS.get(func)
     if fn is None:
         raise UnsupportedOperationError(f"{_name(func)} is not supported on traced values",
                                         source=user_source(),

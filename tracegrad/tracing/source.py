@@ -1,8 +1,10 @@
 """Find the user's source line that is calling into tracegrad.
 
-Frames inside tracegrad's machinery (tracing, ops, transforms, ...) and inside NumPy
-are skipped, as is the thin ``tracegrad/nn/functional.py`` layer; model code that ships
-with tracegrad (``tracegrad/nn/models.py``) counts as user code.
+Frames inside tracegrad's own package are skipped — decided by path, so a new module is
+covered without a list to update — as are NumPy's. Code that ships with tracegrad but
+plays the user's part counts as user code: the layers built on the public API — the
+example models (``tracegrad/nn/models.py``), optimizers, data, training, the command line
+and ``tracegrad.testing`` — whose lines are what a user wants to see.
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ import sys
 
 import numpy as np
 
+from ..errors import set_locator
 from ..ir import SourceInfo
 
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_INTERNAL_DIRS = tuple(
-    os.path.join(_PKG, d) + os.sep for d in ("tracing", "ops", "ir", "transforms", "backends", "viz")
-)
-_INTERNAL_FILES = tuple(os.path.join(_PKG, f) for f in (
-    "numpy.py", "api.py", "forward_grad.py", "tree.py", os.path.join("nn", "functional.py")))
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# tracegrad code that counts as the user's: model definitions and everything built on the API
+_USER_PARTS = tuple(_PKG + p for p in (os.path.join("nn", "models.py"), "optim" + os.sep, "train" + os.sep,
+                                       "data" + os.sep, "cli.py", "__main__.py", "testing.py"))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 
 
 @functools.lru_cache(maxsize=4096)
 def _is_internal(filename: str) -> bool:
-    path = os.path.abspath(filename) if not filename.startswith("<") else filename
-    return (
-        path.startswith(_INTERNAL_DIRS) or path in _INTERNAL_FILES or path.startswith((_NUMPY_DIR, "<tracegrad", "<__array_function__"))
-    )
+    if filename.startswith("<"):
+        return filename.startswith(("<tracegrad", "<__array_function__"))
+    path = os.path.abspath(filename)
+    if path.startswith(_NUMPY_DIR):
+        return True
+    return path.startswith(_PKG) and not path.startswith(_USER_PARTS)
 
 
 def user_source(depth: int = 1) -> SourceInfo | None:
@@ -43,3 +46,6 @@ def user_source(depth: int = 1) -> SourceInfo | None:
             return SourceInfo(filename, lineno, frame.f_code.co_name, linecache.getline(filename, lineno))
         frame = frame.f_back
     return None
+
+
+set_locator(user_source)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._namespace import is_device_array
 from ..errors import (
     ConcretizationError,
     ControlFlowError,
@@ -31,10 +32,11 @@ __all__ = ["GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
 
 
 def aval_of(x: Any) -> Aval:
-    """Abstract value of a tracer, array, NumPy scalar or Python scalar."""
+    """Abstract value of a tracer, array (NumPy or CuPy), NumPy scalar or Python scalar:
+    the one leaf-to-aval mapping (``api`` validates arguments with it)."""
     if isinstance(x, Tracer):
         return x.aval
-    if isinstance(x, np.ndarray | np.generic):
+    if isinstance(x, np.ndarray | np.generic) or is_device_array(x):
         return Aval(np.shape(x), x.dtype)
     if isinstance(x, bool):
         return Aval((), np.dtype(bool), weak=True)
@@ -147,9 +149,9 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
 
 
 def _tnp() -> Any:
-    from .. import numpy as tnp
+    from .dispatch import numpy_namespace  # tracegrad.numpy, which sits above this layer
 
-    return tnp
+    return numpy_namespace()
 
 
 class Tracer:

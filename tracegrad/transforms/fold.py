@@ -1,8 +1,9 @@
 """Constant folding and algebraic simplification.
 
-A node whose operands are all literals is evaluated now and becomes a literal. A few
-identities whose result keeps the node's exact shape and dtype are applied:
-``x + 0``, ``x - 0``, ``x * 1``, ``x / 1``, ``x ** 1``, ``neg(neg(x))``.
+A node whose operands are all literals is evaluated now and becomes a literal. The
+identities each primitive declares are applied where the result keeps the node's exact
+shape and dtype: units (``Primitive.units``: ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``,
+``x / 1``, ``x ** 1``) and involutions (``Primitive.involution``: ``neg(neg(x))``).
 """
 
 from __future__ import annotations
@@ -34,22 +35,14 @@ def _same(a: Any, out: Var) -> bool:
 
 
 def _simplify(node: Node) -> Any:
-    """An existing atom equal to the node's (single) output, or None."""
-    name, ins, out = node.primitive.name, node.inputs, node.outputs[0]
-    if name == "add":
-        if _is_const(ins[1], 0) and _same(ins[0], out):
-            return ins[0]
-        if _is_const(ins[0], 0) and _same(ins[1], out):
-            return ins[1]
-    if name == "sub" and _is_const(ins[1], 0) and _same(ins[0], out):
-        return ins[0]
-    if name == "mul":
-        if _is_const(ins[1], 1) and _same(ins[0], out):
-            return ins[0]
-        if _is_const(ins[0], 1) and _same(ins[1], out):
-            return ins[1]
-    if name in ("div", "pow") and _is_const(ins[1], 1) and _same(ins[0], out):
-        return ins[0]
+    """An existing atom equal to the node's (single) output by a declared unit, or None."""
+    ins, out = node.inputs, node.outputs[0]
+    if len(ins) != 2:
+        return None
+    for pos, unit in node.primitive.units:
+        other = ins[1 - pos]
+        if _is_const(ins[pos], unit) and _same(other, out):
+            return other
     return None
 
 
@@ -71,9 +64,9 @@ def fold(graph: Graph) -> Graph:
             continue
         if not node.primitive.multiple_results:
             same = _simplify(node)
-            if same is None and node.primitive.name == "neg" and isinstance(inputs[0], Var):
+            if same is None and node.primitive.involution and isinstance(inputs[0], Var):
                 inner = producer.get(inputs[0])
-                if inner is not None and inner.primitive.name == "neg":
+                if inner is not None and inner.primitive is node.primitive:
                     same = inner.inputs[0]
             if same is not None:
                 subst[node.outputs[0]] = same

@@ -14,17 +14,17 @@ both inputs and three products are alive together. Running ``ẋ @ W`` and ``x @
 first and summing them into one of the two buffers keeps one activation-sized buffer
 fewer — the point of forward gradients is to need no stored activations.
 
-The cost model is the NumPy emitter's (``backends/emit.py``): outputs of view primitives
+The cost model is the NumPy emitter's (``transforms/liveness.py``): outputs of view primitives
 (reshape, transpose, slices) own no bytes and keep the array they look into alive; with
 ``inplace=True`` an elementwise ufunc node writes into a dying operand buffer that nobody
-else can see (``emit.inplace_candidates``) and allocates nothing. The peak is measured with
-the emitter's own simulation (``emit.live_temporary_bytes``).
+else can see (``liveness.inplace_candidates``) and allocates nothing. The peak is measured with
+the emitter's own simulation (``liveness.live_temporary_bytes``).
 """
 
 from __future__ import annotations
 
-from ..backends.emit import inplace_candidates, live_temporary_bytes
 from ..ir import Graph, Node, Var
+from .liveness import inplace_candidates, live_temporary_bytes
 
 __all__ = ["MIN_FRACTION", "MIN_SAVING", "peak_live_bytes", "schedule"]
 
@@ -42,7 +42,7 @@ def _is_view(node: Node) -> bool:
 
 def peak_live_bytes(graph: Graph, inplace: bool = False) -> int:
     """Peak bytes of temporaries the NumPy emitter's code holds at once for ``graph`` in its
-    current order (``emit.live_temporary_bytes``)."""
+    current order (``liveness.live_temporary_bytes``)."""
     return max(live_temporary_bytes(graph, inplace), default=0)
 
 

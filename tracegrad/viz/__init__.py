@@ -7,12 +7,13 @@ the IR stays plain data. Every view is built from one ``model.describe(graph)``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import RenderError
 from ..ir import Graph
-from .dot import dot_available, run_dot, to_dot, to_svg
+from .dot import ENGINE_NAMES, ENGINES, dot_available, draw_bytes, pick_engine, to_dot, to_svg
 from .html import to_html
 from .model import describe
 from .networkx import to_networkx
@@ -20,13 +21,17 @@ from .stats import GraphStats, NodeCost, StatsComparison, compare_stats, graph_s
 from .text import listing
 
 __all__ = [
+    "ENGINES",
+    "ENGINE_NAMES",
     "FORMATS",
+    "Drawing",
     "GraphStats",
     "NodeCost",
     "StatsComparison",
     "compare_stats",
     "describe",
     "dot_available",
+    "draw",
     "graph_stats",
     "listing",
     "render",
@@ -39,22 +44,46 @@ __all__ = [
 FORMATS = (".svg", ".png", ".dot", ".gv", ".txt", ".html")
 
 
-def render(graph: Graph, path: str | Path, *, values: Any = None) -> Path:
-    """Write ``graph`` to ``path`` in the format its suffix names (see ``FORMATS``).
+@dataclass(frozen=True)
+class Drawing:
+    """What ``draw`` wrote: the file and the layout engine that placed the nodes
+    (``"dot"``, ``"builtin"``, or ``None`` for .dot/.txt, which need no layout)."""
 
-    .svg/.png are drawn by Graphviz's ``dot``; .html is the interactive page (``to_html``);
-    .dot is the DOT source; .txt the listing with source lines (and values, if given)."""
+    path: Path
+    engine: str | None
+
+    @property
+    def engine_name(self) -> str:
+        return ENGINE_NAMES[self.engine] if self.engine else "no layout"
+
+
+def draw(graph: Graph, path: str | Path, *, values: Any = None, engine: str = "auto") -> Drawing:
+    """Write ``graph`` to ``path`` in the format its suffix names (see ``FORMATS``) and say
+    which engine drew it.
+
+    .svg/.png/.html are laid out by Graphviz's ``dot`` when it is installed (the best
+    drawings) and otherwise by the built-in layered layout, which needs nothing beyond
+    ``pip install``; ``engine="dot"`` or ``"builtin"`` forces one. .dot is the DOT source;
+    .txt the listing with source lines (and values, if given)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise RenderError(f"cannot write a graph to {path.name!r}: unknown suffix {suffix or '(none)'!r}",
                           hint="use one of " + ", ".join(FORMATS))
+    used: str | None = None
     if suffix in (".svg", ".png"):
-        path.write_bytes(run_dot(to_dot(graph, values=values), suffix[1:]))
+        data, used = draw_bytes(graph, suffix[1:], values=values, engine=engine)
+        path.write_bytes(data)
     elif suffix == ".html":
-        to_html(graph, path, values=values)
+        used = pick_engine(engine)
+        to_html(graph, path, values=values, engine=engine)
     elif suffix in (".dot", ".gv"):
         path.write_text(to_dot(graph, values=values), encoding="utf-8")
     else:
         path.write_text(listing(graph, values) + "\n", encoding="utf-8")
-    return path
+    return Drawing(path, used)
+
+
+def render(graph: Graph, path: str | Path, *, values: Any = None, engine: str = "auto") -> Path:
+    """``draw(...).path``: write ``graph`` to ``path`` (format from the suffix)."""
+    return draw(graph, path, values=values, engine=engine).path

@@ -1,8 +1,10 @@
-"""Graphviz views: DOT text, and SVG/PNG images drawn by the ``dot`` program.
+"""Graphviz views: DOT text, SVG/PNG images drawn by the ``dot`` program, and the choice
+of layout engine (``dot`` when installed, else the built-in one of ``layout``/``draw``).
 
 Primal work is blue, tangent work orange; inputs are drawn as downward houses, outputs
 as double octagons, constant arrays grey; edges are labelled with the shape they carry;
-nodes of one fusion group sit in a dashed cluster. Every DOT node has ``id=<view id>``,
+nodes of one fusion group sit in a dashed cluster; otherwise each run of one source line
+(``model.LineGroup``) sits in a shaded cluster labelled with that line. Every DOT node has ``id=<view id>``,
 which Graphviz copies to the SVG element, so the HTML view can find it.
 """
 
@@ -17,7 +19,8 @@ from ..errors import GraphvizNotFoundError, RenderError
 from ..ir import Graph
 from .model import View, ViewNode, describe
 
-__all__ = ["COLORS", "dot_available", "run_dot", "svg_or_none", "to_dot", "to_svg"]
+__all__ = ["COLORS", "ENGINES", "ENGINE_NAMES", "dot_available", "draw_bytes", "pick_engine", "run_dot",
+           "svg_or_none", "to_dot", "to_svg"]
 
 # role -> (fill, border); kept in one table so views and tests agree
 COLORS = {
@@ -100,17 +103,30 @@ def to_dot(graph: Graph | View, *, values: Any = None) -> str:
          "arrowsize=0.6];"),
     ]
     groups: dict[Any, list[ViewNode]] = {}
+    fused = any(n.group is not None for n in view.nodes)
     for n in view.nodes:
-        if n.group is None:
+        key = n.group if fused else n.line_group
+        if key is None:
             lines.append(_node_line(n))
         else:
-            groups.setdefault(n.group, []).append(n)
-    for k, (label, members) in enumerate(groups.items()):
-        lines.append(f"  subgraph {_quote(f'cluster_fused_{k}')} {{")
-        lines.append(f"    label={_quote(f'fused: {label}')}; style=\"dashed,rounded\"; "
-                     "color=\"#7c3aed\"; fontcolor=\"#7c3aed\"; fontsize=9;")
-        lines.extend("  " + _node_line(n) for n in members)
-        lines.append("  }")
+            groups.setdefault(key, []).append(n)
+    if fused:
+        for k, (label, members) in enumerate(groups.items()):
+            lines.append(f"  subgraph {_quote(f'cluster_fused_{k}')} {{")
+            lines.append(f"    label={_quote(f'fused: {label}')}; style=\"dashed,rounded\"; "
+                         "color=\"#7c3aed\"; fontcolor=\"#7c3aed\"; fontsize=9;")
+            lines.extend("  " + _node_line(n) for n in members)
+            lines.append("  }")
+    else:  # one shaded cluster per run of a source line (``model.LineGroup``)
+        for k, g in enumerate(view.line_groups):
+            code = _clip(g.code or "", 60)
+            lines.append(f"  subgraph {_quote(f'cluster_{g.id}')} {{")
+            lines.append(f"    id={_quote(g.id)}; label={_quote(f'{g.label}: {code}')}; labeljust=l; "
+                         f"style=\"filled,rounded\"; fillcolor=\"{('#f8fafc', '#eef2f7')[k % 2]}\"; "
+                         "color=\"#cbd5e1\"; fontcolor=\"#334155\"; fontsize=9; "
+                         f"tooltip={_quote(g.label + chr(10) + (g.code or ''))};")
+            lines.extend("  " + _node_line(n) for n in groups.get(g.id, ()))
+            lines.append("  }")
     n_operands: dict[str, int] = {}
     for e in view.edges:
         n_operands[e.dst] = n_operands.get(e.dst, 0) + 1
@@ -125,6 +141,28 @@ def to_dot(graph: Graph | View, *, values: Any = None) -> str:
 
 def dot_available() -> bool:
     return shutil.which("dot") is not None
+
+
+ENGINES = ("auto", "dot", "builtin")
+ENGINE_NAMES = {"dot": "Graphviz dot", "builtin": "tracegrad's built-in layered layout"}
+FALLBACK_NOTE = "layout: built-in (install Graphviz for dot's layout)"
+
+
+def pick_engine(engine: str = "auto") -> str:
+    """The layout engine to use: ``dot`` when asked for, or when ``auto`` and Graphviz is
+    installed (its drawings are the best); otherwise the built-in layered layout, which
+    needs nothing beyond ``pip install`` (``layout.py``)."""
+    if engine not in ENGINES:
+        raise RenderError(f"unknown layout engine {engine!r}", hint="use one of " + ", ".join(ENGINES))
+    if engine == "dot" and not dot_available():
+        raise GraphvizNotFoundError(
+            "the 'dot' layout engine needs Graphviz's 'dot' program, which is not on PATH",
+            hint="install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install "
+                 "graphviz; conda: conda install graphviz), or use the built-in layout (engine=\"builtin\" "
+                 "in Python, --layout builtin on the command line)")
+    if engine == "auto":
+        return "dot" if dot_available() else "builtin"
+    return engine
 
 
 def run_dot(dot_text: str, fmt: str) -> bytes:
@@ -142,14 +180,28 @@ def run_dot(dot_text: str, fmt: str) -> bytes:
     return proc.stdout
 
 
-def to_svg(graph: Graph | View, *, values: Any = None) -> str:
-    """The SVG drawing as text (needs Graphviz)."""
-    svg = run_dot(to_dot(graph, values=values), "svg").decode()
+def draw_bytes(graph: Graph | View, fmt: str, *, values: Any = None, engine: str = "auto"
+               ) -> tuple[bytes, str]:
+    """The ``svg`` or ``png`` image and the engine that drew it (see ``pick_engine``)."""
+    from .builtin import builtin_png, builtin_svg
+
+    view = graph if isinstance(graph, View) else describe(graph, values)
+    used = pick_engine(engine)
+    if used == "dot":
+        return run_dot(to_dot(view), fmt), used
+    note = FALLBACK_NOTE if engine == "auto" else ""
+    if fmt == "svg":
+        return builtin_svg(view, note).encode(), used
+    return builtin_png(view, note), used
+
+
+def to_svg(graph: Graph | View, *, values: Any = None, engine: str = "auto") -> str:
+    """The SVG drawing as text: by Graphviz's ``dot`` when installed, else by the built-in
+    layout (``engine`` forces one: ``"dot"`` or ``"builtin"``)."""
+    svg = draw_bytes(graph, "svg", values=values, engine=engine)[0].decode()
     return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: it is inlined in HTML
 
 
 def svg_or_none(graph: Graph) -> str | None:
-    """For Jupyter's ``_repr_svg_``: the SVG, or ``None`` (no image) without Graphviz."""
-    if not dot_available():
-        return None
+    """For Jupyter's ``_repr_svg_``: the SVG (with or without Graphviz)."""
     return to_svg(graph)

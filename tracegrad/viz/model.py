@@ -9,6 +9,14 @@ Ids are stable and safe in DOT, SVG, HTML and URLs: ``in<i>`` for the i-th graph
 
 Fusion groups: ``transforms.fuse`` labels nodes with ``node.fusion_group`` (an int); nodes
 without one have ``group=None``.
+
+Line groups (``ViewNode.line_group``, ``View.line_groups``): the drawings band or cluster
+nodes by the user source line that made them, so a network reads layer by layer. A group
+is a *run* of consecutive nodes (in execution order) from one source line: a helper such
+as ``conv_relu`` called four times gives four groups, not one tangle. Because runs follow
+execution order, edges between groups always point from an earlier group to a later one.
+An input or constant array joins the group of its first consumer, an output that of its
+producer. A graph whose nodes all come from one line has no line groups.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from ..ir import Graph, Literal, Node, Var
 from .stats import node_bytes
 from .text import format_value
 
-__all__ = ["View", "ViewEdge", "ViewNode", "describe", "fusion_group", "resolve_values"]
+__all__ = ["LineGroup", "View", "ViewEdge", "ViewNode", "describe", "fusion_group", "resolve_values"]
 
 
 @dataclass
@@ -46,6 +54,7 @@ class ViewNode:
     flops: int = 0
     bytes: int = 0
     value: str | None = None  # formatted value when values were given
+    line_group: str | None = None  # id of its ``LineGroup`` (see the module docstring)
 
 
 @dataclass
@@ -62,10 +71,28 @@ class ViewEdge:
 
 
 @dataclass
+class LineGroup:
+    """A run of nodes made by one user source line (see the module docstring)."""
+
+    id: str  # "grp<k>", in execution order
+    source: str  # "model.py:12"
+    function: str | None
+    code: str | None  # the line of code
+    members: list[str] = field(default_factory=list)  # view ids, in view order
+    occurrence: int = 1  # the how-many-th run of this source line (a helper called again)
+
+    @property
+    def label(self) -> str:
+        where = self.source + (f" in {self.function}" if self.function else "")
+        return where + (f" (call {self.occurrence})" if self.occurrence > 1 else "")
+
+
+@dataclass
 class View:
     name: str
     nodes: list[ViewNode]
     edges: list[ViewEdge]
+    line_groups: list[LineGroup] = field(default_factory=list)
 
     def node(self, node_id: str) -> ViewNode:
         return next(n for n in self.nodes if n.id == node_id)
@@ -168,4 +195,76 @@ def describe(graph: Graph, values: Any = None) -> View:
         s = operand_source(a)
         if s is not None:
             edge(s, vn.id, 0, a, vn.operands[0])
-    return View(graph.name, nodes, edges)
+    return View(graph.name, nodes, edges, _line_groups(nodes, edges))
+
+
+def _lineno(source: str) -> int:
+    return int(source.rpartition(":")[2] or 0)
+
+
+def _merge_data_movement(groups: list[LineGroup], by_id: dict[str, ViewNode]) -> list[LineGroup]:
+    """A run that only moves data (0 FLOPs: a bias reshaped, a slice) joins the next run
+    when that one follows it in the same function: ``b = reshape(b)`` then ``conv(x) + b``
+    read as one layer."""
+    out: list[LineGroup] = []
+    pending: LineGroup | None = None
+    for g in groups:
+        if pending is not None:
+            same_file = pending.source.rpartition(":")[0] == g.source.rpartition(":")[0]
+            if same_file and pending.function == g.function and _lineno(g.source) > _lineno(pending.source):
+                g.members[:0] = pending.members
+                g.source = f"{g.source.rpartition(':')[0]}:{_lineno(pending.source)}-{_lineno(g.source)}"
+            else:
+                out.append(pending)
+            pending = None
+        if all(by_id[m].flops == 0 for m in g.members) and "-" not in g.source:
+            pending = g
+        else:
+            out.append(g)
+    if pending is not None:
+        out.append(pending)
+    seen: dict[str, int] = {}
+    for k, g in enumerate(out):
+        g.id = f"grp{k}"
+        seen[g.source] = seen.get(g.source, 0) + 1
+        g.occurrence = seen[g.source]
+        for m in g.members:
+            by_id[m].line_group = g.id
+    return out
+
+
+def _line_groups(nodes: list[ViewNode], edges: list[ViewEdge]) -> list[LineGroup]:
+    """Sets ``line_group`` on every node and returns the groups (module docstring)."""
+    groups: list[LineGroup] = []
+    seen: dict[str, int] = {}
+    for n in nodes:
+        if n.kind != "node" or n.source is None:
+            continue
+        if not groups or groups[-1].source != n.source or groups[-1].function != n.source_function:
+            seen[n.source] = seen.get(n.source, 0) + 1
+            groups.append(LineGroup(f"grp{len(groups)}", n.source, n.source_function, n.source_line,
+                                    occurrence=seen[n.source]))
+        groups[-1].members.append(n.id)
+        n.line_group = groups[-1].id
+    groups = _merge_data_movement(groups, {n.id: n for n in nodes})
+    if len(groups) < 2:
+        for n in nodes:
+            n.line_group = None
+        return []
+    by_id = {n.id: n for n in nodes}
+    for n in nodes:
+        if n.line_group is not None or n.kind == "node":
+            continue
+        if n.kind == "output":
+            ends = [by_id[e.src] for e in edges if e.dst == n.id]
+        else:  # inputs and constants: the first consumer (edges are in execution order)
+            ends = [by_id[e.dst] for e in edges if e.src == n.id and by_id[e.dst].kind == "node"]
+        if ends and ends[0].line_group is not None:
+            n.line_group = ends[0].line_group
+    order = {g.id: g for g in groups}
+    for g in groups:
+        g.members = []
+    for n in nodes:
+        if n.line_group is not None:
+            order[n.line_group].members.append(n.id)
+    return groups

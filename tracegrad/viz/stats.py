@@ -27,8 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.emit import live_temporary_bytes
 from ..ir import Graph, Literal, Node, Var
+from ..transforms.liveness import live_temporary_bytes
 
 __all__ = ["GraphStats", "NodeCost", "StatsComparison", "compare_stats", "graph_stats", "node_bytes"]
 
@@ -94,6 +94,30 @@ class GraphStats:
                 f"peak memory {format_bytes(self.peak_bytes)} (inputs {format_bytes(self.input_bytes)}"
                 f", constants {format_bytes(self.constant_bytes)}, temporaries "
                 f"{format_bytes(self.peak_temporary_bytes)})")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text display: the report, not the dataclass fields."""
+        printer.text(str(self) if not cycle else f"GraphStats({self.name!r})")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the summary and a table of the costliest nodes."""
+        import html
+
+        from .text import format_bytes, format_count
+
+        top = sorted(self.nodes, key=lambda c: (-c.flops, c.index))[:12]
+        head = "".join(f"<th>{h}</th>" for h in ("node", "name", "primitive", "role", "shape", "FLOPs",
+                                                  "bytes", "live"))
+        rows = "".join(
+            f"<tr><td>{c.index}</td><td>{html.escape(c.name)}</td><td>{html.escape(c.primitive)}</td>"
+            f"<td>{c.role}</td><td>{c.shape}</td><td style='text-align:right'>{format_count(c.flops)}</td>"
+            f"<td style='text-align:right'>{format_bytes(c.bytes)}</td>"
+            f"<td style='text-align:right'>{format_bytes(c.live_bytes)}</td></tr>" for c in top)
+        more = (f"<p>the {len(top)} costliest of {len(self.nodes)} nodes; <code>print(stats)</code> "
+                "lists all</p>" if len(top) < len(self.nodes) else "")
+        summary = "<br>".join(html.escape(line) for line in self.summary().splitlines())
+        return (f"<div class='tracegrad-stats'><p>{summary}</p><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{rows}</tbody></table>{more}</div>")
 
     def __str__(self) -> str:
         from .text import format_bytes, format_count

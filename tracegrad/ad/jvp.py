@@ -15,11 +15,33 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TangentError
-from ..ir import Aval, Graph, Literal, Var
-from ..tracing.tracer import GraphBuilder, bind
+from ..ir import Aval, Graph, Literal, Node
+from ..tracing.tracer import GraphBuilder
 from . import tangents as T
+from .replay import bind_node, replay
 
-__all__ = ["jvp_graph"]
+__all__ = ["JVPInterpreter", "jvp_graph"]
+
+
+class JVPInterpreter:
+    """Values are ``(primal, tangent)`` pairs; each node runs its primitive's JVP rule, or
+    just the primitive when every operand tangent is symbolically zero (no tangent work)."""
+
+    def literal(self, lit: Literal) -> tuple[Any, T.Tangent]:
+        return lit.value, T.Zero(lit.aval)
+
+    def node(self, node: Node, values: list[Any]) -> list[tuple[Any, T.Tangent]]:
+        prim = node.primitive
+        primals = [p for p, _ in values]
+        tangents = [t for _, t in values]
+        if prim.jvp is None or all(isinstance(t, T.Zero) for t in tangents):
+            outs = bind_node(node, primals)
+            outs_t: Any = [T.Zero(v.aval) for v in node.outputs]
+        else:
+            outs, outs_t = prim.jvp(primals, tangents, **node.params)
+            if not prim.multiple_results:
+                outs, outs_t = [outs], [outs_t]
+        return list(zip(outs, outs_t))
 
 
 def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...] = ()) -> tuple[Graph, list[bool]]:
@@ -32,10 +54,8 @@ def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...]
     if len(tangent_mask) != len(graph.inputs):
         raise ValueError("tangent_mask must have one entry per graph input")
     builder = GraphBuilder(graph.name + "_jvp")
-    env: dict[Var, Any] = {}
-    tenv: dict[Var, Any] = {}
-    for v in graph.inputs:
-        env[v] = builder.new_input(v.aval, v.hint, "primal")
+    primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
+    tangents: list[T.Tangent] = []
     nbatch = len(batch)
     for v, wanted in zip(graph.inputs, tangent_mask):
         if wanted:
@@ -43,40 +63,13 @@ def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...]
                 raise TangentError(f"input {v.hint or ''} of dtype {v.aval.dtype} cannot have a tangent")
             hint = (v.hint + "_dot") if v.hint else None
             t = builder.new_input(Aval(batch + v.aval.shape, v.aval.dtype), hint, "tangent")
-            tenv[v] = T.Dense(t, nbatch)
+            tangents.append(T.Dense(t, nbatch))
         else:
-            tenv[v] = T.Zero(v.aval)
-
-    def read(a: Any) -> Any:
-        return env[a] if isinstance(a, Var) else a.value
-
-    def read_t(a: Any) -> Any:
-        return tenv[a] if isinstance(a, Var) else T.Zero(a.aval)
-
+            tangents.append(T.Zero(v.aval))
     with T.batch_context(batch):
-        for node in graph.nodes:
-            builder.current_source = node.source
-            prim = node.primitive
-            primals = [read(a) for a in node.inputs]
-            tangents = [read_t(a) for a in node.inputs]
-            if prim.jvp is None or all(isinstance(t, T.Zero) for t in tangents):
-                outs = bind(prim, *primals, **node.params)
-                outs_t = [T.Zero(v.aval) for v in node.outputs]
-            else:
-                outs, outs_t = prim.jvp(primals, tangents, **node.params)
-                if not prim.multiple_results:
-                    outs_t = [outs_t]
-            if not prim.multiple_results:
-                outs = [outs]
-            env.update(zip(node.outputs, outs))
-            tenv.update(zip(node.outputs, outs_t))
-        builder.current_source = None
-        out_primals = [read(a) for a in graph.outputs]
+        read = replay(graph, builder, JVPInterpreter(), list(zip(primals, tangents)))
+        outs = [read(a) for a in graph.outputs]
         out_mask = [a.aval.is_float for a in graph.outputs]
-        out_tangents = [T.instantiate(read_t(a)) for a, m in zip(graph.outputs, out_mask) if m]
-    result = builder.build(out_primals + out_tangents)
+        out_tangents = [T.instantiate(t) for (_, t), m in zip(outs, out_mask) if m]
+    result = builder.build([p for p, _ in outs] + out_tangents)
     return result, out_mask
-
-
-def _is_literal(a: Any) -> bool:
-    return isinstance(a, Literal)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Aval
+from ..tracing.dispatch import numpy_namespace
 
 __all__ = [
     "Dense",
@@ -39,9 +40,7 @@ _BATCH: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("tangen
 
 
 def _tnp() -> Any:
-    from .. import numpy as tnp
-
-    return tnp
+    return numpy_namespace()
 
 
 class Zero:

@@ -23,10 +23,28 @@ from typing import Any
 import numpy as np
 
 from ..errors import GradientError
-from ..ir import Aval, Graph, Var
-from ..tracing.tracer import GraphBuilder, Tracer, aval_of, bind
+from ..ir import Aval, Graph, Literal, Node, Var
+from ..tracing.dispatch import numpy_namespace
+from ..tracing.tracer import GraphBuilder, Tracer, aval_of
+from .replay import bind_node, replay
 
-__all__ = ["vjp_graph"]
+__all__ = ["ForwardInterpreter", "vjp_graph"]
+
+
+class ForwardInterpreter:
+    """The forward pass of reverse mode: the primal computation, recording which values
+    are *active* (depend on a differentiated input through differentiable primitives)."""
+
+    def __init__(self, active: set[Var]):
+        self.active = active
+
+    def literal(self, lit: Literal) -> Any:
+        return lit.value
+
+    def node(self, node: Node, values: list[Any]) -> list[Any]:
+        if node.primitive.differentiable and any(a in self.active for a in node.inputs if isinstance(a, Var)):
+            self.active.update(v for v in node.outputs if v.aval.is_float)
+        return bind_node(node, values)
 
 
 def vjp_graph(graph: Graph, wrt: Sequence[bool], *, cotangent_inputs: bool = False) -> Graph:
@@ -47,19 +65,9 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool], *, cotangent_inputs: bool = Fal
     if not cotangent_inputs:
         _check_scalar_output(graph)
     builder = GraphBuilder(graph.name + "_vjp")
-    env: dict[Var, Any] = {v: builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs}
+    inputs = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
     active: set[Var] = {v for v, wanted in zip(graph.inputs, wrt) if wanted}
-
-    def read(a: Any) -> Any:
-        return env[a] if isinstance(a, Var) else a.value
-
-    # forward pass: the primal computation, and which values carry derivatives
-    for node in graph.nodes:
-        builder.current_source = node.source
-        outs = bind(node.primitive, *[read(a) for a in node.inputs], **node.params)
-        env.update(zip(node.outputs, outs if node.primitive.multiple_results else [outs]))
-        if node.primitive.differentiable and any(a in active for a in node.inputs if isinstance(a, Var)):
-            active.update(v for v in node.outputs if v.aval.is_float)
+    read = replay(graph, builder, ForwardInterpreter(active), inputs)
 
     # seeds: d(output)/d(output) = 1, or the given cotangents
     cts: dict[Var, Any] = {}
@@ -104,8 +112,7 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool], *, cotangent_inputs: bool = Fal
 def _accumulate(cts: dict[Var, Any], v: Var, ct: Any, prim: str | None) -> None:
     """Add ``ct`` into ``v``'s cotangent, cast to ``v``'s dtype (a float32 input of a float64
     operation gets a float32 gradient)."""
-    from .. import numpy as tnp
-
+    tnp = numpy_namespace()
     got = aval_of(ct)
     if got.shape != v.aval.shape:
         raise AssertionError(f"the VJP rule of {prim} returned a cotangent of shape {got.shape} for an "

@@ -1,0 +1,54 @@
+"""Compile modes: what a ``Compiled`` function builds from its traced primal graph.
+
+A mode is a small frozen (hashable) object, so it is part of the compile-cache key as it
+is, and it knows the one transform it stands for: ``PRIMAL`` runs the function, ``JVPMode``
+fuses primal and tangents (``ad.jvp_graph``), ``VJPMode`` value and gradient
+(``ad.vjp_graph``). Every mode ends in the same clean-up passes. A new mode (activity
+perturbation, a Jacobian) is one more class with ``build``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ad import jvp_graph, vjp_graph
+from .ir import Graph
+from .transforms import optimize
+
+__all__ = ["PRIMAL", "JVPMode", "Mode", "PrimalMode", "VJPMode"]
+
+
+@dataclass(frozen=True)
+class PrimalMode:
+    """The function itself."""
+
+    def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
+        """The graph to compile and, per primal output, whether it is float."""
+        return optimize(primal), [a.aval.is_float for a in primal.outputs]
+
+
+@dataclass(frozen=True)
+class JVPMode:
+    """Outputs and their tangents: ``mask`` says which input leaves carry tangents,
+    ``batch`` is ``()`` or ``(K,)`` for K directions at once."""
+
+    mask: tuple[bool, ...]
+    batch: tuple[int, ...] = ()
+
+    def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
+        fused, out_float = jvp_graph(primal, self.mask, self.batch)
+        return optimize(fused), out_float
+
+
+@dataclass(frozen=True)
+class VJPMode:
+    """Value and gradient with respect to the input leaves marked in ``wrt``."""
+
+    wrt: tuple[bool, ...]
+
+    def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
+        return optimize(vjp_graph(primal, self.wrt)), [a.aval.is_float for a in primal.outputs]
+
+
+Mode = PrimalMode | JVPMode | VJPMode
+PRIMAL = PrimalMode()
