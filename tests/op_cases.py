@@ -85,6 +85,11 @@ CASES = [
          + (a <= 0) * 0.5 + ~(a > b) * a + np.logical_and(a > 0, b > 0) * 2.0,
          [n(6), n(6)], (0, 1), ("lt", "ge", "logical_or", "eq", "ne", "le", "logical_not", "gt", "logical_and")),
     Case("isfinite", lambda a: np.where(np.isfinite(a), a, 0.0), [n(4)], (0,), ("isfinite", "where")),
+    Case("mod_ops", lambda a, b: a % b + np.fmod(a, b) * 2.0 + (a // b) * a + np.remainder(3.7, b),
+         [n(2, 5) * 3, np.array([0.7, -1.3, 2.1, -0.45, 1.9])], (0, 1), ("remainder", "fmod", "floor_divide", "mul")),
+    Case("bitwise", lambda a, i: a * ((i & 6) | (i ^ 3)) + a * (~i) + a * ((i << 2) >> 1),
+         [n(4), labels(4, k=9)], (0,), ("bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift",
+                                        "right_shift", "mul")),
     Case("astype", lambda a: a.astype(np.float32).astype(np.float64) * 2, [n(4)], (0,), ("astype",),
          extra={"fd": {"eps": 1e-2, "rtol": 1e-4, "atol": 1e-4}}),  # linear: a large step is exact
     Case("astype_int", lambda a: a * a.astype(np.int64), [n(4) * 3], (0,), ("astype",)),
@@ -159,7 +164,7 @@ CASES = [
          extra={"numpy": lambda a, y: -np.mean((a - np.log(np.exp(a).sum(-1, keepdims=True)))[np.arange(4), y])}),
     Case("one_hot", lambda a, y: np.sum(a * tnp.one_hot(y, 5, np.float64)), [n(4, 5), labels(4)], (0,), ("eq", "astype"),
          extra={"numpy": lambda a, y: np.sum(a * np.eye(5)[y])}),
-    Case("logaddexp", lambda a, b: np.logaddexp(a, b), [n(4), n(4)], (0, 1), ("log1p",)),
+    Case("logaddexp", lambda a, b: np.logaddexp(a, b), [n(3, 4), n(4)], (0, 1), ("logaddexp",)),
     Case("mlp_layer", lambda x, w, b: np.tanh(x @ w + b), [n(6, 4), n(4, 3), n(3)], (1, 2), ("matmul", "tanh")),
     # neural-network primitives (NCHW), against naive loop references below
     Case("conv2d", lambda x, w: F.conv2d(x, w), [n(2, 3, 5, 6), n(4, 3, 3, 2)], (0, 1), ("conv2d",),

@@ -20,6 +20,7 @@ __all__ = [
     "DataError",
     "GradientError",
     "GraphvizNotFoundError",
+    "IndexOutOfBoundsError",
     "RenderError",
     "ShapeError",
     "TangentError",
@@ -63,6 +64,10 @@ class TracegradError(Exception):
 
 class ShapeError(TracegradError, ValueError):
     """Operand shapes that do not fit the operation (the message shows both shapes)."""
+
+
+class IndexOutOfBoundsError(ShapeError, IndexError):
+    """A constant index (an int or an index array known at trace time) outside the array."""
 
 
 class DTypeError(TracegradError, TypeError):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as _np
 
+from .errors import IndexOutOfBoundsError as _IndexOutOfBoundsError
 from .errors import ShapeError, UnsupportedOperationError
 from .ir import PRIMITIVES as _PRIMITIVES
 from .ops import elementwise as _ew
@@ -80,6 +81,16 @@ astype, stop_gradient = _ew.astype, _ew.stop_gradient
 sigmoid = logistic = _ew.logistic
 
 
+@_implements("logical_xor")
+def logical_xor(a: Any, b: Any) -> Any:
+    return _ew.not_equal(astype(a, bool), astype(b, bool))
+
+
+@_implements("divmod")
+def divmod(a: Any, b: Any) -> tuple[Any, Any]:
+    return _ew.floor_divide(a, b), _ew.remainder(a, b)
+
+
 @_implements("positive")
 def positive(x: Any) -> Any:
     return x
@@ -109,15 +120,10 @@ def relu(x: Any) -> Any:
     return _ew.maximum(x, 0)
 
 
-@_implements("logaddexp")
-def logaddexp(a: Any, b: Any) -> Any:
-    """log(e^a + e^b) without overflow."""
-    m = _ew.maximum(a, b)
-    return _ew.add(m, _ew.log1p(_ew.exp(_ew.neg(_ew.abs(_ew.sub(a, b))))))
 
 
 def softplus(x: Any) -> Any:
-    return logaddexp(x, 0.0)
+    return _ew.logaddexp(x, 0.0)
 
 
 # ---------------------------------------------------------------- reductions
@@ -132,11 +138,42 @@ def mean(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) ->
     return astype(out, dtype) if dtype is not None else out
 
 
+@_implements("prod")
+def prod(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    """Product over ``axis``, as a balanced tree of elementwise multiplications: exact JVPs and
+    gradients with zeros in ``x`` (unlike y / x), from the rules of ``mul`` alone."""
+    nd = _nd(x)
+    axes = normalize_axes(axis, nd, "prod")
+    kind = aval_of(x).dtype.kind
+    if dtype is not None:
+        x = astype(x, dtype)
+    elif kind in "biu" and aval_of(x).dtype.itemsize < 8:
+        x = astype(x, _np.uint64 if kind == "u" else _np.int64)  # NumPy's integer accumulator
+    kept = [i for i in range(nd) if i not in axes]
+    out_shape = tuple(_shape(x)[i] for i in kept)
+    n = _reduce_count(x, axes)
+    if n == 0:  # the empty product is 1 (a constant: zero derivative)
+        acc = _ew.add(_ew.mul(_red.reduce_sum(x, axes, False), 0), 1)
+    else:
+        acc = _sh.reshape(_sh.transpose(x, tuple(kept) + axes), out_shape + (n,))
+        while n > 1:
+            half = n // 2
+            pairs = _ew.mul(getitem(acc, (Ellipsis, slice(0, half))), getitem(acc, (Ellipsis, slice(half, 2 * half))))
+            acc = pairs if n % 2 == 0 else _sh.np_concatenate([pairs, getitem(acc, (Ellipsis, slice(2 * half, n)))], -1)
+            n = half + n % 2
+        acc = _sh.reshape(acc, out_shape)
+    if keepdims:
+        acc = _sh.reshape(acc, tuple(1 if i in axes else d for i, d in enumerate(_shape(x))))
+    return acc
+
+
 @_implements("var")
 def var(x: Any, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Any:
     axes = normalize_axes(axis, _nd(x), "var")
     centered = _ew.sub(x, mean(x, axes, keepdims=True))
     n = _reduce_count(x, axes)
+    if n == 1:  # one element (or axis=()): the variance is constant, so its tangent is 0 (std's too, not nan)
+        centered = stop_gradient(centered)
     return _ew.div(_red.reduce_sum(_ew.mul(centered, centered), axes, keepdims), n - ddof)
 
 
@@ -211,13 +248,14 @@ def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
 
 @_implements("hstack")
 def hstack(arrays: Sequence[Any]) -> Any:
-    arrays = list(arrays)
+    # like NumPy: a single array is a sequence of its rows, each made at least 1-d
+    arrays = [_sh.reshape(a, (1,)) if _nd(a) == 0 else a for a in arrays]
     return _sh.np_concatenate(arrays, 0 if _nd(arrays[0]) == 1 else 1)
 
 
 @_implements("vstack")
 def vstack(arrays: Sequence[Any]) -> Any:
-    return _sh.np_concatenate([_sh.reshape(a, (1, -1)) if _nd(a) == 1 else a for a in arrays], 0)
+    return _sh.np_concatenate([_sh.reshape(a, (1, -1)) if _nd(a) <= 1 else a for a in arrays], 0)
 
 
 # ---------------------------------------------------------------- indexing
@@ -261,6 +299,12 @@ def getitem(x: Any, idx: Any) -> Any:
                     raise UnsupportedOperationError(
                         "boolean-mask indexing with a traced mask gives a data-dependent shape",
                         source=user_source(), hint="use np.where(mask, x, 0) (and a masked sum/mean)")
+                at = builtins.sum(1 for e in template if e[0] != "none")  # x's axis the mask starts at
+                if tuple(i.shape) != _shape(x)[at:at + i.ndim]:
+                    raise _IndexOutOfBoundsError(
+                        f"boolean index of shape {i.shape} does not match the indexed array's axes "
+                        f"{_shape(x)[at:at + i.ndim]} (from axis {at})", source=user_source(),
+                        hint="a boolean mask must have the shape of the axes it selects from")
                 nz = _np.nonzero(i)
                 for k in nz:
                     template.append(("arr", len(arrays)))
@@ -288,9 +332,17 @@ def dot(a: Any, b: Any) -> Any:
     if nb <= 2:
         return _la.matmul(a, b)
     # N-D: sum over the last axis of a and the second-to-last of b.
-    la, lb = string.ascii_lowercase[:na], string.ascii_uppercase[:nb]
-    lb = lb[:-2] + la[-1] + lb[-1]
-    return _la.einsum(f"{la},{lb}->{la[:-1]}{lb[:-2]}{lb[-1]}", a, b)
+    return tensordot(a, b, ([na - 1], [nb - 2]))
+
+
+def _tensordot_matmul(a: Any, b: Any, ax_a: list[int], ax_b: list[int]) -> Any:
+    """tensordot as one matmul of (free_a, K) by (K, free_b): any rank, no einsum letters."""
+    free_a = [i for i in range(_nd(a)) if i not in ax_a]
+    free_b = [j for j in range(_nd(b)) if j not in ax_b]
+    k = math.prod(_shape(a)[i] for i in ax_a)
+    a2 = _sh.reshape(_sh.transpose(a, tuple(free_a + ax_a)), (math.prod(_shape(a)[i] for i in free_a), k))
+    b2 = _sh.reshape(_sh.transpose(b, tuple(ax_b + free_b)), (k, math.prod(_shape(b)[j] for j in free_b)))
+    return _sh.reshape(_la.matmul(a2, b2), tuple(_shape(a)[i] for i in free_a) + tuple(_shape(b)[j] for j in free_b))
 
 
 @_implements("tensordot")
@@ -300,10 +352,14 @@ def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
         ax_a, ax_b = list(range(na - axes, na)), list(range(int(axes)))
     else:
         ax_a, ax_b = [_np.atleast_1d(x).tolist() for x in axes]
-    ax_a = [x % na for x in ax_a]
-    ax_b = [x % nb for x in ax_b]
-    la = list(string.ascii_lowercase[:na])
-    lb = list(string.ascii_uppercase[:nb])
+    if len(ax_a) != len(ax_b):
+        raise ShapeError(f"tensordot: {len(ax_a)} axes of a against {len(ax_b)} axes of b")
+    ax_a = [normalize_axes(x, na, "tensordot")[0] for x in ax_a]
+    ax_b = [normalize_axes(x, nb, "tensordot")[0] for x in ax_b]
+    if na + nb > len(string.ascii_letters):  # einsum has 52 letters; ranks up to NumPy's 64 each
+        return _tensordot_matmul(a, b, ax_a, ax_b)
+    la = list(string.ascii_letters[:na])
+    lb = list(string.ascii_letters[na:na + nb])
     for i, j in zip(ax_a, ax_b):
         lb[j] = la[i]
     out = [c for i, c in enumerate(la) if i not in ax_a] + [c for j, c in enumerate(lb) if j not in ax_b]
@@ -317,6 +373,8 @@ def outer(a: Any, b: Any) -> Any:
 
 @_implements("inner")
 def inner(a: Any, b: Any) -> Any:
+    if _nd(a) == 0 or _nd(b) == 0:  # NumPy: a scalar operand multiplies
+        return _ew.mul(a, b)
     return tensordot(a, b, axes=([-1], [-1]))
 
 

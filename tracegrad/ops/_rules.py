@@ -38,9 +38,22 @@ def fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _broadcast(shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """NumPy's broadcasting rule, for any rank (``np.broadcast_shapes`` stops at 32 dimensions,
+    arrays at 64)."""
+    nd = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(nd):
+        dims = {s[i - nd + len(s)] for s in shapes if i - nd + len(s) >= 0} - {1}
+        if len(dims) > 1:
+            raise ValueError("shape mismatch")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
 def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
     try:
-        return tuple(np.broadcast_shapes(*shapes))
+        return _broadcast(shapes)
     except ValueError:
         shown = " and ".join(fmt_shape(s) for s in shapes)
         raise ShapeError(

@@ -17,7 +17,7 @@ from ..ad.rules import defjvp_unary, defvjp_unary, unbroadcast
 from ..errors import UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.source import user_source
-from ..tracing.tracer import aval_of, bind
+from ..tracing.tracer import Tracer, aval_of, bind
 from ._rules import declare, no_flops, numpy_function
 
 
@@ -46,12 +46,17 @@ sub_p = declare("sub", _binop("-"), elementwise=True, numpy_names=("subtract",),
                 units=((1, 0),))
 mul_p = declare("mul", _binop("*"), elementwise=True, numpy_names=("multiply",), cuda=_c_binop("*"),
                 units=((1, 1), (0, 1)))
-div_p = declare("div", _binop("/"), elementwise=True, numpy_names=("divide", "true_divide"), cuda=_c_binop("/"),
-                units=((1, 1),))
+# Two Python scalars (weak 0-d operands: a Python-number argument or constant) divide and
+# power with NumPy's semantics, not Python's: 1.0 / 0.0 is inf (not ZeroDivisionError) and
+# (-1.0) ** 0.5 is nan (not a complex number). Only then the node carries ``scalar=True``.
+div_p = declare("div", lambda a, b, scalar=False: f"np.true_divide({a}, {b}).item()" if scalar else f"{a} / {b}",
+                elementwise=True, numpy_names=("divide", "true_divide"),
+                cuda=lambda a, b, scalar=False: f"{a} / {b}", units=((1, 1),))
 neg_p = declare("neg", lambda x: f"-{x}", elementwise=True, numpy_names=("negative",), cuda=lambda x: f"-{x}",
                 involution=True)
-pow_p = declare("pow", _binop("**"), elementwise=True, numpy_names=("power",), ufunc_out=False, units=((1, 1),),
-                cuda=_c_call("tg_pow"), cuda_helper="""\
+pow_p = declare("pow", lambda a, b, scalar=False: f"np.power(float({a}), float({b})).item()" if scalar else f"{a} ** {b}",
+                elementwise=True, numpy_names=("power",), ufunc_out=False, units=((1, 1),),
+                cuda=lambda a, b, scalar=False: f"tg_pow({a}, {b})", cuda_helper="""\
 // integer power by squaring (np.power on integers); float overloads call powf / pow
 template <typename T> __device__ __forceinline__ T tg_pow(T a, T b) {
     T r = 1;
@@ -72,11 +77,34 @@ min_p = declare("minimum", _call("np.minimum"), elementwise=True, numpy_names=("
 def add(a: Any, b: Any) -> Any: return bind(add_p, a, b)
 def sub(a: Any, b: Any) -> Any: return bind(sub_p, a, b)
 def mul(a: Any, b: Any) -> Any: return bind(mul_p, a, b)
-def div(a: Any, b: Any) -> Any: return bind(div_p, a, b)
+def _python_scalars(*xs: Any) -> bool:
+    return all(aval_of(x).weak and aval_of(x).shape == () for x in xs)
+
+
+def div(a: Any, b: Any) -> Any:
+    return bind(div_p, a, b, scalar=True) if _python_scalars(a, b) else bind(div_p, a, b)
 def neg(a: Any) -> Any: return bind(neg_p, a)
-def power(a: Any, b: Any) -> Any: return bind(pow_p, a, b)
+def power(a: Any, b: Any) -> Any:
+    if _python_scalars(a, b) and "f" in (aval_of(a).dtype.kind, aval_of(b).dtype.kind) \
+            and "c" not in (aval_of(a).dtype.kind, aval_of(b).dtype.kind):
+        return bind(pow_p, a, b, scalar=True)
+    return bind(pow_p, a, b)
 def maximum(a: Any, b: Any) -> Any: return bind(max_p, a, b)
 def minimum(a: Any, b: Any) -> Any: return bind(min_p, a, b)
+
+
+# np.divide / np.power (and ``/``, ``**`` on tracers) go through div / power, which choose
+# NumPy's semantics for two Python scalars
+@numpy_function(div_p)
+def np_divide(a: Any, b: Any) -> Any:
+    """``np.divide``: ``div`` (NumPy's, not Python's, result for two Python scalars)."""
+    return div(a, b)
+
+
+@numpy_function(pow_p)
+def np_power(a: Any, b: Any) -> Any:
+    """``np.power``: ``power`` (NumPy's, not Python's, result for two Python scalars)."""
+    return power(a, b)
 
 
 def add_jvp(primals, tangents):
@@ -97,7 +125,7 @@ def mul_jvp(primals, tangents):
     return y, T.add(out, T.scale(ta, b, out), T.scale(tb, a, out))
 
 
-def div_jvp(primals, tangents):
+def div_jvp(primals, tangents, scalar=False):
     a, b = primals
     ta, tb = tangents
     y = div(a, b)
@@ -111,12 +139,27 @@ def neg_jvp(primals, tangents):
     return neg(primals[0]), T.neg(tangents[0])
 
 
-def pow_jvp(primals, tangents):
+def _pow_dx(x, p):
+    """d/dx x**p = p x**(p-1), and exactly 0 where p == 0 (x**0 is constant; at x == 0 the
+    formula would give 0 * inf = nan). ``None`` when p is a constant that is 0 everywhere."""
+    if not isinstance(p, Tracer) and not np.any(np.asarray(p) != 0):
+        return None
+    d = mul(p, power(x, sub(p, 1)))
+    if isinstance(p, Tracer) or not np.all(np.asarray(p) != 0):
+        d = where(equal(p, 0), 0.0, d)
+    return d
+
+
+def pow_jvp(primals, tangents, scalar=False):
     x, p = primals
     tx, tp = tangents
     y = power(x, p)
     out = aval_of(y)
-    t_x = T.scale(tx, mul(p, power(x, sub(p, 1))), out) if not T.is_zero(tx) else tx
+    if not T.is_zero(tx):
+        d = _pow_dx(x, p)
+        t_x = T.Zero(out) if d is None else T.scale(tx, d, out)
+    else:
+        t_x = tx
     # d/dp x**p = log(x) x**p; where x == 0 the limit (for p > 0) is 0, not nan.
     t_p = T.scale(tp, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)), out) if not T.is_zero(tp) else tp
     return y, T.add(out, t_x, t_p)
@@ -139,6 +182,21 @@ neg_p.jvp, pow_p.jvp, max_p.jvp, min_p.jvp = neg_jvp, pow_jvp, max_jvp, min_jvp
 
 
 # VJPs: the cotangent of each operand, summed back to its own shape (``unbroadcast``).
+#
+# Zero cotangents stay exactly zero through the rules whose derivative can be inf or nan at
+# finite inputs (div, pow, sqrt, log, log1p): ``np.where(x > 0, np.sqrt(x), 0)`` sends a zero
+# cotangent into sqrt where x <= 0, and 0 * inf would make the gradient nan there although the
+# function does not depend on that branch. One compare and select per such rule in reverse
+# mode; rules with finite derivatives (add, matmul, tanh, ...) pay nothing.
+def _strong_zero(ct, value):
+    """``value`` (a product with ``ct``), but exactly 0 wherever ``ct`` is 0."""
+    return where(equal(ct, 0), 0.0, value)
+
+
+def _finite_nonzero_constant(b):
+    return not isinstance(b, Tracer) and bool(np.all(np.isfinite(b)) and np.all(np.asarray(b) != 0))
+
+
 def add_vjp(ct, primals, y):
     a, b = primals
     return unbroadcast(ct, aval_of(a)), unbroadcast(ct, aval_of(b))
@@ -154,21 +212,25 @@ def mul_vjp(ct, primals, y):
     return unbroadcast(mul(ct, b), aval_of(a)), unbroadcast(mul(ct, a), aval_of(b))
 
 
-def div_vjp(ct, primals, y):
+def div_vjp(ct, primals, y, scalar=False):
     a, b = primals
     ct_a = div(ct, b)
-    return unbroadcast(ct_a, aval_of(a)), unbroadcast(neg(mul(ct_a, y)), aval_of(b))
+    ct_b = neg(mul(ct_a, y))
+    if not _finite_nonzero_constant(b):  # dividing by 0 (as in sin(x) / x under a where)
+        ct_a, ct_b = _strong_zero(ct, ct_a), _strong_zero(ct, ct_b)
+    return unbroadcast(ct_a, aval_of(a)), unbroadcast(ct_b, aval_of(b))
 
 
 def neg_vjp(ct, primals, y):
     return (neg(ct),)
 
 
-def pow_vjp(ct, primals, y):
+def pow_vjp(ct, primals, y, scalar=False):
     x, p = primals
-    ct_x = mul(ct, mul(p, power(x, sub(p, 1))))
+    d = _pow_dx(x, p)
+    ct_x = mul(ct, 0.0) if d is None else _strong_zero(ct, mul(ct, d))
     # the same x == 0 convention as pow_jvp: d/dp x**p is 0 there, not nan
-    ct_p = mul(ct, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)))
+    ct_p = _strong_zero(ct, mul(ct, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y))))
     return unbroadcast(ct_x, aval_of(x)), unbroadcast(ct_p, aval_of(p))
 
 
@@ -242,6 +304,17 @@ defjvp_unary(arctan_p, lambda x, y: div(1, add(1, mul(x, x))))
 for _p in (exp_p, log_p, log1p_p, expm1_p, sqrt_p, abs_p, sin_p, cos_p, tanh_p, logistic_p, arctan_p):
     defvjp_unary(_p)  # ct * f'(x), with the derivative factor registered above
 
+
+def _strong_zero_vjp(derivative):
+    def rule(ct, primals, y):
+        return (_strong_zero(ct, mul(ct, derivative(primals[0], y))),)
+
+    return rule
+
+
+for _p in (log_p, log1p_p, sqrt_p):  # f'(x) is inf or nan at finite x (0, or outside the domain)
+    _p.vjp = _strong_zero_vjp(_p.jvp.derivative)
+
 # ---------------------------------------------------------------- selection
 where_p = declare("where", _call("np.where"), elementwise=True, fresh=True, numpy_names=("where",),
                   cuda=lambda c, a, b: f"{c} ? {a} : {b}")
@@ -313,6 +386,120 @@ def clip_vjp(ct, primals, y):
 
 where_p.vjp, clip_p.vjp = where_vjp, clip_vjp
 
+# ---------------------------------------------------------------- floor division and remainders
+# NumPy's divmod family. floor_divide is piecewise constant (zero derivative); remainder
+# a - b * floor(a / b) has derivative 1 in a and -floor(a / b) in b (fmod: -trunc(a / b)).
+# C helpers: integer division by 0 gives 0 as in NumPy; floats follow NumPy's npy_divmod.
+floor_divide_p = declare("floor_divide", _call("np.floor_divide"), elementwise=True, numpy_names=("floor_divide",),
+                         differentiable=False, cuda=_c_call("tg_floor_divide"), cuda_helper="""\
+// np.floor_divide: the quotient rounded towards -inf
+template <typename T> __device__ __forceinline__ T tg_floor_divide(T a, T b) {
+    if (b == 0) return 0;
+    T q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? T(q - 1) : q;
+}
+#define TG_FLOAT_FLOOR_DIVIDE(T, FMOD, FLOOR, COPYSIGN) \\
+    __device__ __forceinline__ T tg_floor_divide(T a, T b) { \\
+        if (b == 0) return a / b; \\
+        T m = FMOD(a, b); \\
+        T d = (a - m) / b; \\
+        if (m != 0 && ((b < 0) != (m < 0))) d -= T(1); \\
+        if (d == 0) return COPYSIGN(T(0), a / b); \\
+        T f = FLOOR(d); \\
+        return d - f > T(0.5) ? T(f + 1) : f; \\
+    }
+TG_FLOAT_FLOOR_DIVIDE(float32, fmodf, floorf, copysignf)
+TG_FLOAT_FLOOR_DIVIDE(float64, fmod, floor, copysign)""")
+remainder_p = declare("remainder", _call("np.remainder"), elementwise=True, numpy_names=("remainder", "mod"),
+                      cuda=_c_call("tg_remainder"), cuda_helper="""\
+// np.remainder (np.mod, %): the remainder takes the divisor's sign
+template <typename T> __device__ __forceinline__ T tg_remainder(T a, T b) {
+    if (b == 0) return 0;
+    T r = a % b;
+    return (r != 0 && ((r < 0) != (b < 0))) ? T(r + b) : r;
+}
+#define TG_FLOAT_REMAINDER(T, FMOD, COPYSIGN) \\
+    __device__ __forceinline__ T tg_remainder(T a, T b) { \\
+        T m = FMOD(a, b); \\
+        if (b == 0) return m; \\
+        if (m != 0) { if ((b < 0) != (m < 0)) m += b; } else m = COPYSIGN(T(0), b); \\
+        return m; \\
+    }
+TG_FLOAT_REMAINDER(float32, fmodf, copysignf)
+TG_FLOAT_REMAINDER(float64, fmod, copysign)""")
+fmod_p = declare("fmod", _call("np.fmod"), elementwise=True, numpy_names=("fmod",), cuda=_c_call("tg_fmod"),
+                 cuda_helper="""\
+// np.fmod: the remainder takes the dividend's sign
+template <typename T> __device__ __forceinline__ T tg_fmod(T a, T b) { return b == 0 ? T(0) : T(a % b); }
+__device__ __forceinline__ float32 tg_fmod(float32 a, float32 b) { return fmodf(a, b); }
+__device__ __forceinline__ float64 tg_fmod(float64 a, float64 b) { return fmod(a, b); }""")
+
+
+def floor_divide(a: Any, b: Any) -> Any: return bind(floor_divide_p, a, b)
+def remainder(a: Any, b: Any) -> Any: return bind(remainder_p, a, b)
+def fmod(a: Any, b: Any) -> Any: return bind(fmod_p, a, b)
+
+
+def _remainder_db(prim):
+    """d/db of ``y = prim(a, b)``: minus the integer quotient (floor for remainder, trunc for
+    fmod), recovered exactly from y: (a - y) / b is an integer up to rounding."""
+    if prim is remainder_p:
+        return lambda a, b, y: neg(floor_divide(a, b))
+    return lambda a, b, y: neg(floor(add(div(sub(a, y), b), 0.5)))
+
+
+def _remainder_rules(prim):
+    db = _remainder_db(prim)
+
+    def jvp(primals, tangents):
+        a, b = primals
+        ta, tb = tangents
+        y = bind(prim, a, b)
+        out = aval_of(y)
+        if not out.is_float:
+            return y, T.Zero(out)
+        t_b = T.scale(tb, db(a, b, y), out) if not T.is_zero(tb) else tb
+        return y, T.add(out, ta, t_b)
+
+    def vjp(ct, primals, y):
+        a, b = primals
+        return unbroadcast(ct, aval_of(a)), unbroadcast(mul(ct, db(a, b, y)), aval_of(b))
+
+    prim.jvp, prim.vjp = jvp, vjp
+
+
+_remainder_rules(remainder_p)
+_remainder_rules(fmod_p)
+
+# ---------------------------------------------------------------- smooth two-operand functions
+# logaddexp is a primitive (not max + log1p(exp(-|a - b|))) so that its derivative is the
+# smooth weight exp(a - y): a composite through maximum/abs takes a one-sided derivative at
+# a == b (0 and 1 instead of 0.5 and 0.5), and softplus(0) would get 0 instead of 0.5.
+logaddexp_p = declare("logaddexp", _call("np.logaddexp"), elementwise=True, numpy_names=("logaddexp",),
+                      cuda=lambda a, b: f"(tg_maximum({a}, {b}) + tg_log1p(tg_exp(-tg_abs({a} - {b}))))")
+
+
+def logaddexp(a: Any, b: Any) -> Any: return bind(logaddexp_p, a, b)
+
+
+def logaddexp_jvp(primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    y = logaddexp(a, b)
+    out = aval_of(y)
+    t_a = T.scale(ta, exp(sub(a, y)), out) if not T.is_zero(ta) else ta
+    t_b = T.scale(tb, exp(sub(b, y)), out) if not T.is_zero(tb) else tb
+    return y, T.add(out, t_a, t_b)
+
+
+def logaddexp_vjp(ct, primals, y):
+    a, b = primals
+    return (unbroadcast(mul(ct, exp(sub(a, y))), aval_of(a)),
+            unbroadcast(mul(ct, exp(sub(b, y))), aval_of(b)))
+
+
+logaddexp_p.jvp, logaddexp_p.vjp = logaddexp_jvp, logaddexp_vjp
+
 # ---------------------------------------------------------------- non-differentiable
 sign_p = declare("sign", _call("np.sign"), elementwise=True, numpy_names=("sign",), differentiable=False,
                  cuda=_c_call("tg_sign"), cuda_helper=(
@@ -341,6 +528,50 @@ isfinite_p = declare("isfinite", _call("np.isfinite"), elementwise=True, numpy_n
                          "// finite <=> x - x == 0 (inf - inf and nan - nan are nan); always true for integers\n"
                          "template <typename T> __device__ __forceinline__ bool tg_isfinite(T x) "
                          "{ return x - x == T(0); }"))
+
+# Bitwise operators: NumPy's ``&``, ``|``, ``^``, ``~``, ``<<``, ``>>`` are bitwise on integers
+# (and logical on booleans: the functions below route booleans to the logical primitives).
+bitwise_and_p = declare("bitwise_and", _binop("&"), elementwise=True, numpy_names=("bitwise_and",),
+                        differentiable=False, cuda=_c_binop("&"))
+bitwise_or_p = declare("bitwise_or", _binop("|"), elementwise=True, numpy_names=("bitwise_or",),
+                       differentiable=False, cuda=_c_binop("|"))
+bitwise_xor_p = declare("bitwise_xor", _binop("^"), elementwise=True, numpy_names=("bitwise_xor",),
+                        differentiable=False, cuda=_c_binop("^"))
+invert_p = declare("invert", lambda x: f"~{x}", elementwise=True, numpy_names=("invert", "bitwise_not"),
+                   differentiable=False, cuda=lambda x: f"~{x}")
+left_shift_p = declare("left_shift", _binop("<<"), elementwise=True, numpy_names=("left_shift",),
+                       differentiable=False, cuda=_c_binop("<<"))
+right_shift_p = declare("right_shift", _binop(">>"), elementwise=True, numpy_names=("right_shift",),
+                        differentiable=False, cuda=_c_binop(">>"))
+
+
+def _both_bool(*xs: Any) -> bool:
+    return all(aval_of(x).dtype == np.bool_ for x in xs)
+
+
+@numpy_function(bitwise_and_p)
+def bitwise_and(a: Any, b: Any) -> Any:
+    return logical_and(a, b) if _both_bool(a, b) else bind(bitwise_and_p, a, b)
+
+
+@numpy_function(bitwise_or_p)
+def bitwise_or(a: Any, b: Any) -> Any:
+    return logical_or(a, b) if _both_bool(a, b) else bind(bitwise_or_p, a, b)
+
+
+@numpy_function(bitwise_xor_p)
+def bitwise_xor(a: Any, b: Any) -> Any:
+    return not_equal(a, b) if _both_bool(a, b) else bind(bitwise_xor_p, a, b)
+
+
+@numpy_function(invert_p)
+def invert(x: Any) -> Any:
+    # ~True is -2 for a Python bool but False for NumPy's bool: booleans negate logically
+    return logical_not(x) if _both_bool(x) else bind(invert_p, x)
+
+
+def left_shift(a: Any, b: Any) -> Any: return bind(left_shift_p, a, b)
+def right_shift(a: Any, b: Any) -> Any: return bind(right_shift_p, a, b)
 
 def sign(x: Any) -> Any: return bind(sign_p, x)
 def floor(x: Any) -> Any: return bind(floor_p, x)

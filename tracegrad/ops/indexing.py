@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from ..ad import tangents as T
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, IndexOutOfBoundsError, ShapeError
 from ..ir import Aval
-from ..tracing.tracer import aval_of, bind
+from ..tracing.source import user_source
+from ..tracing.tracer import Tracer, aval_of, bind
 from ._rules import broadcast_shapes, declare, fmt_shape, no_flops, normalize_axes, numpy_function
 from .shape import reshape, transpose
 
@@ -65,7 +66,9 @@ def _index_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     stand_ins = [np.zeros(a.shape, np.intp) for a in idx]
     try:
         shape = dummy[_concrete_index(params["template"], stand_ins)].shape
-    except (IndexError, ValueError) as err:
+    except IndexError as err:
+        raise IndexOutOfBoundsError(f"indexing an array of shape {fmt_shape(x.shape)}: {err}") from None
+    except ValueError as err:
         raise ShapeError(f"indexing an array of shape {fmt_shape(x.shape)}: {err}") from None
     return Aval(shape, x.dtype)
 
@@ -88,7 +91,25 @@ index_p = declare("index", _index_lowering, _index_abstract, param_format=_forma
                   cupy=lambda layout, params, n: layout.index(params["template"]) if n == 1 else None)
 
 
+def _check_constant_indices(shape: tuple[int, ...], template: tuple, arrays: list[Any], what: str = "index") -> None:
+    """Index arrays known at trace time are checked now, so an out-of-bounds one names the
+    user's line instead of failing inside the generated code."""
+    axis = 0
+    for e in template:
+        if e[0] == "none":
+            continue
+        if e[0] == "arr" and not isinstance(arrays[e[1]], Tracer) and np.size(arrays[e[1]]) and axis < len(shape):
+            a, d = np.asarray(arrays[e[1]]), shape[axis]
+            bad = a[(a >= d) | (a < -d)]
+            if bad.size:
+                raise IndexOutOfBoundsError(
+                    f"{what} {int(bad.flat[0])} is out of bounds for axis {axis} with size {d}",
+                    source=user_source(), hint=f"valid indices along axis {axis} are {-d} to {d - 1}")
+        axis += 1
+
+
 def index(x: Any, template: tuple, arrays: list[Any]) -> Any:
+    _check_constant_indices(aval_of(x).shape, template, arrays)
     return bind(index_p, x, *arrays, template=tuple(template))
 
 
@@ -223,6 +244,10 @@ take_along_axis_p = declare(
 
 
 def take_along_axis(x: Any, indices: Any, axis: int) -> Any:
+    shape = aval_of(x).shape
+    if 0 <= int(axis) < len(shape):
+        template = (("slice", None, None, None),) * int(axis) + (("arr", 0),)
+        _check_constant_indices(shape, template, [indices], "take_along_axis: index")
     return bind(take_along_axis_p, x, indices, axis=int(axis))
 
 

@@ -189,9 +189,33 @@ def einsum_jvp(primals, tangents, *, subscripts):
 einsum_p.jvp = einsum_jvp
 
 
+def _einsum_sublists(args: tuple) -> tuple[str, tuple]:
+    """NumPy's sublist form ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` as a subscript string."""
+    def letters(sub: Any) -> str:
+        out = ""
+        for k in sub:
+            if k is Ellipsis:
+                out += "..."
+            elif isinstance(k, int | np.integer) and 0 <= k < 52:
+                out += string.ascii_letters[int(k)]
+            else:
+                raise ShapeError(f"einsum: sublist entries must be ints in [0, 52) or ..., got {k!r}")
+        return out
+
+    out = None
+    if len(args) % 2 == 1:  # an odd count: the last entry is the output sublist
+        args, out = args[:-1], letters(args[-1])
+    operands, subs = list(args[0::2]), list(args[1::2])
+    text = ",".join(letters(sub) for sub in subs)
+    return (text if out is None else f"{text}->{out}"), tuple(operands)
+
+
 @numpy_function(einsum_p)
-def np_einsum(subscripts: str, *operands: Any, optimize: Any = True) -> Any:
-    """Einstein summation; ellipses and implicit output are expanded to explicit letters."""
+def np_einsum(subscripts: Any, *operands: Any, optimize: Any = True) -> Any:
+    """Einstein summation; ellipses and implicit output are expanded to explicit letters.
+    NumPy's sublist form (operands each followed by a list of ints) is accepted too."""
+    if not isinstance(subscripts, str):
+        subscripts, operands = _einsum_sublists((subscripts, *operands))
     subscripts = subscripts.replace(" ", "")
     ins, _, out = subscripts.partition("->")
     in_subs = ins.split(",")

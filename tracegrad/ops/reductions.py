@@ -6,12 +6,15 @@ std and logsumexp are composites built from these in ``tracegrad.numpy``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ..ad import tangents as T
+from ..errors import ShapeError
 from ..ir import Aval
+from ..tracing.source import user_source
 from ..tracing.tracer import aval_of, bind
 from ._rules import (
     CudaReduction,
@@ -84,14 +87,24 @@ def np_sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) 
     return astype(out, dtype) if dtype is not None else out
 
 
+def _no_empty_extremum(x: Any, axes: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """NumPy refuses max/min/argmax over nothing; say so at trace time, at the user's line."""
+    shape = aval_of(x).shape
+    if aval_of(x).size == 0 and math.prod(shape[a] for a in axes) == 0:
+        raise ShapeError(f"{op}: zero-size array to a reduction that has no identity "
+                         f"(shape {shape}, axis {axes})", source=user_source(),
+                         hint="reduce over a non-empty axis, or use np.where with a default value")
+    return axes
+
+
 @numpy_function(reduce_max_p)
 def np_max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return reduce_max(x, normalize_axes(axis, _nd(x), "max"), keepdims)
+    return reduce_max(x, _no_empty_extremum(x, normalize_axes(axis, _nd(x), "max"), "max"), keepdims)
 
 
 @numpy_function(reduce_min_p)
 def np_min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return reduce_min(x, normalize_axes(axis, _nd(x), "min"), keepdims)
+    return reduce_min(x, _no_empty_extremum(x, normalize_axes(axis, _nd(x), "min"), "min"), keepdims)
 
 
 def _shift(axes: tuple[int, ...], nb: int) -> tuple[int, ...]:
@@ -178,9 +191,11 @@ def argmin(x: Any, axis: int | None, keepdims: bool = False) -> Any:
 
 @numpy_function(argmax_p)
 def np_argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmax"), "argmax")
     return argmax(x, None if axis is None else normalize_axes(axis, _nd(x), "argmax")[0], keepdims)
 
 
 @numpy_function(argmin_p)
 def np_argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    _no_empty_extremum(x, normalize_axes(axis, _nd(x), "argmin"), "argmin")
     return argmin(x, None if axis is None else normalize_axes(axis, _nd(x), "argmin")[0], keepdims)

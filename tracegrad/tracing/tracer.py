@@ -259,6 +259,12 @@ class Tracer:
     def __rmul__(self, o): return _tnp().multiply(o, self)
     def __truediv__(self, o): return _tnp().divide(self, o)
     def __rtruediv__(self, o): return _tnp().divide(o, self)
+    def __floordiv__(self, o): return _tnp().floor_divide(self, o)
+    def __rfloordiv__(self, o): return _tnp().floor_divide(o, self)
+    def __mod__(self, o): return _tnp().remainder(self, o)
+    def __rmod__(self, o): return _tnp().remainder(o, self)
+    def __divmod__(self, o): return _tnp().divmod(self, o)
+    def __rdivmod__(self, o): return _tnp().divmod(o, self)
     def __pow__(self, o): return _tnp().power(self, o)
     def __rpow__(self, o): return _tnp().power(o, self)
     def __matmul__(self, o): return _tnp().matmul(self, o)
@@ -272,11 +278,17 @@ class Tracer:
     def __ge__(self, o): return _tnp().greater_equal(self, o)
     def __eq__(self, o): return _tnp().equal(self, o)  # type: ignore[override]
     def __ne__(self, o): return _tnp().not_equal(self, o)  # type: ignore[override]
-    def __and__(self, o): return _tnp().logical_and(self, o)
-    def __rand__(self, o): return _tnp().logical_and(o, self)
-    def __or__(self, o): return _tnp().logical_or(self, o)
-    def __ror__(self, o): return _tnp().logical_or(o, self)
-    def __invert__(self): return _tnp().logical_not(self)
+    def __and__(self, o): return _tnp().bitwise_and(self, o)  # bitwise on ints, logical on bools
+    def __rand__(self, o): return _tnp().bitwise_and(o, self)
+    def __or__(self, o): return _tnp().bitwise_or(self, o)
+    def __ror__(self, o): return _tnp().bitwise_or(o, self)
+    def __xor__(self, o): return _tnp().bitwise_xor(self, o)
+    def __rxor__(self, o): return _tnp().bitwise_xor(o, self)
+    def __lshift__(self, o): return _tnp().left_shift(self, o)
+    def __rlshift__(self, o): return _tnp().left_shift(o, self)
+    def __rshift__(self, o): return _tnp().right_shift(self, o)
+    def __rrshift__(self, o): return _tnp().right_shift(o, self)
+    def __invert__(self): return _tnp().invert(self)
     def __getitem__(self, idx): return _tnp().getitem(self, idx)
 
     def __setitem__(self, idx: Any, value: Any) -> None:
@@ -314,6 +326,8 @@ class Tracer:
         return _tnp().sum(self, axis=axis, dtype=dtype, keepdims=keepdims)
     def mean(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().mean(self, axis=axis, dtype=dtype, keepdims=keepdims)
+    def prod(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
+        return _tnp().prod(self, axis=axis, dtype=dtype, keepdims=keepdims)
     def max(self, axis: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().max(self, axis=axis, keepdims=keepdims)
     def min(self, axis: Any = None, keepdims: bool = False) -> Tracer:
