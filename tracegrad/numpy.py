@@ -12,7 +12,8 @@ from __future__ import annotations
 import builtins
 import math
 import string
-import sys
+import sys as _sys
+import types as _types
 from collections.abc import Sequence
 from typing import Any
 
@@ -376,8 +377,21 @@ def cross_entropy(logits: Any, labels: Any, axis: int = -1) -> Any:
     return _ew.neg(mean(picked))
 
 
+# NumPy submodule names (``"linalg.inv"``) are exported as ``tracegrad.numpy.linalg.inv``
+for _name, _fn in _dispatch.registered_names().items():
+    if "." in _name:
+        *_path, _leaf = _name.split(".")
+        _ns = _sys.modules[__name__]
+        for _part in _path:
+            if not hasattr(_ns, _part):
+                setattr(_ns, _part, _types.ModuleType(f"{_ns.__name__}.{_part}"))
+            _ns = getattr(_ns, _part)
+        setattr(_ns, _leaf, _fn)
+        del _path, _leaf, _ns, _part
+del _name, _fn
+
 __all__ = [n for n in sorted(globals())
-           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
+           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "Any",
                                                  "Sequence", "ShapeError", "UnsupportedOperationError",
                                                  "Tracer", "aval_of", "normalize_axes", "user_source")]
-_dispatch.register_namespace(sys.modules[__name__])
+_dispatch.register_namespace(_sys.modules[__name__])

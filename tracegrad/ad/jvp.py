@@ -34,7 +34,7 @@ class JVPInterpreter:
         prim = node.primitive
         primals = [p for p, _ in values]
         tangents = [t for _, t in values]
-        if prim.jvp is None or all(isinstance(t, T.Zero) for t in tangents):
+        if prim.jvp is None or all(t.is_zero for t in tangents):
             outs = bind_node(node, primals)
             outs_t: Any = [T.Zero(v.aval) for v in node.outputs]
         else:
@@ -55,18 +55,16 @@ def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...]
         raise ValueError("tangent_mask must have one entry per graph input")
     builder = GraphBuilder(graph.name + "_jvp")
     primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
-    tangents: list[T.Tangent] = []
-    nbatch = len(batch)
-    for v, wanted in zip(graph.inputs, tangent_mask):
-        if wanted:
-            if not v.aval.is_float:
-                raise TangentError(f"input {v.hint or ''} of dtype {v.aval.dtype} cannot have a tangent")
-            hint = (v.hint + "_dot") if v.hint else None
-            t = builder.new_input(Aval(batch + v.aval.shape, v.aval.dtype), hint, "tangent")
-            tangents.append(T.Dense(t, nbatch))
-        else:
-            tangents.append(T.Zero(v.aval))
-    with T.batch_context(batch):
+    with T.directions_context(batch):
+        tangents: list[T.Tangent] = []
+        for v, wanted in zip(graph.inputs, tangent_mask):
+            if wanted:
+                if not v.aval.is_float:
+                    raise TangentError(f"input {v.hint or ''} of dtype {v.aval.dtype} cannot have a tangent")
+                hint = (v.hint + "_dot") if v.hint else None
+                tangents.append(T.Dense(builder.new_input(Aval(batch + v.aval.shape, v.aval.dtype), hint, "tangent")))
+            else:
+                tangents.append(T.Zero(v.aval))
         read = replay(graph, builder, JVPInterpreter(), list(zip(primals, tangents)))
         outs = [read(a) for a in graph.outputs]
         out_mask = [a.aval.is_float for a in graph.outputs]
