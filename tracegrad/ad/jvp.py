@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TangentError
-from ..ir import Aval, Graph, Literal, Node
+from ..ir import Graph, Literal, Node
 from ..tracing.tracer import GraphBuilder
 from . import tangents as T
 from .replay import bind_node, replay
@@ -44,12 +44,14 @@ class JVPInterpreter:
         return list(zip(outs, outs_t))
 
 
-def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...] = ()) -> tuple[Graph, list[bool]]:
+def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...] = (),
+              kinds: Sequence[T.DenseInput | None] | None = None) -> tuple[Graph, list[bool]]:
     """Build the fused primal+tangent graph.
 
-    Inputs of the result: all primal inputs, then one tangent input per ``True`` in
-    ``tangent_mask`` (shape ``batch + primal shape``). Outputs: all primal outputs, then one
-    tangent per float output (the returned mask says which outputs got one).
+    Inputs of the result: all primal inputs, then the tangent inputs of each ``True`` in
+    ``tangent_mask``: one of shape ``batch + primal shape``, or what ``kinds[i]`` (a tangent
+    kind's input description, e.g. low-rank factors) asks for. Outputs: all primal outputs,
+    then one tangent per float output (the returned mask says which outputs got one).
     """
     if len(tangent_mask) != len(graph.inputs):
         raise ValueError("tangent_mask must have one entry per graph input")
@@ -57,12 +59,14 @@ def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...]
     primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
     with T.directions_context(batch):
         tangents: list[T.Tangent] = []
-        for v, wanted in zip(graph.inputs, tangent_mask):
+        for i, (v, wanted) in enumerate(zip(graph.inputs, tangent_mask)):
             if wanted:
                 if not v.aval.is_float:
                     raise TangentError(f"input {v.hint or ''} of dtype {v.aval.dtype} cannot have a tangent")
-                hint = (v.hint + "_dot") if v.hint else None
-                tangents.append(T.Dense(builder.new_input(Aval(batch + v.aval.shape, v.aval.dtype), hint, "tangent")))
+                kind = (kinds[i] if kinds is not None else None) or T.DENSE
+                ins = [builder.new_input(a, (v.hint + suffix) if v.hint else None, "tangent")
+                       for suffix, a in kind.input_avals(v.aval, batch)]
+                tangents.append(kind.build(v.aval, ins))
             else:
                 tangents.append(T.Zero(v.aval))
         read = replay(graph, builder, JVPInterpreter(), list(zip(primals, tangents)))

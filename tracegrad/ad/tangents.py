@@ -32,7 +32,9 @@ from ..tracing.tracer import aval_of
 from .linear import LinearMap
 
 __all__ = [
+    "DENSE",
     "Dense",
+    "DenseInput",
     "Tangent",
     "Zero",
     "add",
@@ -199,6 +201,23 @@ class Dense(Tangent):
 
     def __repr__(self) -> str:
         return f"Dense({self.value!r})"
+
+
+class DenseInput:
+    """How a tangent enters a JVP graph: which graph inputs carry it, and the ``Tangent``
+    built from them. Dense: one input ``directions + primal shape``. A structured kind
+    provides its own (a low-rank kind: the two factors as two inputs)."""
+
+    def input_avals(self, aval: Aval, batch: tuple[int, ...]) -> list[tuple[str, Aval]]:
+        """``(name suffix, aval)`` of each graph input carrying the tangent of ``aval``."""
+        return [("_dot", Aval(batch + aval.shape, aval.dtype))]
+
+    def build(self, aval: Aval, inputs: list[Any]) -> Tangent:
+        """The tangent made of those inputs (tracers of the JVP graph)."""
+        return Dense(inputs[0])
+
+
+DENSE = DenseInput()
 
 
 # ---------------------------------------------------------------- combinators rules call
