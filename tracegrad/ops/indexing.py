@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._namespace import array_namespace
 from ..ad.linear import LinearMap
 from ..ad.rules import deflinear
 from ..errors import DTypeError, ShapeError
@@ -133,15 +134,25 @@ def _scatter_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(shape, v.dtype)
 
 
+def tg_scatter_add(values: Any, index: Any, shape: tuple[int, ...], accumulate: bool) -> Any:
+    """Zeros of ``shape`` with ``values`` added at ``index`` (a runtime helper of the NumPy
+    lowering; NumPy or CuPy arrays). Basic indices select each element at most once: plain
+    assignment. Index arrays may repeat an element, so those accumulate (``add.at``)."""
+    xp = array_namespace(values)
+    out = xp.zeros(shape, values.dtype if hasattr(values, "dtype") else np.result_type(values))
+    if accumulate:
+        xp.add.at(out, index, values)
+    else:
+        out[index] = values
+    return out
+
+
 def _scatter_lowering(v: str, *arrays: str, template: tuple, shape: tuple) -> str:
-    # Basic indices select each element at most once: plain assignment into zeros. Index
-    # arrays may repeat an element, so those accumulate with np.add.at.
     idx = "np.s_[" + ", ".join(_entry_src(e, list(arrays)) for e in template) + "]"
-    put = "np.add.at(_z, _i, _v)" if arrays else "_z.__setitem__(_i, _v)"
-    return f"(lambda _v, _i, _z: ({put}, _z)[1])({v}, {idx}, np.zeros({shape!r}, np.result_type({v})))"
+    return f"tg_scatter_add({v}, {idx}, {shape!r}, accumulate={bool(arrays)})"
 
 
-scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract,
+scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract, runtime={"tg_scatter_add": tg_scatter_add},
                         param_format=lambda p: _format_template(p) + f"; shape={p['shape']}",
                         flops=lambda ins, outs, p: ins[0].size)  # one addition per scattered value
 
