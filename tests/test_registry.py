@@ -127,3 +127,11 @@ def test_folding_identities_are_well_formed():
         if prim.involution:
             x = np.array([1.5, -2.0])
             np.testing.assert_array_equal(prim.impl(prim.impl(x)), x, err_msg=f"{name} is not an involution")
+
+
+def test_dir_of_tracegrad_numpy_shows_only_public_names():
+    names = set(dir(tnp))
+    assert not names & {"Any", "Sequence", "math", "string", "builtins", "user_source", "Tracer", "aval_of",
+                        "normalize_axes", "annotations", "ShapeError"}
+    assert {"sin", "arctan", "sum", "mean", "matmul", "cross_entropy", "float32"} <= names
+    assert all(hasattr(tnp, n) for n in names)

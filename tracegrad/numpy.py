@@ -390,8 +390,17 @@ for _name, _fn in _dispatch.registered_names().items():
         del _path, _leaf, _ns, _part
 del _name, _fn
 
-__all__ = [n for n in sorted(globals())
-           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "Any",
-                                                 "Sequence", "ShapeError", "UnsupportedOperationError",
-                                                 "Tracer", "aval_of", "normalize_axes", "user_source")]
+# tracegrad's own additions (not NumPy names): dtypes and constants, array creation,
+# dtype and gradient control, neural-network helpers, and ``x[idx]`` as a function
+_EXTRAS = ("ndarray", "float32", "float64", "int32", "int64", "bool_", "pi", "e", "inf", "nan", "newaxis",
+           "zeros", "ones", "full", "arange", "astype", "stop_gradient", "sigmoid", "logistic", "relu",
+           "softplus", "logsumexp", "softmax", "log_softmax", "one_hot", "cross_entropy", "getitem")
+__all__ = [n for n in sorted({n.partition(".")[0] for n in _dispatch.registered_names()} | set(_EXTRAS))]
+
+
+def __dir__() -> list[str]:
+    """Only the public names: NumPy's (derived from the declarations) and tracegrad's extras."""
+    return list(__all__)
+
+
 _dispatch.register_namespace(_sys.modules[__name__])
