@@ -1,11 +1,13 @@
 """The JVP transform: primal graph -> one graph computing primal outputs and tangents.
 
-It replays the primal graph on tracers of a new ``GraphBuilder`` and calls each
+It replays the primal graph (the shared loop, ``replay.replay``, with ``JVPInterpreter``:
+values are ``(primal, tangent)`` pairs) on tracers of a new ``GraphBuilder`` and calls each
 primitive's JVP rule, which is written with the same traceable ops; whatever a rule
 computes becomes nodes of the new graph. Tangents that are symbolically zero (inputs
 given ``None``, integer values, non-differentiable ops) never produce nodes. With
-``batch=(K,)`` each tangent input carries K directions on a leading axis, and all K
-JVPs run in the one graph. Since the result is an ordinary graph, applying ``jvp_graph``
+``batch=(K,)`` each tangent input carries K directions on a leading axis
+(``tangents.directions()``), and all K JVPs run in the one graph; ``kinds`` lets a structured
+tangent kind enter as its own inputs (low-rank factors). Since the result is an ordinary graph, applying ``jvp_graph``
 to it again gives higher-order derivatives.
 """
 
