@@ -151,3 +151,18 @@ def test_schedule_keeps_small_graphs_in_source_order():
 
     g = tg.compile(lambda a, b: np.sum(np.tanh(a) * b + a)).jvp_graph(np.ones(3), np.ones(3))
     assert schedule(g, inplace=True) is g
+
+
+def test_cse_fold_and_dce_keep_fusion_groups():
+    from tracegrad.transforms import fuse
+
+    x = np.linspace(-1.0, 1.0, 6)
+    g = tg.compile(lambda x: np.exp(x) * 1.0 + np.exp(x) + np.tanh(x)).graph(x, optimized=False)
+    fused = fuse(g)
+    before = {id(v): n.fusion_group for n in fused.nodes for v in n.outputs}
+    assert any(grp is not None for grp in before.values())
+    for p in (cse, fold, dce):
+        out = p(fused)
+        for n in out.nodes:
+            assert n.fusion_group == before[id(n.out)], f"{p.__name__} dropped the fusion group of {n.primitive.name}"
+    np.testing.assert_allclose(optimize(fused).interpret(x)[0], 2 * np.exp(x) + np.tanh(x))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import builtins
 import math
 import string
-import sys
+import sys as _sys
+import types as _types
 from collections.abc import Sequence
 from typing import Any
 
@@ -434,8 +435,30 @@ def cross_entropy(logits: Any, labels: Any, axis: int = -1) -> Any:
     return _ew.neg(mean(picked))
 
 
-__all__ = [n for n in sorted(globals())
-           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
-                                                 "Sequence", "ShapeError", "UnsupportedOperationError",
-                                                 "Tracer", "aval_of", "normalize_axes", "user_source")]
-_dispatch.register_namespace(sys.modules[__name__])
+# NumPy submodule names (``"linalg.inv"``) are exported as ``tracegrad.numpy.linalg.inv``
+for _name, _fn in _dispatch.registered_names().items():
+    if "." in _name:
+        *_path, _leaf = _name.split(".")
+        _ns = _sys.modules[__name__]
+        for _part in _path:
+            if not hasattr(_ns, _part):
+                setattr(_ns, _part, _types.ModuleType(f"{_ns.__name__}.{_part}"))
+            _ns = getattr(_ns, _part)
+        setattr(_ns, _leaf, _fn)
+        del _path, _leaf, _ns, _part
+del _name, _fn
+
+# tracegrad's own additions (not NumPy names): dtypes and constants, array creation,
+# dtype and gradient control, neural-network helpers, and ``x[idx]`` as a function
+_EXTRAS = ("ndarray", "float32", "float64", "int32", "int64", "bool_", "pi", "e", "inf", "nan", "newaxis",
+           "zeros", "ones", "full", "arange", "astype", "stop_gradient", "sigmoid", "logistic", "relu",
+           "softplus", "logsumexp", "softmax", "log_softmax", "one_hot", "cross_entropy", "getitem")
+__all__ = [n for n in sorted({n.partition(".")[0] for n in _dispatch.registered_names()} | set(_EXTRAS))]
+
+
+def __dir__() -> list[str]:
+    """Only the public names: NumPy's (derived from the declarations) and tracegrad's extras."""
+    return list(__all__)
+
+
+_dispatch.register_namespace(_sys.modules[__name__])

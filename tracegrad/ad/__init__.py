@@ -3,15 +3,21 @@
 - ``replay``: the one graph-replay loop (``replay(graph, builder, interpreter, inputs)``);
 - ``jvp``: forward mode, ``jvp_graph`` (values are ``(primal, tangent)`` pairs);
 - ``vjp``: reverse mode, ``vjp_graph`` (a forward replay, then the rules in reverse);
-- ``tangents``: the tangent kinds (``Zero``, ``Dense``) and the combinators rules use;
-- ``rules``: helpers that write a primitive's rules in a line (``defjvp_unary``, ...).
+- ``tangents``: the tangent protocol (``Tangent``; kinds ``Zero``, ``Dense``), the direction
+  axes (``directions()``) and the combinators rules use;
+- ``linear``: named linear maps (``LinearMap``), which tangent kinds may exploit;
+- ``rules``: helpers that write a primitive's rules in a line (``defjvp_unary``, ``defjvp``,
+  ``deflinear``, ``defbilinear``, ``defmultilinear``).
 
 Layering: ops -> ad -> tracing -> ir. Rules are written with traced ops; this package
 reaches them through ``tracing.dispatch.numpy_namespace()``, never by importing ``ops``.
 """
 
-from .jvp import jvp_graph
+from .jvp import JVPInterpreter, jvp_graph
+from .linear import LinearMap
 from .replay import Interpreter, bind_node, replay
-from .vjp import vjp_graph
+from .tangents import Dense, DenseInput, Tangent, Zero
+from .vjp import ForwardInterpreter, vjp_graph
 
-__all__ = ["Interpreter", "bind_node", "jvp_graph", "replay", "vjp_graph"]
+__all__ = ["Dense", "DenseInput", "ForwardInterpreter", "Interpreter", "JVPInterpreter", "LinearMap", "Tangent",
+           "Zero", "bind_node", "jvp_graph", "replay", "vjp_graph"]

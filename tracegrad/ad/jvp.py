@@ -1,11 +1,13 @@
 """The JVP transform: primal graph -> one graph computing primal outputs and tangents.
 
-It replays the primal graph on tracers of a new ``GraphBuilder`` and calls each
+It replays the primal graph (the shared loop, ``replay.replay``, with ``JVPInterpreter``:
+values are ``(primal, tangent)`` pairs) on tracers of a new ``GraphBuilder`` and calls each
 primitive's JVP rule, which is written with the same traceable ops; whatever a rule
 computes becomes nodes of the new graph. Tangents that are symbolically zero (inputs
 given ``None``, integer values, non-differentiable ops) never produce nodes. With
-``batch=(K,)`` each tangent input carries K directions on a leading axis, and all K
-JVPs run in the one graph. Since the result is an ordinary graph, applying ``jvp_graph``
+``batch=(K,)`` each tangent input carries K directions on a leading axis
+(``tangents.directions()``), and all K JVPs run in the one graph; ``kinds`` lets a structured
+tangent kind enter as its own inputs (low-rank factors). Since the result is an ordinary graph, applying ``jvp_graph``
 to it again gives higher-order derivatives.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TangentError
-from ..ir import Aval, Graph, Literal, Node
+from ..ir import Graph, Literal, Node
 from ..tracing.tracer import GraphBuilder
 from . import tangents as T
 from .replay import bind_node, replay
@@ -34,7 +36,7 @@ class JVPInterpreter:
         prim = node.primitive
         primals = [p for p, _ in values]
         tangents = [t for _, t in values]
-        if prim.jvp is None or all(isinstance(t, T.Zero) for t in tangents):
+        if prim.jvp is None or all(t.is_zero for t in tangents):
             outs = bind_node(node, primals)
             outs_t: Any = [T.Zero(v.aval) for v in node.outputs]
         else:
@@ -44,29 +46,31 @@ class JVPInterpreter:
         return list(zip(outs, outs_t))
 
 
-def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...] = ()) -> tuple[Graph, list[bool]]:
+def jvp_graph(graph: Graph, tangent_mask: Sequence[bool], batch: tuple[int, ...] = (),
+              kinds: Sequence[T.DenseInput | None] | None = None) -> tuple[Graph, list[bool]]:
     """Build the fused primal+tangent graph.
 
-    Inputs of the result: all primal inputs, then one tangent input per ``True`` in
-    ``tangent_mask`` (shape ``batch + primal shape``). Outputs: all primal outputs, then one
-    tangent per float output (the returned mask says which outputs got one).
+    Inputs of the result: all primal inputs, then the tangent inputs of each ``True`` in
+    ``tangent_mask``: one of shape ``batch + primal shape``, or what ``kinds[i]`` (a tangent
+    kind's input description, e.g. low-rank factors) asks for. Outputs: all primal outputs,
+    then one tangent per float output (the returned mask says which outputs got one).
     """
     if len(tangent_mask) != len(graph.inputs):
         raise ValueError("tangent_mask must have one entry per graph input")
     builder = GraphBuilder(graph.name + "_jvp")
     primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
-    tangents: list[T.Tangent] = []
-    nbatch = len(batch)
-    for v, wanted in zip(graph.inputs, tangent_mask):
-        if wanted:
-            if not v.aval.is_float:
-                raise TangentError(f"input {v.hint or ''} of dtype {v.aval.dtype} cannot have a tangent")
-            hint = (v.hint + "_dot") if v.hint else None
-            t = builder.new_input(Aval(batch + v.aval.shape, v.aval.dtype), hint, "tangent")
-            tangents.append(T.Dense(t, nbatch))
-        else:
-            tangents.append(T.Zero(v.aval))
-    with T.batch_context(batch):
+    with T.directions_context(batch):
+        tangents: list[T.Tangent] = []
+        for i, (v, wanted) in enumerate(zip(graph.inputs, tangent_mask)):
+            if wanted:
+                if not v.aval.is_float:
+                    raise TangentError(f"input {v.hint or ''} of dtype {v.aval.dtype} cannot have a tangent")
+                kind = (kinds[i] if kinds is not None else None) or T.DENSE
+                ins = [builder.new_input(a, (v.hint + suffix) if v.hint else None, "tangent")
+                       for suffix, a in kind.input_avals(v.aval, batch)]
+                tangents.append(kind.build(v.aval, ins))
+            else:
+                tangents.append(T.Zero(v.aval))
         read = replay(graph, builder, JVPInterpreter(), list(zip(primals, tangents)))
         outs = [read(a) for a in graph.outputs]
         out_mask = [a.aval.is_float for a in graph.outputs]

@@ -71,6 +71,8 @@ class CupyBackend:
                 ns[f"_k{i}"] = module.get_function(k.name)
         for name, value in program.constants.items():
             ns[name] = self.cp.asarray(value)
+        for node in program.graph.nodes:  # helpers some lowerings call (e.g. tg_scatter_add)
+            ns.update(node.primitive.runtime)
         fn, filename = compile_source(Emitted(program.python_source, program.fn_name), ns)
         return Executable(program.graph, program.source(), fn, filename, self.name,
                           cuda_source=program.cuda_source, launches=dict(program.launches))

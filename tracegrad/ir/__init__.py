@@ -1,9 +1,10 @@
 """The intermediate representation: data only (see ``core``) plus the primitive registry."""
 
 from .core import Atom, Aval, Graph, Literal, Node, SourceInfo, Var, short_dtype
-from .primitive import PRIMITIVES, Primitive, freeze, register
+from .primitive import FUSION_ROLES, PRIMITIVES, Primitive, freeze, register
 
 __all__ = [
+    "FUSION_ROLES",
     "PRIMITIVES",
     "Atom",
     "Aval",

@@ -8,6 +8,7 @@ a backend; transforms build new graphs instead of mutating old ones.
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import math
 import os
@@ -164,6 +165,11 @@ class Node:
     def out(self) -> Var:
         return self.outputs[0]
 
+    def replace(self, **changes: Any) -> Node:
+        """A copy with ``changes`` (e.g. new ``inputs``); every other field, the fusion
+        group included, is kept."""
+        return dataclasses.replace(self, **changes)
+
 
 def _name_sequence() -> Iterator[str]:
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -253,6 +259,13 @@ class Graph:
 
     def __str__(self) -> str:
         return self.pretty()
+
+    def replace(self, **changes: Any) -> Graph:
+        """A copy with ``changes`` (``nodes``, ``outputs``, ...); the rest is kept (lists copied)."""
+        fields = {"inputs": list(self.inputs), "nodes": list(self.nodes), "outputs": list(self.outputs),
+                  "name": self.name, "input_kinds": list(self.input_kinds)}
+        fields.update(changes)
+        return Graph(**fields)
 
     def __repr__(self) -> str:
         return f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, {len(self.outputs)} outputs>"

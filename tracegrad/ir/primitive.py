@@ -55,7 +55,8 @@ class Primitive:
     - ``view``: the output aliases operand 0's memory in NumPy (no copy, no bytes moved);
       a bool or a function ``(in_avals, params) -> bool`` when it depends on the call.
     - ``numpy_ufunc``: the NumPy ufunc the lowering calls (``"np.add"``), so the NumPy
-      backend may write the result into a dying operand (``out=``) instead of allocating.
+      backend may write the result into a dying operand (``out=``) instead of allocating;
+      ``declare`` derives it from the first of ``numpy_names`` for elementwise ufuncs.
     - ``fresh``: the NumPy lowering always returns a newly allocated array for a non-0-d
       output (never an operand or a view of one); implied by ``numpy_ufunc``. Only such
       outputs are ever overwritten in place.

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..ad import tangents as T
-from ..ad.rules import defjvp_unary, defvjp_unary, unbroadcast
+from ..ad.linear import LinearMap
+from ..ad.rules import defbilinear, defjvp, defjvp_unary, defvjp_unary, scale_map, unbroadcast
 from ..errors import UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.source import user_source
@@ -23,6 +24,10 @@ from ._rules import declare, no_flops, numpy_function
 
 def _binop(sym: str):
     return lambda a, b: f"{a} {sym} {b}"
+
+
+def _ndim(*xs: Any) -> int:
+    return max(len(aval_of(x).shape) for x in xs)
 
 
 def _call(fn: str):
@@ -107,38 +112,6 @@ def np_power(a: Any, b: Any) -> Any:
     return power(a, b)
 
 
-def add_jvp(primals, tangents):
-    y = add(*primals)
-    return y, T.add(aval_of(y), *tangents)
-
-
-def sub_jvp(primals, tangents):
-    y = sub(*primals)
-    return y, T.add(aval_of(y), tangents[0], T.neg(tangents[1]))
-
-
-def mul_jvp(primals, tangents):
-    a, b = primals
-    ta, tb = tangents
-    y = mul(a, b)
-    out = aval_of(y)
-    return y, T.add(out, T.scale(ta, b, out), T.scale(tb, a, out))
-
-
-def div_jvp(primals, tangents, scalar=False):
-    a, b = primals
-    ta, tb = tangents
-    y = div(a, b)
-    out = aval_of(y)
-    t_a = T.scale(ta, div(1, b), out) if not T.is_zero(ta) else ta
-    t_b = T.scale(tb, neg(div(y, b)), out) if not T.is_zero(tb) else tb
-    return y, T.add(out, t_a, t_b)
-
-
-def neg_jvp(primals, tangents):
-    return neg(primals[0]), T.neg(tangents[0])
-
-
 def _pow_dx(x, p):
     """d/dx x**p = p x**(p-1), and exactly 0 where p == 0 (x**0 is constant; at x == 0 the
     formula would give 0 * inf = nan). ``None`` when p is a constant that is 0 everywhere."""
@@ -150,19 +123,22 @@ def _pow_dx(x, p):
     return d
 
 
-def pow_jvp(primals, tangents, scalar=False):
-    x, p = primals
-    tx, tp = tangents
-    y = power(x, p)
-    out = aval_of(y)
-    if not T.is_zero(tx):
-        d = _pow_dx(x, p)
-        t_x = T.Zero(out) if d is None else T.scale(tx, d, out)
-    else:
-        t_x = tx
-    # d/dp x**p = log(x) x**p; where x == 0 the limit (for p > 0) is 0, not nan.
-    t_p = T.scale(tp, where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)), out) if not T.is_zero(tp) else tp
-    return y, T.add(out, t_x, t_p)
+def _pow_jvp_x(g, y, x, p, **params):
+    d = _pow_dx(x, p)
+    return T.Zero(aval_of(y)) if d is None else g.scale(d, aval_of(y))
+
+
+# JVPs: one term per operand tangent (``defjvp``); mul is bilinear, so its JVP and VJP come
+# from the two scaling maps (``defbilinear``).
+defjvp(add_p, lambda g, y, a, b: g, lambda g, y, a, b: g)
+defjvp(sub_p, lambda g, y, a, b: g, lambda g, y, a, b: g.neg())
+defbilinear(mul_p, lambda a, b: scale_map(b, aval_of(a), _ndim(a, b)), lambda a, b: scale_map(a, aval_of(b), _ndim(a, b)))
+defjvp(div_p, lambda g, y, a, b, **params: g.scale(div(1, b), aval_of(y)),
+       lambda g, y, a, b, **params: g.scale(neg(div(y, b)), aval_of(y)))
+defjvp(neg_p, lambda g, y, x: g.neg())
+# d/dp x**p = log(x) x**p; where x == 0 the limit (for p > 0) is 0, not nan.
+defjvp(pow_p, _pow_jvp_x,
+       lambda g, y, x, p, **params: g.scale(where(equal(x, 0), 0.0, mul(log(where(equal(x, 0), 1.0, x)), y)), aval_of(y)))
 
 
 def max_jvp(primals, tangents):
@@ -177,8 +153,7 @@ def min_jvp(primals, tangents):
     return y, T.select(less(a, b), tangents[0], tangents[1], aval_of(y))
 
 
-add_p.jvp, sub_p.jvp, mul_p.jvp, div_p.jvp = add_jvp, sub_jvp, mul_jvp, div_jvp
-neg_p.jvp, pow_p.jvp, max_p.jvp, min_p.jvp = neg_jvp, pow_jvp, max_jvp, min_jvp
+max_p.jvp, min_p.jvp = max_jvp, min_jvp
 
 
 # VJPs: the cotangent of each operand, summed back to its own shape (``unbroadcast``).
@@ -205,11 +180,6 @@ def add_vjp(ct, primals, y):
 def sub_vjp(ct, primals, y):
     a, b = primals
     return unbroadcast(ct, aval_of(a)), unbroadcast(neg(ct), aval_of(b))
-
-
-def mul_vjp(ct, primals, y):
-    a, b = primals
-    return unbroadcast(mul(ct, b), aval_of(a)), unbroadcast(mul(ct, a), aval_of(b))
 
 
 def div_vjp(ct, primals, y, scalar=False):
@@ -245,7 +215,7 @@ def _select_vjp(compare):
     return rule
 
 
-add_p.vjp, sub_p.vjp, mul_p.vjp, div_p.vjp = add_vjp, sub_vjp, mul_vjp, div_vjp
+add_p.vjp, sub_p.vjp, div_p.vjp = add_vjp, sub_vjp, div_vjp
 neg_p.vjp, pow_p.vjp = neg_vjp, pow_vjp
 max_p.vjp = _select_vjp(lambda a, b: greater(a, b))
 min_p.vjp = _select_vjp(lambda a, b: less(a, b))
@@ -615,7 +585,7 @@ def astype_jvp(primals, tangents, *, dtype):
     out = aval_of(y)
     if not aval_of(x).is_float:
         return y, T.Zero(out)
-    return y, T.apply(tangents[0], lambda v, nb: astype(v, dtype), out)
+    return y, tangents[0].map(LinearMap("astype", lambda v, nb: astype(v, dtype), dtype=dtype), out)
 
 
 astype_p.jvp = astype_jvp

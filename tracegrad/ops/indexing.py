@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..ad import tangents as T
+from .._namespace import array_namespace
+from ..ad.linear import LinearMap
+from ..ad.rules import deflinear
 from ..errors import DTypeError, IndexOutOfBoundsError, ShapeError
 from ..ir import Aval
 from ..tracing.source import user_source
@@ -121,9 +123,8 @@ def _advanced_positions(template: tuple) -> list[int]:
     return [i for i, e in enumerate(template) if e[0] in ("arr", "int")]
 
 
-def index_jvp(primals, tangents, *, template):
-    x, *arrays = primals
-    y = index(x, template, arrays)
+def index_map(x, *arrays, template):
+    """``v -> v[template]`` (direction axes kept in front); transpose: ``scatter_add``."""
     adv = _advanced_positions(template)
     separated = bool(adv) and adv != list(range(adv[0], adv[0] + len(adv)))
     adv_ndim = len(broadcast_shapes("indexing", *[aval_of(a).shape for a in arrays])) if separated else 0
@@ -137,10 +138,8 @@ def index_jvp(primals, tangents, *, template):
             out = transpose(out, perm)
         return out
 
-    return y, T.apply(tangents[0], fn, aval_of(y))
-
-
-index_p.jvp = index_jvp
+    return LinearMap("index", fn, lambda ct: scatter_add(ct, list(arrays), template, aval_of(x).shape),
+                     template=template, arrays=arrays)
 
 
 
@@ -156,15 +155,25 @@ def _scatter_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
     return Aval(shape, v.dtype)
 
 
+def tg_scatter_add(values: Any, index: Any, shape: tuple[int, ...], accumulate: bool) -> Any:
+    """Zeros of ``shape`` with ``values`` added at ``index`` (a runtime helper of the NumPy
+    lowering; NumPy or CuPy arrays). Basic indices select each element at most once: plain
+    assignment. Index arrays may repeat an element, so those accumulate (``add.at``)."""
+    xp = array_namespace(values)
+    out = xp.zeros(shape, values.dtype if hasattr(values, "dtype") else np.result_type(values))
+    if accumulate:
+        xp.add.at(out, index, values)
+    else:
+        out[index] = values
+    return out
+
+
 def _scatter_lowering(v: str, *arrays: str, template: tuple, shape: tuple) -> str:
-    # Basic indices select each element at most once: plain assignment into zeros. Index
-    # arrays may repeat an element, so those accumulate with np.add.at.
     idx = "np.s_[" + ", ".join(_entry_src(e, list(arrays)) for e in template) + "]"
-    put = "np.add.at(_z, _i, _v)" if arrays else "_z.__setitem__(_i, _v)"
-    return f"(lambda _v, _i, _z: ({put}, _z)[1])({v}, {idx}, np.zeros({shape!r}, np.result_type({v})))"
+    return f"tg_scatter_add({v}, {idx}, {shape!r}, accumulate={bool(arrays)})"
 
 
-scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract,
+scatter_add_p = declare("scatter_add", _scatter_lowering, _scatter_abstract, runtime={"tg_scatter_add": tg_scatter_add},
                         param_format=lambda p: _format_template(p) + f"; shape={p['shape']}",
                         flops=lambda ins, outs, p: ins[0].size)  # one addition per scattered value
 
@@ -183,9 +192,9 @@ def _separated_adv_ndim(template: tuple, arrays: list[Any]) -> int:
     return len(broadcast_shapes("indexing", *[aval_of(a).shape for a in arrays]))
 
 
-def scatter_add_jvp(primals, tangents, *, template, shape):
-    v, *arrays = primals
-    y = scatter_add(v, arrays, template, shape)
+def scatter_add_map(v, *arrays, template, shape):
+    """``t -> zeros(shape)[template] += t`` (directions kept in front); transpose: ``index``."""
+    arrays = list(arrays)
     adv_ndim = _separated_adv_ndim(template, arrays)
 
     def fn(t: Any, nb: int) -> Any:
@@ -196,21 +205,12 @@ def scatter_add_jvp(primals, tangents, *, template, shape):
             t = transpose(t, tuple(range(nb, nb + adv_ndim)) + tuple(range(nb)) + tuple(range(nb + adv_ndim, nd)))
         return scatter_add(t, arrays, (("slice", None, None, None),) * nb + template, batch + shape)
 
-    return y, T.apply(tangents[0], fn, aval_of(y))
+    return LinearMap("scatter_add", fn, lambda ct: index(ct, template, arrays),
+                     template=template, arrays=arrays, shape=shape)
 
 
-def scatter_add_vjp(ct, primals, y, *, template, shape):
-    _, *arrays = primals
-    return (index(ct, template, arrays),) + (None,) * len(arrays)
-
-
-def index_vjp(ct, primals, y, *, template):
-    x, *arrays = primals
-    return (scatter_add(ct, arrays, template, aval_of(x).shape),) + (None,) * len(arrays)
-
-
-scatter_add_p.jvp, scatter_add_p.vjp = scatter_add_jvp, scatter_add_vjp
-index_p.vjp = index_vjp
+deflinear(index_p, index_map)
+deflinear(scatter_add_p, scatter_add_map)
 
 
 # ---------------------------------------------------------------- take_along_axis
@@ -251,18 +251,17 @@ def take_along_axis(x: Any, indices: Any, axis: int) -> Any:
     return bind(take_along_axis_p, x, indices, axis=int(axis))
 
 
-def take_along_axis_jvp(primals, tangents, *, axis):
-    x, idx = primals
-    y = take_along_axis(x, idx, axis)
+def take_along_axis_map(x, idx, *, axis):
     idx_shape = aval_of(idx).shape
 
     def fn(v: Any, nb: int) -> Any:
         return take_along_axis(v, reshape(idx, (1,) * nb + idx_shape), axis + nb)
 
-    return y, T.apply(tangents[0], fn, aval_of(y))
+    return LinearMap("take_along_axis", fn, lambda ct: _take_along_axis_transpose(ct, x, idx, axis),
+                     indices=idx, axis=axis)
 
 
-take_along_axis_p.jvp = take_along_axis_jvp
+deflinear(take_along_axis_p, take_along_axis_map)
 
 
 @numpy_function(take_along_axis_p)
@@ -276,16 +275,12 @@ def np_take_along_axis(arr: Any, indices: Any, axis: int | None) -> Any:
 
 
 
-def take_along_axis_vjp(ct, primals, y, *, axis):
+def _take_along_axis_transpose(ct, x, idx, axis):
     # take_along_axis(x, i, axis) is x[r_0, ..., i, ..., r_n] with r_k = arange(x.shape[k])
     # shaped to broadcast along axis k, so its transpose is a scatter_add through that index.
-    x, idx = primals
     shape = aval_of(x).shape
     nd = len(shape)
     arrays = [idx if k == axis else np.arange(d).reshape((1,) * k + (d,) + (1,) * (nd - k - 1))
               for k, d in enumerate(shape)]
     template = tuple(("arr", k) for k in range(nd))
-    return scatter_add(ct, arrays, template, shape), None
-
-
-take_along_axis_p.vjp = take_along_axis_vjp
+    return scatter_add(ct, arrays, template, shape)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ad import tangents as T
-from ..ad.rules import unbroadcast
+from ..ad.linear import LinearMap
+from ..ad.rules import defbilinear, defmultilinear, unbroadcast
 from ..errors import ShapeError, UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
@@ -85,46 +85,52 @@ def _matmul_with_batch(a: Any, a_nb: int, b: Any, b_nb: int, a_core: tuple, b_co
     return out
 
 
-def matmul_jvp(primals, tangents):
-    a, b = primals
-    ta, tb = tangents
-    y = matmul(a, b)
-    out = aval_of(y)
-    a_core, b_core = aval_of(a).shape, aval_of(b).shape
-    t_a = T.apply(ta, lambda v, nb: _matmul_with_batch(v, nb, b, 0, a_core, b_core), out)
-    t_b = T.apply(tb, lambda v, nb: _matmul_with_batch(a, 0, v, nb, a_core, b_core), out)
-    return y, T.add(out, t_a, t_b)
-
-
-matmul_p.jvp = matmul_jvp
-
-
 def _swap_last(x: Any) -> Any:
     nd = len(aval_of(x).shape)
     return transpose(x, tuple(range(nd - 2)) + (nd - 1, nd - 2))
 
 
-def matmul_vjp(ct, primals, y):
-    # With 1-D operands promoted to matrices: ct_a = ct @ b^T and ct_b = a^T @ ct, each summed
-    # over the batch axes its operand was broadcast along, then reshaped back.
-    a, b = primals
+def _promoted(a: Any, b: Any, ct: Any) -> tuple[Any, Any, Any, tuple[int, ...]]:
+    """Operands with 1-D ones promoted to matrices, ``ct`` reshaped to match, and the batch shape."""
     a_shape, b_shape = aval_of(a).shape, aval_of(b).shape
     a2 = reshape(a, (1,) + a_shape) if len(a_shape) == 1 else a
     b2 = reshape(b, b_shape + (1,)) if len(b_shape) == 1 else b
     a2s, b2s = aval_of(a2).shape, aval_of(b2).shape
     batch = broadcast_shapes("matmul", a2s[:-2], b2s[:-2])
-    ct2 = reshape(ct, batch + (a2s[-2], b2s[-1]))
-    ct_a = reshape(unbroadcast(matmul(ct2, _swap_last(b2)), Aval(a2s, aval_of(ct).dtype)), a_shape)
-    if len(b2s) == 2 and a2s[:-2] == batch and batch:
-        # a stack of rows times one matrix (x @ W with x (N, T, K)): one GEMM over all rows
-        k, n = b2s
-        ct_b2 = matmul(_swap_last(reshape(a2, (-1, k))), reshape(ct2, (-1, n)))
-    else:
-        ct_b2 = unbroadcast(matmul(_swap_last(a2), ct2), Aval(b2s, aval_of(ct).dtype))
-    return ct_a, reshape(ct_b2, b_shape)
+    return a2, b2, reshape(ct, batch + (a2s[-2], b2s[-1])), batch
 
 
-matmul_p.vjp = matmul_vjp
+def matmul_left(a: Any, b: Any) -> LinearMap:
+    """``v -> v @ b``: the map of the left operand's tangent. Transpose: ``ct @ bᵀ``, summed
+    over the batch axes ``a`` was broadcast along."""
+    a_core, b_core = aval_of(a).shape, aval_of(b).shape
+
+    def transpose_(ct: Any) -> Any:
+        a2, b2, ct2, _ = _promoted(a, b, ct)
+        return reshape(unbroadcast(matmul(ct2, _swap_last(b2)), Aval(aval_of(a2).shape, aval_of(ct).dtype)), a_core)
+
+    return LinearMap("matmul_left", lambda v, nb: _matmul_with_batch(v, nb, b, 0, a_core, b_core), transpose_, w=b)
+
+
+def matmul_right(a: Any, b: Any) -> LinearMap:
+    """``v -> a @ v``: the map of the right operand's tangent (a weight's, in ``x @ W``).
+    Transpose: ``aᵀ @ ct``; for a stack of rows times one matrix, one GEMM over all rows."""
+    a_core, b_core = aval_of(a).shape, aval_of(b).shape
+
+    def transpose_(ct: Any) -> Any:
+        a2, b2, ct2, batch = _promoted(a, b, ct)
+        b2s = aval_of(b2).shape
+        if len(b2s) == 2 and aval_of(a2).shape[:-2] == batch and batch:
+            k, n = b2s  # x @ W with x (N, T, K): one GEMM over all rows
+            ct_b2 = matmul(_swap_last(reshape(a2, (-1, k))), reshape(ct2, (-1, n)))
+        else:
+            ct_b2 = unbroadcast(matmul(_swap_last(a2), ct2), Aval(b2s, aval_of(ct).dtype))
+        return reshape(ct_b2, b_core)
+
+    return LinearMap("matmul_right", lambda v, nb: _matmul_with_batch(a, 0, v, nb, a_core, b_core), transpose_, a=a)
+
+
+defbilinear(matmul_p, matmul_left, matmul_right)
 
 
 # ---------------------------------------------------------------- einsum
@@ -169,24 +175,22 @@ def einsum(subscripts: str, *operands: Any) -> Any:
     return bind(einsum_p, *operands, subscripts=subscripts)
 
 
-def einsum_jvp(primals, tangents, *, subscripts):
-    y = einsum(subscripts, *primals)
-    out = aval_of(y)
+def einsum_operand(i: int, primals: list[Any], *, subscripts: str) -> LinearMap:
+    """Operand ``i`` of the einsum replaced by ``v`` (the einsum is linear in each operand);
+    transpose: ``ct`` contracted with the other operands onto operand ``i``'s letters."""
     ins, res = parse_subscripts(subscripts)
     free = [c for c in string.ascii_letters if c not in subscripts]
-    terms = []
-    for i, t in enumerate(tangents):
-        def fn(v: Any, nb: int, i: int = i) -> Any:
-            lead = "".join(free[:nb])
-            subs = ",".join(lead + s if j == i else s for j, s in enumerate(ins)) + "->" + lead + res
-            ops = [v if j == i else p for j, p in enumerate(primals)]
-            return einsum(subs, *ops)
 
-        terms.append(T.apply(t, fn, out))
-    return y, T.add(out, *terms)
+    def dense(v: Any, nb: int) -> Any:
+        lead = "".join(free[:nb])
+        subs = ",".join(lead + s if j == i else s for j, s in enumerate(ins)) + "->" + lead + res
+        return einsum(subs, *[v if j == i else p for j, p in enumerate(primals)])
+
+    return LinearMap("einsum", dense, lambda ct: _einsum_transpose(ct, i, primals, subscripts),
+                     subscripts=subscripts, i=i, operands=primals)
 
 
-einsum_p.jvp = einsum_jvp
+defmultilinear(einsum_p, einsum_operand)
 
 
 def _einsum_sublists(args: tuple) -> tuple[str, tuple]:
@@ -240,30 +244,25 @@ def np_einsum(subscripts: Any, *operands: Any, optimize: Any = True) -> Any:
     return einsum(",".join(expanded) + "->" + out, *operands)
 
 
-def einsum_vjp(ct, primals, y, *, subscripts):
+def _einsum_transpose(ct: Any, i: int, primals: list[Any], subscripts: str) -> Any:
     # Operand i's cotangent contracts ct with the other operands onto operand i's letters.
     ins, res = parse_subscripts(subscripts)
-    cts = []
-    for i, (sub, x) in enumerate(zip(ins, primals)):
-        x_aval = aval_of(x)
-        if len(set(sub)) != len(sub):
-            raise UnsupportedOperationError(
-                f"einsum {subscripts!r}: reverse mode does not support a repeated index within one "
-                f"operand ({sub!r}, a diagonal)", hint="take the diagonal with indexing instead")
-        others = [(s, p) for j, (s, p) in enumerate(zip(ins, primals)) if j != i]
-        avail = set(res).union(*[set(s) for s, _ in others])
-        keep = "".join(c for c in sub if c in avail)
-        if not others and res == keep:
-            r = ct
-        else:
-            r = einsum(",".join([res] + [s for s, _ in others]) + "->" + keep, ct, *[p for _, p in others])
-        if keep != sub:  # letters summed within operand i alone: ct is constant along them
-            it = iter(aval_of(r).shape)
-            r = reshape(r, tuple(next(it) if c in avail else 1 for c in sub))
-            r = broadcast_to(r, tuple(rd if c in avail else xd
-                                      for c, xd, rd in zip(sub, x_aval.shape, aval_of(r).shape)))
-        cts.append(unbroadcast(r, x_aval))
-    return tuple(cts)
-
-
-einsum_p.vjp = einsum_vjp
+    sub, x = ins[i], primals[i]
+    x_aval = aval_of(x)
+    if len(set(sub)) != len(sub):
+        raise UnsupportedOperationError(
+            f"einsum {subscripts!r}: reverse mode does not support a repeated index within one "
+            f"operand ({sub!r}, a diagonal)", hint="take the diagonal with indexing instead")
+    others = [(s, p) for j, (s, p) in enumerate(zip(ins, primals)) if j != i]
+    avail = set(res).union(*[set(s) for s, _ in others])
+    keep = "".join(c for c in sub if c in avail)
+    if not others and res == keep:
+        r = ct
+    else:
+        r = einsum(",".join([res] + [s for s, _ in others]) + "->" + keep, ct, *[p for _, p in others])
+    if keep != sub:  # letters summed within operand i alone: ct is constant along them
+        it = iter(aval_of(r).shape)
+        r = reshape(r, tuple(next(it) if c in avail else 1 for c in sub))
+        r = broadcast_to(r, tuple(rd if c in avail else xd
+                                  for c, xd, rd in zip(sub, x_aval.shape, aval_of(r).shape)))
+    return unbroadcast(r, x_aval)

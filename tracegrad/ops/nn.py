@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..ad import tangents as T
+from ..ad.linear import LinearMap
+from ..ad.rules import defbilinear, deflinear
 from ..errors import DTypeError, ShapeError
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
@@ -201,67 +203,70 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0) -> Any:
                 padding=pair(padding, "padding", "conv2d", 0))
 
 
-def conv2d_jvp(primals, tangents, *, stride, padding):
-    x, w = primals
-    tx, tw = tangents
-    y = conv2d(x, w, stride, padding)
-    out = aval_of(y)
-    x_core, w_core = aval_of(x).shape, aval_of(w).shape
-
-    def along_x(v: Any, nb: int) -> Any:  # (K, N, C, H, W): directions folded into N
-        return _fold_directions(lambda u: conv2d(u, w, stride, padding), v, nb, x_core, out.shape)
-
-    def along_w(v: Any, nb: int) -> Any:  # (K, O, C, kh, kw): directions folded into O
-        lead = tuple(np.shape(v)[:nb])
-        r = conv2d(x, reshape(v, (math.prod(lead) * w_core[0],) + w_core[1:]), stride, padding)
-        r = reshape(r, out.shape[:1] + lead + out.shape[1:])  # (N, K, O, H', W')
-        return transpose(r, tuple(range(1, nb + 1)) + (0,) + tuple(range(nb + 1, nb + 4)))
-
-    return y, T.add(out, T.apply(tx, along_x, out), T.apply(tw, along_w, out))
-
-
-conv2d_p.jvp = conv2d_jvp
-
-
 _FULL = ("slice", None, None, None)
 
 
-def conv2d_vjp(ct, primals, y, *, stride, padding):
-    # ct_x: ct spread onto the stride-1 output grid (zeros between strided positions), fully
-    # convolved with the flipped, channel-swapped kernel. ct_w: per image, ct (O, H'W') times
-    # the transposed im2col matrix of the padded input (C kh kw, H'W'), summed over images —
-    # the forward pass's own GEMM shape (measured 2.3x faster than correlating x with ct).
-    x, w = primals
-    (n, c, h, wd), (o, _, kh, kw) = aval_of(x).shape, aval_of(w).shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = aval_of(ct).shape[2:]
-    grid = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1)
-    ctd = ct
-    if (ho, wo) != grid:
-        ctd = scatter_add(ct, [], (_FULL, _FULL, ("slice", 0, None, sh), ("slice", 0, None, sw)), (n, o) + grid)
-    flipped = index(w, (_FULL, _FULL, ("slice", None, None, -1), ("slice", None, None, -1)), [])
-    flipped = transpose(flipped, (1, 0, 2, 3))
-    if ph < kh and pw < kw:  # pad only as far as the unpadded input reaches: no crop needed
-        ct_x = conv2d(ctd, flipped, 1, (kh - 1 - ph, kw - 1 - pw))
-    else:
+def conv2d_input(x, w, *, stride, padding):
+    """``v -> conv2d(v, w)``: the map of the input's tangent, directions folded into N.
+    Transpose: ``ct`` spread onto the stride-1 output grid (zeros between strided positions),
+    fully convolved with the flipped, channel-swapped kernel."""
+    x_core, w_core = aval_of(x).shape, aval_of(w).shape
+    out_shape = _conv_abstract([aval_of(x), aval_of(w)], {"stride": stride, "padding": padding}).shape
+
+    def dense(v: Any, nb: int) -> Any:  # (K, N, C, H, W): directions folded into N
+        return _fold_directions(lambda u: conv2d(u, w, stride, padding), v, nb, x_core, out_shape)
+
+    def transpose_(ct: Any) -> Any:
+        (n, _, h, wd), (o, _, kh, kw) = x_core, w_core
+        (sh, sw), (ph, pw) = stride, padding
+        grid = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1)
+        ctd = ct
+        if tuple(aval_of(ct).shape[2:]) != grid:
+            ctd = scatter_add(ct, [], (_FULL, _FULL, ("slice", 0, None, sh), ("slice", 0, None, sw)), (n, o) + grid)
+        flipped = index(w, (_FULL, _FULL, ("slice", None, None, -1), ("slice", None, None, -1)), [])
+        flipped = transpose(flipped, (1, 0, 2, 3))
+        if ph < kh and pw < kw:  # pad only as far as the unpadded input reaches: no crop needed
+            return conv2d(ctd, flipped, 1, (kh - 1 - ph, kw - 1 - pw))
         ct_x = conv2d(ctd, flipped, 1, (kh - 1, kw - 1))
-        ct_x = index(ct_x, (_FULL, _FULL, ("slice", ph, ph + h, None), ("slice", pw, pw + wd, None)), [])
+        return index(ct_x, (_FULL, _FULL, ("slice", ph, ph + h, None), ("slice", pw, pw + wd, None)), [])
 
-    xp = x
-    if (ph, pw) != (0, 0):
-        xp = scatter_add(x, [], (_FULL, _FULL, ("slice", ph, ph + h, None), ("slice", pw, pw + wd, None)),
-                         (n, c, h + 2 * ph, wd + 2 * pw))
-    taps = [index(xp, (_FULL, _FULL, ("slice", a, a + sh * (ho - 1) + 1, sh),
-                       ("slice", b, b + sw * (wo - 1) + 1, sw)), [])
-            for a in range(kh) for b in range(kw)]
-    cols = concatenate([reshape(t, (n, c, 1, ho, wo)) for t in taps], 2)  # (N, C, kh kw, H', W')
-    cols = transpose(reshape(cols, (n, c * kh * kw, ho * wo)), (0, 2, 1))
-    per_image = matmul(reshape(ct, (n, o, ho * wo)), cols)  # (N, O, C kh kw)
-    ct_w = reshape(reduce_sum(per_image, (0,)), (o, c, kh, kw))
-    return ct_x, ct_w
+    return LinearMap("conv2d_input", dense, transpose_, w=w, stride=stride, padding=padding)
 
 
-conv2d_p.vjp = conv2d_vjp
+def conv2d_weight(x, w, *, stride, padding):
+    """``v -> conv2d(x, v)``: the map of the kernel's tangent, directions folded into O.
+    Transpose: per image, ``ct`` (O, H'W') times the transposed im2col matrix of the padded
+    input (C kh kw, H'W'), summed over images — the forward pass's own GEMM shape (measured
+    2.3x faster than correlating x with ct)."""
+    w_core = aval_of(w).shape
+    out_shape = _conv_abstract([aval_of(x), aval_of(w)], {"stride": stride, "padding": padding}).shape
+
+    def dense(v: Any, nb: int) -> Any:  # (K, O, C, kh, kw): directions folded into O
+        lead = tuple(np.shape(v)[:nb])
+        r = conv2d(x, reshape(v, (math.prod(lead) * w_core[0],) + w_core[1:]), stride, padding)
+        r = reshape(r, out_shape[:1] + lead + out_shape[1:])  # (N, K, O, H', W')
+        return transpose(r, tuple(range(1, nb + 1)) + (0,) + tuple(range(nb + 1, nb + 4)))
+
+    def transpose_(ct: Any) -> Any:
+        (n, c, h, wd), (o, _, kh, kw) = aval_of(x).shape, w_core
+        (sh, sw), (ph, pw) = stride, padding
+        ho, wo = aval_of(ct).shape[2:]
+        xp = x
+        if (ph, pw) != (0, 0):
+            xp = scatter_add(x, [], (_FULL, _FULL, ("slice", ph, ph + h, None), ("slice", pw, pw + wd, None)),
+                             (n, c, h + 2 * ph, wd + 2 * pw))
+        taps = [index(xp, (_FULL, _FULL, ("slice", a, a + sh * (ho - 1) + 1, sh),
+                           ("slice", b, b + sw * (wo - 1) + 1, sw)), [])
+                for a in range(kh) for b in range(kw)]
+        cols = concatenate([reshape(t, (n, c, 1, ho, wo)) for t in taps], 2)  # (N, C, kh kw, H', W')
+        cols = transpose(reshape(cols, (n, c * kh * kw, ho * wo)), (0, 2, 1))
+        per_image = matmul(reshape(ct, (n, o, ho * wo)), cols)  # (N, O, C kh kw)
+        return reshape(reduce_sum(per_image, (0,)), (o, c, kh, kw))
+
+    return LinearMap("conv2d_weight", dense, transpose_, x=x, stride=stride, padding=padding)
+
+
+defbilinear(conv2d_p, conv2d_input, conv2d_weight)
 
 
 # ---------------------------------------------------------------- max_pool2d
@@ -313,7 +318,8 @@ def max_pool2d_jvp(primals, tangents, *, window, stride):
     slices = _window_slices(window, stride)
 
     def tangent_at(rows: tuple, cols: tuple) -> Any:
-        return T.apply(tangents[0], lambda v, nb: index(v, _slice_template(rows, cols, nb), []), out)
+        return tangents[0].map(LinearMap("index", lambda v, nb: index(v, _slice_template(rows, cols, nb), []),
+                                         template=_slice_template(rows, cols), arrays=()), out)
 
     # Walk the window backwards so the earliest position holding the max wins ties.
     t = tangent_at(*slices[-1])
@@ -383,24 +389,19 @@ def avg_pool2d(x: Any, window: Any, stride: Any = None) -> Any:
     return bind(avg_pool2d_p, x, **_pool_params("avg_pool2d", window, stride))
 
 
-def avg_pool2d_jvp(primals, tangents, *, window, stride):
-    (x,) = primals
-    y = avg_pool2d(x, window, stride)
-    out = aval_of(y)
+def avg_pool2d_map(x, *, window, stride):
+    """Linear: directions folded into N; the transpose shares ``ct`` over each window."""
     core = aval_of(x).shape
+    out_shape = _pool_abstract("avg_pool2d")([aval_of(x)], {"window": window, "stride": stride}).shape
 
-    def fn(v: Any, nb: int) -> Any:  # (K, N, C, H, W): directions folded into N
-        return _fold_directions(lambda u: avg_pool2d(u, window, stride), v, nb, core, out.shape)
+    def dense(v: Any, nb: int) -> Any:  # (K, N, C, H, W): directions folded into N
+        return _fold_directions(lambda u: avg_pool2d(u, window, stride), v, nb, core, out_shape)
 
-    return y, T.apply(tangents[0], fn, out)
+    def transpose_(ct: Any) -> Any:
+        share = ct / (window[0] * window[1])
+        return _pool_scatter([share] * (window[0] * window[1]), core, window, stride)
 
-
-avg_pool2d_p.jvp = avg_pool2d_jvp
-
-
-def avg_pool2d_vjp(ct, primals, y, *, window, stride):
-    share = ct / (window[0] * window[1])
-    return (_pool_scatter([share] * (window[0] * window[1]), aval_of(primals[0]).shape, window, stride),)
+    return LinearMap("avg_pool2d", dense, transpose_, window=window, stride=stride)
 
 
-avg_pool2d_p.vjp = avg_pool2d_vjp
+deflinear(avg_pool2d_p, avg_pool2d_map)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ad import tangents as T
+from ..ad.linear import LinearMap
+from ..ad.rules import deflinear
 from ..errors import ShapeError
 from ..ir import Aval
 from ..tracing.source import user_source
@@ -111,9 +112,9 @@ def _shift(axes: tuple[int, ...], nb: int) -> tuple[int, ...]:
     return tuple(a + nb for a in axes)
 
 
-def reduce_sum_jvp(primals, tangents, *, axes, keepdims):
-    y = reduce_sum(primals[0], axes, keepdims)
-    return y, T.apply(tangents[0], lambda v, nb: reduce_sum(v, _shift(axes, nb), keepdims), aval_of(y))
+def reduce_sum_map(x, *, axes, keepdims):
+    return LinearMap("reduce_sum", lambda v, nb: reduce_sum(v, _shift(axes, nb), keepdims),
+                     lambda ct: _spread(ct, aval_of(x), axes), axes=axes, keepdims=keepdims)
 
 
 def _extremum_jvp(reduce):
@@ -125,13 +126,13 @@ def _extremum_jvp(reduce):
         y_keep = reshape(y, _reduced_shape(x_aval.shape, axes, True))
         mask = astype(equal(x, y_keep), x_aval.dtype)
         weights = div(mask, reduce_sum(mask, axes, True))
-        t = T.scale(tangents[0], weights, x_aval)
-        return y, T.apply(t, lambda v, nb: reduce_sum(v, _shift(axes, nb), keepdims), aval_of(y))
+        t = tangents[0].scale(weights, x_aval)
+        return y, t.map(reduce_sum_map(x, axes=axes, keepdims=keepdims), aval_of(y))
 
     return rule
 
 
-reduce_sum_p.jvp = reduce_sum_jvp
+deflinear(reduce_sum_p, reduce_sum_map)
 reduce_max_p.jvp = _extremum_jvp(reduce_max)
 reduce_min_p.jvp = _extremum_jvp(reduce_min)
 
@@ -139,10 +140,6 @@ reduce_min_p.jvp = _extremum_jvp(reduce_min)
 def _spread(ct, x_aval, axes):
     """The transpose of a sum over ``axes``: ``ct`` broadcast back to the operand's shape."""
     return broadcast_to(reshape(ct, _reduced_shape(x_aval.shape, axes, True)), x_aval.shape)
-
-
-def reduce_sum_vjp(ct, primals, y, *, axes, keepdims):
-    return (_spread(ct, aval_of(primals[0]), axes),)
 
 
 def _extremum_vjp(ct, primals, y, *, axes, keepdims):
@@ -154,7 +151,6 @@ def _extremum_vjp(ct, primals, y, *, axes, keepdims):
     return (weights * reshape(ct, _reduced_shape(x_aval.shape, axes, True)),)
 
 
-reduce_sum_p.vjp = reduce_sum_vjp
 reduce_max_p.vjp = reduce_min_p.vjp = _extremum_vjp
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..ad import tangents as T
-from ..ad.rules import unbroadcast
+from ..ad.linear import LinearMap
+from ..ad.rules import deflinear, unbroadcast
 from ..errors import ShapeError, UnsupportedOperationError
 from ..ir import Aval
 from ..ir.fusion import reshape_role
@@ -58,12 +59,12 @@ def reshape(x: Any, shape: tuple[int, ...]) -> Any:
     return bind(reshape_p, x, shape=shape)
 
 
-def reshape_jvp(primals, tangents, *, shape):
-    y = reshape(primals[0], shape)
-    return y, T.apply(tangents[0], lambda v, nb: reshape(v, np.shape(v)[:nb] + shape), aval_of(y))
+def reshape_map(x, *, shape):
+    return LinearMap("reshape", lambda v, nb: reshape(v, np.shape(v)[:nb] + shape),
+                     lambda ct: reshape(ct, aval_of(x).shape), shape=shape)
 
 
-reshape_p.jvp = reshape_jvp
+deflinear(reshape_p, reshape_map)
 
 
 @numpy_function(reshape_p)
@@ -75,13 +76,6 @@ def np_reshape(x: Any, shape: Any, order: str = "C") -> Any:
     if isinstance(shape, int | np.integer):
         shape = (int(shape),)
     return reshape(x, tuple(shape))
-
-
-def reshape_vjp(ct, primals, y, *, shape):
-    return (reshape(ct, aval_of(primals[0]).shape),)
-
-
-reshape_p.vjp = reshape_vjp
 
 
 # ---------------------------------------------------------------- transpose
@@ -106,12 +100,12 @@ def transpose(x: Any, perm: tuple[int, ...]) -> Any:
     return bind(transpose_p, x, perm=perm)
 
 
-def transpose_jvp(primals, tangents, *, perm):
-    y = transpose(primals[0], perm)
-    return y, T.apply(tangents[0], lambda v, nb: transpose(v, tuple(range(nb)) + tuple(p + nb for p in perm)), aval_of(y))
+def transpose_map(x, *, perm):
+    return LinearMap("transpose", lambda v, nb: transpose(v, tuple(range(nb)) + tuple(p + nb for p in perm)),
+                     lambda ct: transpose(ct, tuple(int(i) for i in np.argsort(perm))), perm=perm)
 
 
-transpose_p.jvp = transpose_jvp
+deflinear(transpose_p, transpose_map)
 
 
 @numpy_function(transpose_p)
@@ -120,13 +114,6 @@ def np_transpose(x: Any, axes: Any = None) -> Any:
     nd = len(aval_of(x).shape)
     perm = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
     return transpose(x, perm)
-
-
-def transpose_vjp(ct, primals, y, *, perm):
-    return (transpose(ct, tuple(int(i) for i in np.argsort(perm))),)
-
-
-transpose_p.vjp = transpose_vjp
 
 
 # ---------------------------------------------------------------- broadcast_to
@@ -153,32 +140,23 @@ def broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
     return bind(broadcast_to_p, x, shape=shape)
 
 
-def broadcast_to_jvp(primals, tangents, *, shape):
-    (x,) = primals
-    y = broadcast_to(x, shape)
-    core = aval_of(x).shape
+def broadcast_to_map(x, *, shape):
+    x_aval = aval_of(x)
 
-    def fn(v: Any, nb: int) -> Any:
+    def dense(v: Any, nb: int) -> Any:
         batch = np.shape(v)[:nb]
-        v = reshape(v, batch + (1,) * (len(shape) - len(core)) + core)
+        v = reshape(v, batch + (1,) * (len(shape) - len(x_aval.shape)) + x_aval.shape)
         return broadcast_to(v, batch + shape)
 
-    return y, T.apply(tangents[0], fn, aval_of(y))
+    return LinearMap("broadcast_to", dense, lambda ct: unbroadcast(ct, x_aval), shape=shape)
 
 
-broadcast_to_p.jvp = broadcast_to_jvp
+deflinear(broadcast_to_p, broadcast_to_map)
 
 
 @numpy_function(broadcast_to_p)
 def np_broadcast_to(x: Any, shape: Any) -> Any:
     return broadcast_to(x, (shape,) if isinstance(shape, int) else tuple(shape))
-
-
-def broadcast_to_vjp(ct, primals, y, *, shape):
-    return (unbroadcast(ct, aval_of(primals[0])),)
-
-
-broadcast_to_p.vjp = broadcast_to_vjp
 
 
 # ---------------------------------------------------------------- concatenate
@@ -208,9 +186,9 @@ def concatenate(xs: list[Any], axis: int) -> Any:
 def concatenate_jvp(primals, tangents, *, axis):
     y = concatenate(primals, axis)
     out = aval_of(y)
-    nb = len(T.batch_shape())
-    vals = [astype_if_needed(T.instantiate(t), out.dtype) for t in tangents]
-    return y, T.dense(concatenate(vals, axis + nb))
+    nb = len(T.directions())
+    vals = [astype_if_needed(t.dense(), out.dtype) for t in tangents]
+    return y, T.Dense(concatenate(vals, axis + nb))
 
 
 def astype_if_needed(v: Any, dtype: np.dtype) -> Any:

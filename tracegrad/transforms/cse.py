@@ -29,11 +29,11 @@ def cse(graph: Graph) -> Graph:
         if prior is not None:
             rename.update(zip(node.outputs, prior.outputs))
             continue
-        new = Node(node.primitive, inputs, node.outputs, node.params, node.source)
+        new = node.replace(inputs=inputs)
         seen[key] = new
         nodes.append(new)
     outputs = [sub(a) if isinstance(a, Var) else a for a in graph.outputs]
-    return Graph(list(graph.inputs), nodes, outputs, graph.name, list(graph.input_kinds))
+    return graph.replace(nodes=nodes, outputs=outputs)
 
 
 __all__ = ["cse"]

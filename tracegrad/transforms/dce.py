@@ -13,4 +13,4 @@ def dce(graph: Graph) -> Graph:
             kept.append(node)
             live.update(a for a in node.inputs if isinstance(a, Var))
     kept.reverse()
-    return Graph(list(graph.inputs), kept, list(graph.outputs), graph.name, list(graph.input_kinds))
+    return graph.replace(nodes=kept)

@@ -56,7 +56,7 @@ def fold(graph: Graph) -> Graph:
 
     for node in graph.nodes:
         inputs = tuple(sub(a) for a in node.inputs)
-        node = Node(node.primitive, inputs, node.outputs, node.params, node.source)
+        node = node.replace(inputs=inputs)
         if inputs and all(isinstance(a, Literal) for a in inputs) and not node.primitive.multiple_results:
             with np.errstate(all="ignore"):
                 value = node.primitive.impl(*[a.value for a in inputs], **node.params)
@@ -75,4 +75,4 @@ def fold(graph: Graph) -> Graph:
             producer[v] = node
         nodes.append(node)
     outputs = [sub(a) for a in graph.outputs]
-    return Graph(list(graph.inputs), nodes, outputs, graph.name, list(graph.input_kinds))
+    return graph.replace(nodes=nodes, outputs=outputs)

@@ -159,8 +159,8 @@ def _reorder(graph: Graph, group_of: dict[int, int], members: dict[int, list[int
             gid = renumber.setdefault(u[1], len(renumber))
         for i in unit_nodes[u]:
             n = nodes[i]
-            out.append(Node(n.primitive, n.inputs, n.outputs, n.params, n.source, gid))
-    return Graph(list(graph.inputs), out, list(graph.outputs), graph.name, list(graph.input_kinds))
+            out.append(n.replace(fusion_group=gid))
+    return graph.replace(nodes=out)
 
 
 def kernel_count(graph: Graph) -> int:

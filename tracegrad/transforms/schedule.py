@@ -118,8 +118,7 @@ def schedule(graph: Graph, inplace: bool = False) -> Graph:
         raise ValueError(f"schedule: graph {graph.name!r} has a cycle")
     if order == list(range(len(nodes))):
         return graph
-    new = Graph(list(graph.inputs), [nodes[i] for i in order], list(graph.outputs), graph.name,
-                list(graph.input_kinds))
+    new = graph.replace(nodes=[nodes[i] for i in order])
     before, after = peak_live_bytes(graph, inplace), peak_live_bytes(new, inplace)
     if before - after >= max(MIN_SAVING, MIN_FRACTION * before):
         return new
