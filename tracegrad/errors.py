@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "GradientError",
     "GraphvizNotFoundError",
+    "OutputExistsError",
     "RenderError",
     "ShapeError",
     "TangentError",
@@ -142,10 +143,14 @@ class CheckpointError(TrainError):
 
 
 class TrainingDivergedError(TrainError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+    """The loss became NaN or infinite, or left the band around its recent history (see
+    ``tracegrad.train.divergence``); the last good checkpoint, from before the loss started
+    to climb, is left untouched. ``reason`` says which rule fired."""
 
-    def __init__(self, step: int, loss: float, checkpoint: Any, lr: float, checkpoint_every: int):
+    def __init__(self, step: int, loss: float, checkpoint: Any, lr: float, checkpoint_every: int,
+                 reason: str | None = None):
         self.step, self.loss, self.checkpoint = step, loss, checkpoint
+        self.reason = reason or f"the loss is {loss}"
         self.suggested_lr = lr / 10.0
         if checkpoint is not None:
             kept = (f"the last good checkpoint {checkpoint} is kept "
@@ -153,6 +158,10 @@ class TrainingDivergedError(TrainError):
         else:
             kept = f"no checkpoint had been written yet (one is written every {checkpoint_every} steps)"
         super().__init__(
-            f"training diverged at step {step}: the loss is {loss}; {kept}; "
+            f"training diverged at step {step}: {self.reason}; {kept}; "
             f"try a smaller learning rate, e.g. --lr {self.suggested_lr:g}"
         )
+
+
+class OutputExistsError(TrainError):
+    """A new run was pointed at an output folder that holds an earlier run's files."""
