@@ -97,7 +97,14 @@ class TraceError(TracegradError, RuntimeError):
 
 
 class BackendUnavailableError(TracegradError, RuntimeError):
-    """The requested backend cannot run here (for example CuPy or a CUDA device is missing)."""
+    """The requested backend cannot run here (for example CuPy or a CUDA device is missing).
+
+    About the environment, not a line of the user's model: no source location unless one is
+    given (the innermost outside frame would be tracegrad's own trainer, say)."""
+
+    def __init__(self, message: str, *, source: Any = None, hint: str | None = None):
+        super().__init__(message, source=source, hint=hint)
+        self.source = source
 
 
 class GraphvizNotFoundError(TracegradError, RuntimeError):
