@@ -120,13 +120,13 @@ def test_header_names_the_data_set_and_the_defaults_in_use(tmp_path, capsys):
                              "--out", str(tmp_path / "r"), "--target-loss", "100")
     assert code == 0, err
     assert "data: the 8x8 digits shipped with tracegrad, not MNIST (1438 train / 359 test" in stdout
-    assert "defaults in use for mlp on digits: --optimizer adam, --lr 0.0003" in stdout
+    assert "defaults in use for mlp on digits: --optimizer adam, --lr 0.001" in stdout
     assert "test loss <= 100 after" in stdout and "on the 8x8 digits after 10 steps" in stdout
     import json
 
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["config"]["optimizer"] == "adam" and config["config"]["lr"] == 3e-4
-    assert config["defaults_used"] == {"optimizer": "adam", "lr": 3e-4}
+    assert config["config"]["optimizer"] == "adam" and config["config"]["lr"] == 1e-3
+    assert config["defaults_used"] == {"optimizer": "adam", "lr": 1e-3}
     assert config["dataset"] == {"name": "digits", "data_dir": None, "train_examples": 1438,
                                  "test_examples": 359}
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())

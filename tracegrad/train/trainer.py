@@ -92,7 +92,7 @@ DEFAULT_STEPS = 2000  # used when neither steps nor epochs is given (~70 epochs 
 DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("logreg", "digits"): {"optimizer": "sgd", "lr": 0.01},     # 94.4%
     ("logreg", "mnist"): {"optimizer": "adam", "lr": 1e-3},     # 75.0% (SGD 1e-3: 70.3%)
-    ("mlp", "digits"): {"optimizer": "adam", "lr": 3e-4},       # 85.2%
+    ("mlp", "digits"): {"optimizer": "adam", "lr": 1e-3},       # 90.8% (Adam 3e-4: 85.2%)
     ("mlp", "mnist"): {"optimizer": "adam", "lr": 3e-4},        # see the table in docs
     ("cnn", "digits"): {"optimizer": "adam", "lr": 1e-3},
     ("cnn", "mnist"): {"optimizer": "adam", "lr": 1e-3},
