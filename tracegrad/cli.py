@@ -539,6 +539,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Interrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
         return 130
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was saved by this command", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # outside the loop's own handling, e.g. a second Ctrl-C
+        print(f"{PROG}: interrupted; {_what_is_kept(args)}", file=sys.stderr, flush=True)
         return 130
+
+
+def _what_is_kept(args: argparse.Namespace) -> str:
+    """After an abrupt stop: which checkpoint a --resume would continue from, if any."""
+    if args.command != "train":
+        return "nothing was written"
+    from pathlib import Path
+
+    from .train import list_checkpoints
+
+    out = args.out or str(Path("runs") / f"{args.model or 'logreg'}-{args.data or 'digits'}")
+    found = list_checkpoints(out)
+    if not found:
+        return f"no checkpoint was saved in {out}"
+    return f"the latest checkpoint is {found[-1][1]}; continue with --resume"
