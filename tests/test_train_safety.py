@@ -226,3 +226,33 @@ def test_kill_during_checkpoint_write_leaves_good_state(tmp_path, digits):
     (out / f".ckpt-00000030.npz.{os.getpid() + 10**6}.89abcdef.tmp").write_bytes(b"\x50\x4b")
     r = fit(_cfg(out, steps=30, resume=True), dataset=digits)
     assert r.step == 30 and not list(out.glob(".*.tmp"))
+
+
+# -- defaults that train ----------------------------------------------------------------------
+def test_resolve_defaults_fills_only_what_is_missing():
+    from tracegrad.train.trainer import DEFAULTS, resolve_defaults
+
+    assert set(DEFAULTS) == {(m, d) for m in ("logreg", "mlp", "cnn") for d in ("digits", "mnist")}
+    cfg, filled = resolve_defaults(TrainConfig(model="mlp", data="mnist"))
+    assert (cfg.optimizer, cfg.lr) == ("adam", 3e-4) and filled == {"optimizer": "adam", "lr": 3e-4}
+    cfg, filled = resolve_defaults(TrainConfig(model="mlp", lr=0.5))
+    assert (cfg.optimizer, cfg.lr) == ("adam", 0.5) and filled == {"optimizer": "adam"}
+    cfg, filled = resolve_defaults(TrainConfig(model="mlp", optimizer="sgd"))
+    assert (cfg.optimizer, cfg.lr) == ("sgd", 0.01) and filled == {"lr": 0.01}
+    assert resolve_defaults(TrainConfig(optimizer="sgd", lr=0.1)) == (TrainConfig(optimizer="sgd", lr=0.1), {})
+
+
+@pytest.mark.parametrize("model,data", [("logreg", "mnist"), ("mlp", "digits"), ("mlp", "mnist"),
+                                        ("cnn", "digits"), ("cnn", "mnist")])
+def test_default_optimizer_and_lr_train_each_model_on_each_data_set(model, data, request):
+    # (logreg on digits is test_train.py's and the README's `tracegrad train`.) Narrow
+    # layers keep this fast; the defaults are the same for every width.
+    kwargs = {"mlp": {"hidden": [64]}, "cnn": {"channels": [4, 4, 8, 8], "hidden": 32}}.get(model, {})
+    data_dir = request.getfixturevalue("real_mnist_dir") if data == "mnist" else None  # skips without it
+    cfg = TrainConfig(model=model, data=data, data_dir=data_dir,
+                      steps=60, eval_every=1000, quiet=True, plot=False, model_kwargs=kwargs)
+    trainer = Trainer(cfg)
+    initial = trainer.evaluate()[0]
+    result = trainer.run()
+    assert trainer.defaults_used and math.isfinite(result.test_loss)
+    assert result.test_loss < initial - 0.01, (initial, result.test_loss)
