@@ -481,7 +481,7 @@ class Trainer:
 
     def _stop_for_signal(self, x: Any, y: Any) -> None:
         """Save what can be saved, then raise ``TrainingInterrupted``."""
-        signum = self._stop_signal
+        signum, self._stop_signal = self._stop_signal, None  # a later run() starts afresh
         assert signum is not None
         checkpoint, why_not = None, None
         if self.out_dir is None:
