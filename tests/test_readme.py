@@ -24,7 +24,7 @@ README = (ROOT / "README.md").read_text()
 def _shortened(steps: int) -> int:
     """A few dozen steps instead of thousands, keeping their order (so a --resume command
     still asks for more steps than the run it continues)."""
-    return 40 + steps // 500
+    return 20 + steps // 1000
 
 
 def _blocks(language: str) -> list[str]:
@@ -115,7 +115,7 @@ def test_readme_train_commands_train(tmp_path, monkeypatch, capsys):
         assert "data: " in stdout and "test accuracy" in stdout.splitlines()[-1], stdout
         out = Path(stdout.strip().splitlines()[-1].rsplit("outputs in ", 1)[1])
         losses = _losses(out)
-        assert len(losses) >= 4 and all(math.isfinite(v) for v in losses), (command, losses)
+        assert len(losses) >= 2 and all(math.isfinite(v) for v in losses), (command, losses)
         final = json.loads((out / "summary.json").read_text())["test_loss"]
         initial = _initial_test_loss(out)
         assert math.isfinite(final) and final < initial - 0.005, (

@@ -3,8 +3,9 @@
 Contract: ``main(argv)`` returns an exit status and never lets a usage error, a data error
 or a diverged run escape as a traceback: those print ONE line ``tracegrad: error: ...`` on
 stderr. The status says which: 2 for a usage error (a bad option or combination, an output
-folder in use, ``--resume`` with nothing to resume), 1 for a failure at run time (a diverged
-run, a data, checkpoint or I/O error, a missing program or package), 128 + the signal
+folder in use, ``--resume`` with nothing to resume, a traced function that is wrong for the
+shapes given), 1 for a failure at run time (a diverged run, a data, checkpoint or I/O error,
+a missing program or package such as Graphviz or CuPy), 128 + the signal
 number for a run stopped by SIGINT/SIGTERM (which saves a checkpoint first). Progress and
 results go to stdout.
 
@@ -508,7 +509,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status
     (0 success, 2 usage error, 1 run-time failure, 128 + N when stopped by signal N)."""
     from .data import DataError
-    from .errors import OutputExistsError, TracegradError
+    from .errors import (
+        BackendUnavailableError,
+        GraphvizNotFoundError,
+        OutputExistsError,
+        RenderError,
+        TracegradError,
+    )
     from .train import TrainError
     from .train.trainer import TrainingInterrupted
 
@@ -523,12 +530,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"choose a command: {', '.join(COMMANDS)} (see '{PROG} --help')")
     try:
         return COMMANDS[args.command].run(args)
-    except (CLIError, OutputExistsError) as exc:  # the command line must change
+    # Run-time failures: a diverged run, unusable data or checkpoints, a missing program or
+    # package (Graphviz, CuPy), a failed render, an output folder that cannot be written.
+    except (DataError, TrainError, BackendUnavailableError, GraphvizNotFoundError, RenderError,
+            OSError) as exc:
+        status = 2 if isinstance(exc, OutputExistsError) else 1  # a used --out: change the command
+        return _fail(_one_line(exc), status)
+    # Usage errors: the command line, or the function it names (a shape error, a gradient of
+    # a non-scalar), must change.
+    except (CLIError, TracegradError) as exc:
         return _fail(_one_line(exc), 2)
-    # Run-time failures: a diverged run, unusable data or checkpoints, errors from tracing
-    # or rendering, an output folder that cannot be written (OSError), a missing package.
-    except (DataError, TrainError, TracegradError, ValueError, OSError) as exc:
-        return _fail(_one_line(exc), 1)
+    except ValueError as exc:  # e.g. an optimizer factory rejecting an option combination
+        return _fail(_one_line(exc), 2)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith(PROG):
             return _fail(f"{exc.name} is not available in this installation of tracegrad", 1)
