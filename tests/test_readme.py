@@ -7,17 +7,22 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import mnist_dir
-
 from tracegrad.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def mnist_dir() -> Path:
+    """As tests/conftest.py: ``../shared/data/mnist`` beside the project, or $TRACEGRAD_MNIST_DIR."""
+    env = os.environ.get("TRACEGRAD_MNIST_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data" / "mnist"
 README = (ROOT / "README.md").read_text()
 
 
