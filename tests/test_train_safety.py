@@ -256,3 +256,27 @@ def test_default_optimizer_and_lr_train_each_model_on_each_data_set(model, data,
     result = trainer.run()
     assert trainer.defaults_used and math.isfinite(result.test_loss)
     assert result.test_loss < initial - 0.01, (initial, result.test_loss)
+
+
+def test_throughput_is_smoothed_over_100_steps_and_skips_the_compiling_step(monkeypatch, digits):
+    import tracegrad.train.trainer as trainer_module
+
+    class Clock:  # training steps "take" 1 ms or 9 ms in blocks of 10; the first one 5 s
+        now, calls = 0.0, 0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.calls += 1
+            if cls.calls % 2 == 0:  # the end of a step: advance
+                step = cls.calls // 2
+                cls.now += 5.0 if step == 1 else (0.009 if (step // 10) % 2 else 0.001)
+            return cls.now
+
+    trainer = Trainer(_cfg(None, steps=200, eval_every=1000), dataset=digits)
+    monkeypatch.setattr(trainer_module, "time", Clock)
+    Clock.calls = -1  # run() reads the clock once before the first step
+    rows = trainer.run().history.rows
+    rates = {r["step"]: r["examples_per_sec"] for r in rows}
+    assert rates[10] == pytest.approx(64 * 9 / (8 * 0.001 + 0.009))  # step 1 (compiling) left out
+    for step in range(110, 201, 10):  # any 100 steps: 50 fast and 50 slow; a 10-step window
+        assert rates[step] == pytest.approx(64 * 100 / (50 * 0.001 + 50 * 0.009))  # would swing 9x
