@@ -197,9 +197,19 @@ def _train_config(args: argparse.Namespace) -> Any:
         raise CLIError("--data mnist needs --data-dir DIR, the folder holding "
                        "train-images-idx3-ubyte[.gz] and the other three MNIST IDX files")
     try:
-        return config.validate()
+        config.validate()
     except ValueError as exc:  # a bad combination of options: a usage error
         raise CLIError(str(exc).replace("directions=", "--directions ")) from None
+    if args.resume:  # options that would silently continue a different run: a usage error
+        from .train.trainer import _RESUME_FIXED
+
+        mine = config.to_dict()
+        for key in _RESUME_FIXED:
+            if key in checkpoint.config and checkpoint.config[key] != mine[key]:
+                raise CLIError(f"{checkpoint.path} was made with {key}={checkpoint.config[key]!r} but "
+                               f"this run has {key}={mine[key]!r}; keep it the same to resume, or "
+                               "pick another --out")
+    return config
 
 
 def _describe_data(config: Any, ds: Any) -> str:
