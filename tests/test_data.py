@@ -291,11 +291,12 @@ def test_digits_deterministic_and_disjoint(digits):
     np.testing.assert_array_equal(again.y_test, digits.y_test)
     other = load_digits_dataset(seed=1)
     assert not np.array_equal(other.y_train, digits.y_train)
-    # The split is a partition of sklearn's 1797 images: undo the standardization and the
+    # The split is a partition of the shipped 1797 images: undo the standardization and the
     # 1/16 scaling, and the rows of train + test are exactly the original rows, reordered.
-    from sklearn.datasets import load_digits
+    from tracegrad.data.digits import load_digits_arrays
 
-    original = load_digits().data.astype(np.int64)
+    images, targets = load_digits_arrays()
+    original = images.reshape(len(images), 64).astype(np.int64)
     both = np.concatenate([digits.x_train, digits.x_test]).astype(np.float64)
     pixels = np.rint((both * digits.std + digits.mean) * 16).astype(np.int64)
     labels = np.concatenate([digits.y_train, digits.y_test])
@@ -305,8 +306,39 @@ def test_digits_deterministic_and_disjoint(digits):
 
     np.testing.assert_array_equal(
         rows_sorted(np.column_stack([pixels, labels])),
-        rows_sorted(np.column_stack([original, load_digits().target])),
+        rows_sorted(np.column_stack([original, targets])),
     )
+
+
+def test_shipped_digits_file_is_attributed_and_needs_no_scikit_learn():
+    import hashlib
+    import subprocess
+    import sys
+
+    from tracegrad.data.digits import DIGITS_FILE, load_digits_arrays
+
+    digest = hashlib.sha256(DIGITS_FILE.read_bytes()).hexdigest()
+    licence = DIGITS_FILE.with_name("DIGITS_LICENSE.txt").read_text()
+    assert digest in licence  # the attribution names exactly this file
+    for needle in ("10.24432/C50P49", "CC BY 4.0", "BSD 3-Clause", "scikit-learn developers"):
+        assert needle in licence
+    images, labels = load_digits_arrays()
+    assert images.shape == (1797, 8, 8) and images.min() == 0 and images.max() == 16
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    code = ("import sys, tracegrad.data as d; d.load_dataset('digits'); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_shipped_digits_equal_scikit_learns():
+    datasets = pytest.importorskip("sklearn.datasets")
+    from tracegrad.data.digits import load_digits_arrays
+
+    images, labels = load_digits_arrays()
+    bunch = datasets.load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
 
 
 def test_digits_nchw_and_fraction():

@@ -28,7 +28,8 @@ def digits():
 
 
 def _cfg(**kw):
-    base = {"model": "logreg", "data": "digits", "steps": 300, "lr": 0.01, "quiet": True, "plot": False,
+    base = {"model": "logreg", "data": "digits", "steps": 300, "optimizer": "sgd", "lr": 0.01,
+            "quiet": True, "plot": False,
                 "eval_every": 100, "checkpoint_every": 100}
     base.update(kw)
     return TrainConfig(**base)
@@ -54,9 +55,11 @@ def test_mlp_with_k_directions_learns(digits):
 
 
 def test_same_seed_same_numbers_other_seed_differs(digits):
-    a = fit(_cfg(out=None, optimizer="momentum"), dataset=digits)
-    b = fit(_cfg(out=None, optimizer="momentum"), dataset=digits)
-    c = fit(_cfg(out=None, optimizer="momentum", seed=1), dataset=digits)
+    # (momentum at lr 0.01, an effective 0.1, drives the loss to 3.5x its initial level:
+    # the divergence monitor rightly stops that)
+    a = fit(_cfg(out=None, optimizer="momentum", lr=0.003), dataset=digits)
+    b = fit(_cfg(out=None, optimizer="momentum", lr=0.003), dataset=digits)
+    c = fit(_cfg(out=None, optimizer="momentum", lr=0.003, seed=1), dataset=digits)
     assert _same_params(a.params, b.params)
     assert [r["train_loss"] for r in a.history.rows] == [r["train_loss"] for r in b.history.rows]
     assert not _same_params(a.params, c.params)

@@ -1,7 +1,9 @@
 """tracegrad: a tracing compiler for forward-mode automatic differentiation.
 
 Public API: ``compile``, ``jvp``, ``forward_grad``, ``grad``, ``value_and_grad`` and the
-``numpy`` namespace.
+``numpy`` namespace. The training stack (``tracegrad.train``, ``nn``, ``optim``, ``data``)
+loads on first use, so ``import tracegrad; tracegrad.train.fit(...)`` works while a plain
+``import tracegrad`` stays light (no matplotlib, no tqdm).
 """
 
 from . import numpy
@@ -19,4 +21,15 @@ def _viz():
 
 Graph.views = _viz
 __version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("data", "nn", "optim", "train", "viz", "testing")
+
+
+def __getattr__(name: str) -> object:
+    """``tracegrad.train`` etc. without an explicit ``import tracegrad.train`` (PEP 562)."""
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 __all__ = ["Compiled", "Graph", "__version__", "compile", "forward_grad", "grad", "jvp", "numpy", "value_and_grad"]

@@ -2,7 +2,12 @@
 
 Contract: ``main(argv)`` returns an exit status and never lets a usage error, a data error
 or a diverged run escape as a traceback: those print ONE line ``tracegrad: error: ...`` on
-stderr and return 2. Progress and results go to stdout.
+stderr. The status says which: 2 for a usage error (a bad option or combination, an output
+folder in use, ``--resume`` with nothing to resume, a traced function that is wrong for the
+shapes given), 1 for a failure at run time (a diverged run, a data, checkpoint or I/O error,
+a missing program or package such as Graphviz or CuPy), 128 + the signal
+number for a run stopped by SIGINT/SIGTERM (which saves a checkpoint first). Progress and
+results go to stdout.
 
 Adding a subcommand is one entry in ``COMMANDS``: a ``Command(help, add_arguments, run)``
 whose ``add_arguments(parser)`` declares its options and ``run(args) -> int`` executes it.
@@ -32,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
     can report every failure the same way (one line, exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
-        raise CLIError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        # No "{prog}: " in front: main() prints "tracegrad: error: " already.
+        raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
 class Command(NamedTuple):
@@ -79,9 +85,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .forward_grad import DISTRIBUTIONS
     from .optim import OPTIMIZERS, SCHEDULES
-    from .train.trainer import DEFAULT_STEPS, MODELS, MODES, TrainConfig
+    from .train.trainer import DEFAULT_STEPS, DEFAULTS, MODELS, MODES, TrainConfig
 
     d = TrainConfig()
+    per_model = "; ".join(f"{m} on {data}: {v['optimizer']} {v['lr']:g}" for (m, data), v in DEFAULTS.items())
     # Defaults are None here and filled in later: with --resume, options not given on the
     # command line come from the checkpoint's config instead of these defaults.
     p.add_argument("--model", choices=MODELS, help=f"model to train (default {d.model})")
@@ -95,9 +102,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         help="train for E passes over the training split instead of --steps")
     p.add_argument("--batch-size", type=_positive_int, metavar="B",
                    help=f"examples per step (default {d.batch_size})")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"(default {d.optimizer})")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+                   help="(default per model and data set, measured to train; the run prints the "
+                        f"ones in use: {per_model})")
     p.add_argument("--lr", type=_positive_float, metavar="LR",
-                   help=f"learning rate (default {d.lr:g})")
+                   help="learning rate (default per model and data set, see --optimizer)")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help=f"learning-rate schedule (default {d.schedule}; exp is the paper's "
                         "lr0 * e^(-1e-4 step))")
@@ -120,12 +129,19 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seed of the initialization, batches and directions (default {d.seed})")
     p.add_argument("--out", metavar="DIR",
                    help="output folder for metrics, plot and checkpoints (default runs/MODEL-DATA)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --out")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from the latest checkpoint in --out (the newest one that loads)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start a new run in an --out folder that holds an earlier run, deleting "
+                            "its checkpoints and metrics (without it such a folder is refused)")
     p.add_argument("--eval-every", type=_positive_int, metavar="N",
                    help=f"evaluate on the test split every N steps (default {d.eval_every})")
     p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
                    help=f"write a checkpoint every N steps (default {d.checkpoint_every})")
+    p.add_argument("--target-loss", type=_positive_float, metavar="L",
+                   help="also report the training time and step at which the test loss first "
+                        "reached L (in the final line and summary.json)")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
 
 
@@ -140,18 +156,23 @@ def _train_config(args: argparse.Namespace) -> Any:
     import dataclasses
     from pathlib import Path
 
-    from .train import TrainConfig, latest_checkpoint, load_checkpoint
+    from .train import TrainConfig, list_checkpoints
+    from .train.checkpoint import load_latest_checkpoint
 
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     base = TrainConfig()
     model, data = given.get("model", base.model), given.get("data", base.data)
     out = args.out if args.out is not None else str(Path("runs") / f"{model}-{data}")
     if args.resume:
-        path = latest_checkpoint(out)
-        if path is None:
+        if not list_checkpoints(out):
             raise CLIError(f"--resume: no checkpoint (ckpt-*.npz) in {out}; "
                            "run without --resume to start a new run, or pass --out DIR")
-        base = TrainConfig.from_dict(load_checkpoint(path).config)
+        checkpoint, _ = load_latest_checkpoint(out)  # the trainer reports skipped ones
+        base = TrainConfig.from_dict(checkpoint.config)
+        if "steps" in given and given["steps"] < checkpoint.step:
+            raise CLIError(f"--resume --steps {given['steps']}: the checkpoint {checkpoint.path} is "
+                           f"already at step {checkpoint.step}; a run cannot go back, so pass --steps "
+                           f"larger than {checkpoint.step} to continue it (or --out DIR for a new run)")
     if "steps" in given:
         base = dataclasses.replace(base, epochs=None)
     if "epochs" in given:
@@ -171,33 +192,97 @@ def _train_config(args: argparse.Namespace) -> Any:
             raise CLIError(f"--channels takes four conv channel counts, got {len(args.channels)}")
         model_kwargs["channels"] = args.channels
     config = dataclasses.replace(base, **given, out=out, resume=args.resume, quiet=args.quiet,
-                                 model_kwargs=model_kwargs)
+                                 overwrite=args.overwrite, model_kwargs=model_kwargs)
     if config.data == "mnist" and config.data_dir is None:
         raise CLIError("--data mnist needs --data-dir DIR, the folder holding "
                        "train-images-idx3-ubyte[.gz] and the other three MNIST IDX files")
-    return config.validate()
+    try:
+        config.validate()
+    except ValueError as exc:  # a bad combination of options: a usage error
+        raise CLIError(str(exc).replace("directions=", "--directions ")) from None
+    if args.resume:  # options that would silently continue a different run: a usage error
+        from .train.trainer import _RESUME_FIXED
+
+        mine = config.to_dict()
+        for key in _RESUME_FIXED:
+            if key in checkpoint.config and checkpoint.config[key] != mine[key]:
+                raise CLIError(f"{checkpoint.path} was made with {key}={checkpoint.config[key]!r} but "
+                               f"this run has {key}={mine[key]!r}; keep it the same to resume, or "
+                               "pick another --out")
+    return config
+
+
+def _describe_data(config: Any, ds: Any) -> str:
+    """Which data set a run uses, said plainly (the examples once fell back silently)."""
+    from pathlib import Path
+
+    sizes = f"{len(ds.y_train)} train / {len(ds.y_test)} test examples"
+    if config.data == "mnist":
+        return f"MNIST from {Path(config.data_dir).resolve()} ({sizes})"
+    return f"the 8x8 digits shipped with tracegrad, not MNIST ({sizes})"
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from .train import Trainer
+    from .train.metrics import atomic_write_bytes
 
     start = time.perf_counter()
     config = _train_config(args)
     say = (lambda s: None) if config.quiet else (lambda s: print(s, flush=True))
-    trainer = Trainer(config)
-    ds = trainer.dataset
+    try:
+        trainer = Trainer(config)
+    except KeyboardInterrupt:
+        raise _Interrupted("interrupted while loading the data and compiling the model, before "
+                           "any training step; nothing was saved") from None
+    config, ds = trainer.config, trainer.dataset
     length = (f"{config.epochs:g} epochs = {trainer.total_steps} steps" if config.epochs is not None
               else f"{trainer.total_steps} steps")
-    say(f"training {config.model} on {config.data} ({len(ds.y_train)} train / {len(ds.y_test)} test "
-        f"examples) with {'forward gradients' if config.mode == 'forward' else 'backprop'}: {config.optimizer} lr={config.lr:g} ({config.schedule}), "
-        f"{length} of batch {config.batch_size}, K={config.directions} {config.distribution} "
-        f"direction(s), seed {config.seed} -> {config.out}")
+    say(f"data: {_describe_data(config, ds)}")
+    say(f"training {config.model} on {config.data} with "
+        f"{'forward gradients' if config.mode == 'forward' else 'backprop'}: {config.optimizer} "
+        f"lr={config.lr:g} ({config.schedule}), {length} of batch {config.batch_size}, "
+        + (f"K={config.directions} {config.distribution} direction(s), " if config.mode == "forward" else "")
+        + f"seed {config.seed} -> {config.out}")
+    if trainer.defaults_used:
+        say("defaults in use for " + f"{config.model} on {config.data}: "
+            + ", ".join(f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}"
+                        for k, v in trainer.defaults_used.items())
+            + " (pass them to change)")
     result = trainer.run()
     total = time.perf_counter() - start
+    summary = {"model": config.model, "data": config.data, "data_dir": config.data_dir,
+               "train_examples": len(ds.y_train), "test_examples": len(ds.y_test),
+               "optimizer": config.optimizer, "lr": config.lr, "schedule": config.schedule,
+               "batch_size": config.batch_size, "directions": config.directions,
+               "distribution": config.distribution, "mode": config.mode,
+               "model_kwargs": config.model_kwargs, "steps": result.step,
+               "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+               "train_time_s": result.train_time,
+               "ms_per_step": 1e3 * result.train_time / max(result.step, 1)}
+    reached = ""
+    if args.target_loss is not None:
+        hit = result.history.first_reaching("test_loss", args.target_loss)
+        summary.update(target_loss=args.target_loss,
+                       time_to_target_s=None if hit is None else hit["wall_time"],
+                       steps_to_target=None if hit is None else hit["step"])
+        reached = (f"; test loss <= {args.target_loss:g}: not reached" if hit is None else
+                   f"; test loss <= {args.target_loss:g} after {hit['wall_time']:.1f} s of training "
+                   f"(step {hit['step']})")
+    if result.out_dir is not None:
+        atomic_write_bytes(Path(result.out_dir) / "summary.json",
+                           (json.dumps(summary, indent=2) + "\n").encode())
     print(f"test accuracy {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) "
-          f"after {result.step} steps; training time {result.train_time:.2f} s, "
-          f"total {total:.2f} s; outputs in {result.out_dir}", flush=True)
+          f"on {'MNIST' if config.data == 'mnist' else 'the 8x8 digits'} after {result.step} steps; "
+          f"training time {result.train_time:.2f} s ({summary['ms_per_step']:.2f} ms/step), "
+          f"total {total:.2f} s{reached}; outputs in {result.out_dir}", flush=True)
     return 0
+
+
+class _Interrupted(Exception):
+    """Ctrl-C outside the training loop (which saves and raises ``TrainingInterrupted``)."""
 
 
 # -- graph ------------------------------------------------------------------------------
@@ -479,40 +564,79 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    while text.startswith(f"{PROG}: "):  # never "tracegrad: error: tracegrad: ..."
+        text = text[len(PROG) + 2:]
+    return text
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-    return 2
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status
+    (0 success, 2 usage error, 1 run-time failure, 128 + N when stopped by signal N)."""
     from .data import DataError
-    from .errors import TracegradError
+    from .errors import (
+        BackendUnavailableError,
+        GraphvizNotFoundError,
+        OutputExistsError,
+        RenderError,
+        TracegradError,
+    )
     from .train import TrainError
+    from .train.trainer import TrainingInterrupted
 
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except CLIError as exc:
-        return _fail(str(exc))
+        return _fail(_one_line(exc))
     except SystemExit as exc:  # --help and --version exit through argparse
         return int(exc.code or 0)
     if args.command is None:
         return _fail(f"choose a command: {', '.join(COMMANDS)} (see '{PROG} --help')")
     try:
         return COMMANDS[args.command].run(args)
-    # ValueError: option combinations rejected by the config or the optimizer factories;
-    # OSError: e.g. an output folder that cannot be written.
-    except (CLIError, DataError, TrainError, TracegradError, ValueError, OSError) as exc:
-        return _fail(_one_line(exc))
+    # Run-time failures: a diverged run, unusable data or checkpoints, a missing program or
+    # package (Graphviz, CuPy), a failed render, an output folder that cannot be written.
+    except (DataError, TrainError, BackendUnavailableError, GraphvizNotFoundError, RenderError,
+            OSError) as exc:
+        status = 2 if isinstance(exc, OutputExistsError) else 1  # a used --out: change the command
+        return _fail(_one_line(exc), status)
+    # Usage errors: the command line, or the function it names (a shape error, a gradient of
+    # a non-scalar), must change.
+    except (CLIError, TracegradError) as exc:
+        return _fail(_one_line(exc), 2)
+    except ValueError as exc:  # e.g. an optimizer factory rejecting an option combination
+        return _fail(_one_line(exc), 2)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith(PROG):
-            return _fail(f"{exc.name} is not available in this installation of tracegrad")
+            return _fail(f"{exc.name} is not available in this installation of tracegrad", 1)
         raise
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; continue from the latest checkpoint with --resume",
-              file=sys.stderr, flush=True)
+    except TrainingInterrupted as exc:
+        print(f"{PROG}: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_status
+    except _Interrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
         return 130
+    except KeyboardInterrupt:  # outside the loop's own handling, e.g. a second Ctrl-C
+        print(f"{PROG}: interrupted; {_what_is_kept(args)}", file=sys.stderr, flush=True)
+        return 130
+
+
+def _what_is_kept(args: argparse.Namespace) -> str:
+    """After an abrupt stop: which checkpoint a --resume would continue from, if any."""
+    if args.command != "train":
+        return "nothing was written"
+    from pathlib import Path
+
+    from .train import list_checkpoints
+
+    out = args.out or str(Path("runs") / f"{args.model or 'logreg'}-{args.data or 'digits'}")
+    found = list_checkpoints(out)
+    if not found:
+        return f"no checkpoint was saved in {out}"
+    return f"the latest checkpoint is {found[-1][1]}; continue with --resume"

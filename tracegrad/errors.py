@@ -21,6 +21,7 @@ __all__ = [
     "GradientError",
     "GraphvizNotFoundError",
     "IndexOutOfBoundsError",
+    "OutputExistsError",
     "RenderError",
     "ShapeError",
     "TangentError",
@@ -104,7 +105,14 @@ class TraceError(TracegradError, RuntimeError):
 
 
 class BackendUnavailableError(TracegradError, RuntimeError):
-    """The requested backend cannot run here (for example CuPy or a CUDA device is missing)."""
+    """The requested backend cannot run here (for example CuPy or a CUDA device is missing).
+
+    About the environment, not a line of the user's model: no source location unless one is
+    given (the innermost outside frame would be tracegrad's own trainer, say)."""
+
+    def __init__(self, message: str, *, source: Any = None, hint: str | None = None):
+        super().__init__(message, source=source, hint=hint)
+        self.source = source
 
 
 class GraphvizNotFoundError(TracegradError, RuntimeError):
@@ -150,10 +158,14 @@ class CheckpointError(TrainError):
 
 
 class TrainingDivergedError(TrainError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+    """The loss became NaN or infinite, or left the band around its recent history (see
+    ``tracegrad.train.divergence``); the last good checkpoint, from before the loss started
+    to climb, is left untouched. ``reason`` says which rule fired."""
 
-    def __init__(self, step: int, loss: float, checkpoint: Any, lr: float, checkpoint_every: int):
+    def __init__(self, step: int, loss: float, checkpoint: Any, lr: float, checkpoint_every: int,
+                 reason: str | None = None):
         self.step, self.loss, self.checkpoint = step, loss, checkpoint
+        self.reason = reason or f"the loss is {loss}"
         self.suggested_lr = lr / 10.0
         if checkpoint is not None:
             kept = (f"the last good checkpoint {checkpoint} is kept "
@@ -161,6 +173,10 @@ class TrainingDivergedError(TrainError):
         else:
             kept = f"no checkpoint had been written yet (one is written every {checkpoint_every} steps)"
         super().__init__(
-            f"training diverged at step {step}: the loss is {loss}; {kept}; "
+            f"training diverged at step {step}: {self.reason}; {kept}; "
             f"try a smaller learning rate, e.g. --lr {self.suggested_lr:g}"
         )
+
+
+class OutputExistsError(TrainError):
+    """A new run was pointed at an output folder that holds an earlier run's files."""

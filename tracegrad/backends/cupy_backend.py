@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailableError
@@ -22,6 +23,16 @@ from .emit import Emitted, compile_source
 __all__ = ["CupyBackend", "import_cupy"]
 
 
+def cuda_install_command() -> str:
+    """How to install the ``cuda`` extra for THIS installation: from a source checkout
+    (tracegrad/ beside a pyproject.toml, as ``pip install -e .`` leaves it) the extra is
+    installed from that folder, not from a package index."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "tracegrad" / "__init__.py").is_file():
+        return f'pip install -e ".[cuda]" (in {root})'
+    return "pip install 'tracegrad[cuda]'"
+
+
 def import_cupy() -> Any:
     """The ``cupy`` module, if it is installed and sees a CUDA device; else a clear error."""
     try:
@@ -29,8 +40,8 @@ def import_cupy() -> Any:
     except ImportError as err:
         raise BackendUnavailableError(
             f"backend 'cupy' needs CuPy, which is not installed here ({err})",
-            hint="install it with pip install 'tracegrad[cuda]' (cupy-cuda12x) on a machine with an "
-                 "NVIDIA GPU, or use backend='numpy'") from None
+            hint=f"install it with {cuda_install_command()}, which adds cupy-cuda12x, on a machine "
+                 "with an NVIDIA GPU, or use backend='numpy'") from None
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as err:  # CUDARuntimeError: no driver, no device  # noqa: BLE001

@@ -3,7 +3,7 @@
 Contract: every loader returns a ``Dataset`` (float32 features standardized with
 train-split statistics, int64 labels) or raises ``DataError`` with a one-line
 message naming the file or option at fault. Nothing here downloads: "digits"
-ships with scikit-learn, and "mnist" is read from a directory of IDX files that
+ships inside this package (digits.csv.gz, see DIGITS_LICENSE.txt), and "mnist" is read from a directory of IDX files that
 the caller names explicitly.
 """
 

@@ -160,34 +160,67 @@ class MetricsHistory:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-        for row_axes, xkey, xlabel in ((axes[0], "step", "step"),
-                                       (axes[1], "wall_time", "training time (s)")):
-            loss_ax, acc_ax = row_axes
-            for key, label, style in (("train_loss", "train (batch)", "-"),
-                                      ("test_loss", "test", "o-")):
-                xs = [r[xkey] for r in self.rows if _finite(r[key])]
-                ys = [r[key] for r in self.rows if _finite(r[key])]
-                if xs:
-                    loss_ax.plot(xs, ys, style, label=label, markersize=3,
-                                 alpha=0.6 if key == "train_loss" else 1.0)
-            loss_ax.set_xlabel(xlabel)
-            loss_ax.set_ylabel("cross-entropy loss")
-            loss_ax.set_yscale("log")
-            loss_ax.legend()
-            loss_ax.grid(True, alpha=0.3)
-            xs = [r[xkey] for r in self.rows if _finite(r["test_accuracy"])]
-            ys = [100.0 * r["test_accuracy"] for r in self.rows if _finite(r["test_accuracy"])]
-            acc_ax.plot(xs, ys, "o-", color="tab:green", markersize=3)
-            acc_ax.set_xlabel(xlabel)
-            acc_ax.set_ylabel("test accuracy (%)")
-            acc_ax.grid(True, alpha=0.3)
-        if title:
-            fig.suptitle(title)
+        fig = self.figure(title)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
         return atomic_write_bytes(path, buf.getvalue())
+
+    def figure(self, title: str | None = None) -> Any:
+        """The matplotlib ``Figure`` that ``plot`` saves (2x2: loss and accuracy against steps
+        and wall time); a panel with no data says why instead of showing empty axes."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+        for row_axes, xkey, xlabel in ((axes[0], "step", "step"),
+                                       (axes[1], "wall_time", "training time (s)")):
+            loss_ax, acc_ax = row_axes
+            plotted = False
+            for key, label, style in (("train_loss", "train (batch)", "-"),
+                                      ("test_loss", "test", "o-")):
+                xs = [r[xkey] for r in self.rows if _finite(r[key]) and _finite(r[xkey])]
+                ys = [r[key] for r in self.rows if _finite(r[key]) and _finite(r[xkey])]
+                if xs:
+                    loss_ax.plot(xs, ys, style, label=label, markersize=3,
+                                 alpha=0.6 if key == "train_loss" else 1.0)
+                    plotted = True
+            bad = [r[xkey] for r in self.rows if r["train_loss"] is not None
+                   and not _finite(r["train_loss"]) and _finite(r[xkey])]
+            for x in bad:  # where the loss became NaN/inf: a line, since it cannot be a point
+                loss_ax.axvline(x, color="tab:red", linestyle="--", linewidth=1,
+                                label="non-finite loss" if x == bad[0] else None)
+            if plotted or bad:
+                loss_ax.set_xlabel(xlabel)
+                loss_ax.set_ylabel("cross-entropy loss")
+                if plotted:
+                    loss_ax.set_yscale("log")
+                loss_ax.legend()
+                loss_ax.grid(True, alpha=0.3)
+            else:
+                _empty_panel(loss_ax, "no finite loss was recorded")
+            xs = [r[xkey] for r in self.rows if _finite(r["test_accuracy"]) and _finite(r[xkey])]
+            ys = [100.0 * r["test_accuracy"] for r in self.rows
+                  if _finite(r["test_accuracy"]) and _finite(r[xkey])]
+            if xs:
+                acc_ax.plot(xs, ys, "o-", color="tab:green", markersize=3)
+                acc_ax.set_xlabel(xlabel)
+                acc_ax.set_ylabel("test accuracy (%)")
+                acc_ax.grid(True, alpha=0.3)
+            else:  # e.g. a run that diverged before its first evaluation
+                last = self.rows[-1]["step"] if self.rows else 0
+                _empty_panel(acc_ax, f"no test evaluation before the run stopped (step {last})")
+        if title:
+            fig.suptitle(title)
+        return fig
+
+
+def _empty_panel(ax: Any, text: str) -> None:
+    """A panel with nothing to show says so, instead of drawing meaningless axes."""
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
 
 
 def _finite(x: Any) -> bool:
