@@ -257,6 +257,9 @@ class Trainer:
             self.stream.load_state_dict(ck.stream_state)
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: unusable random-number or batch state ({exc})") from None
+        if isinstance(ck.sampler_state, list):
+            self._log(f"{path}: made before counter-based tangents; the directions after step {ck.step} "
+                      "come from (seed, step, leaf, direction) and differ from what that version would draw")
         self.step = ck.step
         self.train_time = ck.train_time
         self.history = MetricsHistory(r for r in ck.history if r["step"] <= ck.step)
@@ -347,7 +350,10 @@ class Trainer:
             while self.step < end:
                 t0 = time.perf_counter()
                 x, y = self.stream.next()
-                loss, grads = self.estimate(self.params, x, y)
+                if cfg.mode == "backprop":
+                    loss, grads = self.estimate(self.params, x, y)
+                else:  # the tangents of (seed, step, leaf, direction): resumable without state
+                    loss, grads = self.estimate(self.params, x, y, step=self.step)
                 loss = float(loss)
                 if not math.isfinite(loss):
                     self._write_metrics(plot=True)
