@@ -28,7 +28,7 @@ def _steps(t, n):
             _, grads = t.estimate(t.params, x, y)
         else:
             _, grads = t.estimate(t.params, x, y, step=t.step)
-        t.params, t.opt_state = t.optimizer.update(grads, t.opt_state, t.params)
+        t.params, t.opt_state = t._update(grads, t.opt_state, t.params)
         t.step += 1
 
 

@@ -207,6 +207,9 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.optimizer, float(cfg.lr), cfg.schedule,
                                         total_steps=self.total_steps,
                                         weight_decay=float(cfg.weight_decay))
+        # in place: the trainer owns params and optimizer state, so no parameter-sized buffer
+        # is allocated per step (same numbers as the functional update)
+        self._update = self.optimizer.update_inplace or self.optimizer.update
 
         loss = cross_entropy_loss(self.model.apply)
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
@@ -359,7 +362,7 @@ class Trainer:
                     self._write_metrics(plot=True)
                     raise TrainingDivergedError(self.step + 1, loss, self.last_checkpoint,
                                                 float(cfg.lr), cfg.checkpoint_every)
-                self.params, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+                self.params, self.opt_state = self._update(grads, self.opt_state, self.params)
                 dt = time.perf_counter() - t0
                 self.train_time += dt
                 row_time += dt
