@@ -5,6 +5,8 @@ forward gradient needs (mean 0, E[v vᵀ] = I) and no correlation between coordi
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -142,3 +144,17 @@ def test_trainer_checkpoints_hold_no_sampler_stream_and_old_ones_resume(tmp_path
     result = resumed.run()
     for k in straight.params:  # the steps after the resume draw (seed, step, ...) as the straight run did
         np.testing.assert_array_equal(straight.params[k], result.params[k])
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed here")
+def test_device_sampler_source_compiles_with_nvcc(tmp_path):
+    from tracegrad.backends.cuda_random import KERNEL_NAMES, SOURCE
+
+    src = tmp_path / "sampler.cu"
+    src.write_text(SOURCE)
+    out = tmp_path / "sampler.ptx"
+    proc = subprocess.run([shutil.which("nvcc"), "--ptx", "-o", str(out), str(src)], check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ptx = out.read_text()
+    assert all(f".entry {name}(" in ptx for name in KERNEL_NAMES.values())
