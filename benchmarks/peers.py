@@ -29,7 +29,8 @@ one step each per round, so noise on a shared machine hits them alike; the table
 median CPU time (``process_time``) and wall time per step. Peak memory: one subprocess per
 (workload, implementation, mode), pinned; after three warm-up steps the kernel's peak-RSS
 counter is reset (``/proc/self/clear_refs``) and the peak above the warm RSS over three more
-steps is reported (Linux only).
+steps is reported (Linux only; glibc's mmap threshold is fixed at 128 KiB so that freed large
+buffers leave the RSS instead of staying cached in the heap).
 
 Run (the docs/benchmarks.md table):
     taskset -c 0 python benchmarks/peers.py --markdown /tmp/peers.md
@@ -447,6 +448,54 @@ def _worker_memory(args: argparse.Namespace) -> dict[str, Any]:
     return {f"{key[0]}|{key[1]}": {"peak_mib": (peak - warm) / 1024, "warm_mib": warm / 1024}}
 
 
+def _worker_sampler(args: argparse.Namespace) -> dict[str, Any]:
+    """Time one draw of ``args.sampler`` float32 tangent numbers per generator, interleaved."""
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    from tracegrad import random as tgr
+
+    n = int(args.sampler)
+    out = np.empty(n, np.float32)
+    pinned = os.environ.get("TG_PEERS_THREADS") == "1"
+    fns: dict[str, Callable[[], Any]] = {
+        "tracegrad normal": lambda: tgr.fill("normal", 12345, out, threads=not pinned),
+        "tracegrad rademacher": lambda: tgr.fill("rademacher", 12345, out, threads=not pinned),
+        "numpy PCG64 normal (ziggurat)": lambda: np.random.default_rng(1).standard_normal(out=out, dtype=np.float32),
+        "numpy SFC64 normal (ziggurat)":
+            lambda: np.random.Generator(np.random.SFC64(1)).standard_normal(out=out, dtype=np.float32),
+    }
+    try:
+        import torch
+
+        if pinned:
+            torch.set_num_threads(1)
+        t = torch.empty(n)
+        fns["torch normal_"] = lambda: t.normal_()
+        fns["torch bernoulli_ ±1"] = lambda: t.bernoulli_(0.5).mul_(2).sub_(1)
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        normal = jax.jit(lambda k: jax.random.normal(k, (n,), "float32"))
+        rad = jax.jit(lambda k: jax.random.rademacher(k, (n,), "float32"))
+        key = jax.random.key(0)
+        fns["jax random.normal"] = lambda: normal(key).block_until_ready()
+        fns["jax random.rademacher"] = lambda: rad(key).block_until_ready()
+    except ImportError:
+        pass
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(args.rounds):
+        for k, fn in fns.items():
+            c0 = time.process_time()
+            fn()
+            times[k].append(time.process_time() - c0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
 # ============================================================================ driver
 def _run_worker(what: str, workload: str, impls: list[str], modes: list[str], threads: str,
                 args: argparse.Namespace) -> dict[str, Any]:
@@ -454,7 +503,9 @@ def _run_worker(what: str, workload: str, impls: list[str], modes: list[str], th
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", what, "--workload", workload,
            "--impls", ",".join(impls), "--modes", ",".join(modes), "--tangents", args.tangents,
            "--rounds", str(args.rounds), "--min-rounds", str(args.min_rounds), "--budget", str(args.budget),
-           "--warmup", str(args.warmup)]
+           "--warmup", str(args.warmup)] + (["--sampler", str(args.sampler)] if args.sampler else [])
+    if what == "memory":  # a fixed mmap threshold: freed large buffers leave the RSS at once
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"  # (glibc's dynamic threshold would keep them resident)
     if threads == "pinned":
         env.update(PINNED_ENV)
         if shutil.which("taskset"):
@@ -512,19 +563,31 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per workload after the minimum rounds")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--markdown", help="write the tables to this file")
-    ap.add_argument("--worker", choices=("time", "memory"), help=argparse.SUPPRESS)
+    ap.add_argument("--sampler", type=int, metavar="N",
+                    help="only time drawing N float32 tangent numbers per generator (pinned), then exit")
+    ap.add_argument("--worker", choices=("time", "memory", "sampler"), help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     args = ap.parse_args()
     impls = [s for s in args.impls.split(",") if s]
     modes = [s for s in args.modes.split(",") if s]
     bad = [i for i in impls if i not in IMPLS] + [m for m in modes if m not in MODES]
-    if bad:
+    if bad and not args.sampler:
         ap.error(f"unknown implementation or mode: {', '.join(bad)}")
     args.impls, args.modes = impls, modes
     if args.worker:
-        out = _worker_time(args) if args.worker == "time" else _worker_memory(args)
-        print(json.dumps(out))
+        worker = {"time": _worker_time, "memory": _worker_memory, "sampler": _worker_sampler}[args.worker]
+        print(json.dumps(worker(args)))
+        return
+    if args.sampler:
+        res = _run_worker("sampler", "", [], [], "pinned", args)
+        text = "\n".join([f"CPU ms to draw {args.sampler:,} float32 numbers (median, one pinned core):", "",
+                          "| generator | ms |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in res.items()])
+        print(text)
+        if args.markdown:
+            with open(args.markdown, "w") as fh:
+                fh.write(text + "\n")
         return
 
     impls = _available(impls)
@@ -533,7 +596,7 @@ def main() -> None:
     head = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
             f"Python {platform.python_version()}; {_versions(impls)}; tangents: {args.tangents}.")
     lines = [head, ""]
-    for th in threads:
+    for th in [] if args.no_timing else threads:
         results = {}
         for w in workloads:
             print(f"[{th}] timing {w} ...", file=sys.stderr, flush=True)

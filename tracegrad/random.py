@@ -17,10 +17,10 @@ or parameters were drawn before, and a CuPy run draws the same numbers on the de
 (Rademacher bit for bit, normal up to float32 rounding of the device's ``logf``/``cosf``).
 
 Speed: the host fills in cache-sized chunks with in-place ufuncs; Rademacher costs one hash
-per 64 numbers (~2 ms for 1.86M on one core here), normal one hash, a log, a cos and a sin
-per pair (~23 ms for 1.86M on one loaded core; PyTorch's ``normal_`` took 13 ms in the same
-conditions, NumPy's ziggurat ``standard_normal`` 27 ms). Large normal draws are split over two
-threads (the ufuncs release the GIL); the split changes nothing in the numbers.
+per 64 numbers (3 ms for 1.86M on one loaded core here, docs/benchmarks.md), normal one hash,
+a log, a cos and a sin per pair (31 ms: as much as NumPy's ziggurat ``standard_normal``,
+1.8x PyTorch's ``normal_``; NumPy's float32 log/cos/sin dominate). Large draws are split
+over two threads (the ufuncs release the GIL); the split changes nothing in the numbers.
 """
 
 from __future__ import annotations
