@@ -66,11 +66,16 @@ def main() -> None:
     lr = 1e-4
     state = {"params": params}
 
+    specs = [((1,) + v.shape, v.dtype) for v in leaves]
+    steps = {"normal": 0, "rademacher": 0}
+
     def sample_normal():
-        return [normal.draw((1,) + v.shape, v.dtype) for v in leaves]
+        steps["normal"] += 1
+        return normal.draw_many(specs, step=steps["normal"])
 
     def sample_rademacher():
-        return [rademacher.draw((1,) + v.shape, v.dtype) for v in leaves]
+        steps["rademacher"] += 1
+        return rademacher.draw_many(specs, step=steps["rademacher"])
 
     vs = sample_normal()
     _, jv = f.jvp((params, x, y), (tree_unflatten(tree, vs), None, None), batched=True)

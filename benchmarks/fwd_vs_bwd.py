@@ -79,7 +79,8 @@ def make_variants(name: str, batch: int, seed: int = 0) -> tuple[dict[str, Calla
 
     vg = tg.value_and_grad(f)
     sampler = DirectionSampler("rademacher", seed)
-    tangent = {k: sampler.draw((1,) + v.shape, v.dtype) for k, v in params.items()}
+    drawn = sampler.draw_many([((1,) + v.shape, v.dtype) for v in params.values()], step=0)
+    tangent = dict(zip(params, drawn))
     variants = {
         "primal": lambda: f(params, x, y),
         "fwd-normal": step(tg.forward_grad(f, distribution="normal", seed=seed)),

@@ -17,25 +17,28 @@ pytestmark = needs_gxx
 
 
 def test_reference_generator_has_the_right_moments():
-    r = reference("rademacher", 12345, 0, 200_001)
+    r = reference("rademacher", 12345, 200_001)
     assert set(np.unique(r)) == {-1.0, 1.0} and abs(r.mean()) < 0.01
-    z = reference("normal", 12345, 0, 200_001)
+    z = reference("normal", 12345, 200_001)
     assert z.dtype == np.float32 and abs(z.mean()) < 0.01 and abs(z.var() - 1) < 0.01
     assert abs(np.mean(z ** 4) - 3) < 0.1  # Gaussian kurtosis, not a uniform or a sign
     assert np.corrcoef(z[:-1], z[1:])[0, 1] < 0.01
-    # a draw depends on (key, counter) only; different counters give fresh numbers
-    assert np.array_equal(reference("normal", 7, 100, 50), reference("normal", 7, 100, 50))
-    assert not np.allclose(reference("normal", 7, 100, 50), reference("normal", 7, 150, 50))
+    # a draw depends on its key only; different keys give fresh numbers
+    assert np.array_equal(reference("normal", 7, 50), reference("normal", 7, 50))
+    assert not np.allclose(reference("normal", 7, 50), reference("normal", 8, 50))
 
 
 def test_device_sampler_kernel_matches_reference(emulated_cupy):
-    s = DeviceSampler(emulated_cupy, key=99)
-    a, b = s.draw("rademacher", [(3, 5), (7,)], [np.float32, np.float64])
+    s = DeviceSampler(emulated_cupy)
+    # three rows of 5 (one key each) and one vector of 7 (one key), in one launch
+    a, b = s.draw("rademacher", [[1, 2, 3], [99]], [(3, 5), (7,)], [np.float32, np.float64])
     assert b.dtype == np.float64 and a.shape == (3, 5)
-    np.testing.assert_array_equal(np.concatenate([a.ravel(), b]), reference("rademacher", 99, 0, 22))
-    (c,) = s.draw("normal", [(4, 33)], [np.float32])  # odd total size: the last pair is half used
-    np.testing.assert_allclose(c.ravel(), reference("normal", 99, 22, 132), rtol=2e-6, atol=2e-6)
-    assert s.counter == 22 + 132
+    for row, key in zip(a, (1, 2, 3)):
+        np.testing.assert_array_equal(row, reference("rademacher", key, 5))
+    np.testing.assert_array_equal(b, reference("rademacher", 99, 7))
+    (c,) = s.draw("normal", [[11, 12]], [(2, 133)], [np.float32])  # odd rows: a pair is half used
+    np.testing.assert_allclose(c[0], reference("normal", 11, 133), rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(c[1], reference("normal", 12, 133), rtol=2e-6, atol=2e-6)
 
 
 def _loss(params, x, y):
@@ -53,13 +56,12 @@ def test_forward_grad_on_cupy_samples_on_the_device(emulated_cupy):
     params, x, y = _problem()
     for k in (1, 3):
         est = tg.forward_grad(_loss, directions=k, distribution="rademacher", seed=5, backend="cupy")
-        host_before = est.sampler.state()[:2]
-        value, grads = est(params, x, y)
-        assert est.sampler.state()[:2] == host_before  # the host streams were never used
-        assert est.sampler.state()[2]["device_counter"] == k * (6 * 4 + 4)
-        # the same tangents, regenerated from (key, position), through the NumPy backend
-        flat = reference("rademacher", est.sampler._device_key, 0, k * 28)
-        vb, vw = flat[:4 * k].reshape(k, 4), flat[4 * k:].reshape(k, 6, 4)  # leaves in sorted order: b, w
+        value, grads = est(params, x, y, step=7)
+        # the same tangents, regenerated on the host from (seed, step, leaf, direction)
+        host = DirectionSampler("rademacher", seed=5).draw_many([((k, 4), np.float32), ((k, 6, 4), np.float32)],
+                                                                 step=7)
+        vb, vw = host  # leaves in sorted order: b, w
+        np.testing.assert_array_equal(vw[k - 1].ravel(), reference("rademacher", est.sampler.key(7, 1, k - 1), 24))
         v_np, jv = tg.compile(_loss).jvp((params, x, y), ({"b": vb, "w": vw}, None, None), batched=True)
         np.testing.assert_allclose(value, v_np, rtol=1e-6)
         np.testing.assert_allclose(grads["w"], np.tensordot(jv, vw, axes=1) / k, rtol=1e-5, atol=1e-6)
@@ -94,15 +96,14 @@ def test_trainer_on_cupy_trains_and_resumes_exactly(emulated_cupy, tmp_path):
         np.testing.assert_array_equal(straight.params[k], resumed.params[k])
 
 
-def test_direction_sampler_state_round_trips_the_device_position(emulated_cupy):
+def test_device_and_host_draw_the_same_directions(emulated_cupy):
     s = DirectionSampler("normal", seed=3)
-    s.draw_many([((2, 3), np.float32)], emulated_cupy)
-    state = s.state()
-    (a,) = s.draw_many([((4,), np.float32)], emulated_cupy)
-    t = DirectionSampler("normal", seed=3)
-    t.set_state(state)
-    (b,) = t.draw_many([((4,), np.float32)], emulated_cupy)
-    np.testing.assert_array_equal(a, b)
+    specs = [((2, 3, 5), np.float32), ((2, 7), np.float64)]
+    dev = s.draw_many(specs, emulated_cupy, step=4)
+    host = s.draw_many(specs, step=4)
+    for d, h in zip(dev, host):
+        assert d.dtype == h.dtype and d.shape == h.shape
+        np.testing.assert_allclose(d, h, rtol=2e-6, atol=2e-6)
 
 
 def test_check_backends_passes_and_catches_a_wrong_template(emulated_cupy, monkeypatch):

@@ -1,28 +1,29 @@
 """Forward gradients (Baydin et al. 2022): ``g(θ) = (∇f(θ)·v) v`` with random tangents v.
 
 With ``directions=K`` the K tangents ride on a leading axis of one JVP execution and the
-estimate is their average ``(1/K) Σ_k (∇f·v_k) v_k``. Tangents are drawn from a seeded
-NumPy Generator, so a run is reproducible from its seed. Sampling costs real time at
-millions of parameters (normal float32: ~14 ms for 1.86M numbers on one core here), so
-large normal draws are split over two threads with independent, seed-derived streams,
-and ``"rademacher"`` (±1, unbiased, lower variance) draws from random bits, ~25x faster.
+estimate is their average ``(1/K) Σ_k (∇f·v_k) v_k``.
+
+Tangents are counter-based (``tracegrad/random.py``): direction ``k`` of parameter leaf ``p``
+at step ``t`` is a pure function of ``(seed, t, p, k)``, so a run is reproducible from its
+seed alone, a checkpoint needs no sampler state, and any process can rebuild any other's
+direction. The step is passed explicitly (``g(*args, step=t)``, as the trainer does); without
+it the estimator counts its own calls. ``"rademacher"`` (±1, unbiased, lower variance) costs
+one hash per 64 numbers; ``"normal"`` a hash, a log, a cos and a sin per pair.
 
 Array namespaces: when the compiled function runs on CuPy (``backend="cupy"``) or the
-parameters are CuPy arrays, tangents are drawn on the GPU by a counter-based generator
-(``backends/cuda_random.py``: float32, one kernel launch for all leaves, numbers a
-function of the seed and the draw position only) and the estimate is formed on the
-device; nothing passes through the host.
+parameters are CuPy arrays, the same numbers are drawn on the GPU (``backends/cuda_random.py``,
+one kernel launch for all leaves) and the estimate is formed on the device; nothing passes
+through the host.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from . import random as tg_random
 from ._namespace import array_namespace
 from .api import Compiled, compile
 from .errors import TangentError
@@ -30,94 +31,79 @@ from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["DISTRIBUTIONS", "DirectionSampler", "forward_grad"]
 
-DISTRIBUTIONS = ("normal", "rademacher")
-_THREAD_THRESHOLD = 1 << 17  # below this a second thread costs more than it saves
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tracegrad-sampler")
-    return _pool
+DISTRIBUTIONS = tg_random.DISTRIBUTIONS
+STATE_VERSION = 2  # checkpoints' sampler_state: {"version": 2, "seed": ..., "distribution": ...}
 
 
 class DirectionSampler:
-    """Seeded source of tangent directions with E[v vᵀ] = I.
+    """Tangent directions with E[v vᵀ] = I, each a pure function of ``(seed, step, param,
+    direction)`` — no position to save or restore.
 
-    Two independent streams are spawned from one ``SeedSequence``; each fills a fixed half
-    of every draw, so the numbers depend only on the seed, never on thread timing. A third
-    child seeds the device generator used for CuPy arrays (``draw(..., xp=cupy)``)."""
+    ``seed=None`` picks fresh entropy once, at construction (so one sampler is still
+    reproducible within itself: ``draw_many(..., step=t)`` twice gives the same numbers)."""
 
     def __init__(self, distribution: str = "normal", seed: int | None = None):
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
         self.distribution = distribution
-        self._seq = np.random.SeedSequence(seed)
-        children = self._seq.spawn(3)  # the first two are what spawn(2) gave: same host streams
-        self._streams = [np.random.default_rng(s) for s in children[:2]]
-        self._device_key = int(children[2].generate_state(1, np.uint64)[0])
-        self._device_counter = 0
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(2, np.uint32).view(np.uint64)[0])
+        self.seed = int(seed)
         self._device: Any = None
 
-    def state(self) -> list[dict[str, Any]]:
-        """Bit-generator states and the device generator's position, for checkpoints (JSON-able)."""
-        return [g.bit_generator.state for g in self._streams] + [{"device_counter": self._device_counter}]
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records: the seed and distribution only (for a consistency check
+        on resume; the numbers need nothing else)."""
+        return {"version": STATE_VERSION, "seed": self.seed, "distribution": self.distribution}
 
-    def set_state(self, state: Sequence[dict[str, Any]]) -> None:
-        for g, s in zip(self._streams, state[:2]):
-            g.bit_generator.state = s
-        if len(state) > 2:
-            self._device_counter = int(state[2]["device_counter"])
-            if self._device is not None:
-                self._device.counter = self._device_counter
+    def set_state(self, state: Any) -> None:
+        """Accept a checkpoint's sampler state. The current format must name this sampler's
+        seed and distribution. Checkpoints from before counter-based tangents (a list of
+        bit-generator states) load too: their stream position has no meaning here, and the
+        directions after the resumed step come from ``(seed, step, param, direction)``."""
+        if isinstance(state, list):  # format 1: stream states; nothing to restore
+            return
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown sampler state {state!r}")
+        if int(state["seed"]) != self.seed or state["distribution"] != self.distribution:
+            raise ValueError(f"sampler state has seed {state['seed']} and distribution {state['distribution']!r}, "
+                             f"this sampler seed {self.seed} and {self.distribution!r}")
 
-    def draw_many(self, specs: Sequence[tuple[tuple[int, ...], Any]], xp: Any = np) -> list[Any]:
-        """One tangent per ``(shape, dtype)``, as arrays of namespace ``xp`` (NumPy or CuPy);
-        on CuPy all of them come from one kernel launch."""
+    def key(self, step: int, param: int, direction: int) -> int:
+        """The 64-bit key of one direction (``random.direction_key``)."""
+        return tg_random.direction_key(self.seed, step, param, direction)
+
+    def draw_many(self, specs: Sequence[tuple[tuple[int, ...], Any]], xp: Any = np, *,
+                  step: int, first_param: int = 0) -> list[Any]:
+        """The tangents of one step: spec ``p`` is ``((K,) + leaf shape, dtype)`` for parameter
+        leaf ``first_param + p``, row ``k`` its direction ``k``. Arrays of namespace ``xp``
+        (NumPy or CuPy; on CuPy all of them come from one kernel launch)."""
+        keys = [[self.key(step, first_param + p, k) for k in range(shape[0])] for p, (shape, _) in enumerate(specs)]
         if xp is np:
-            return [self.draw(shape, dtype) for shape, dtype in specs]
+            out = []
+            for (shape, dtype), ks in zip(specs, keys):
+                arr = np.empty(shape, np.dtype(dtype))
+                for k, key in enumerate(ks):
+                    tg_random.fill(self.distribution, key, arr[k])
+                out.append(arr)
+            return out
         if self._device is None:
             from .backends.cuda_random import DeviceSampler
 
-            self._device = DeviceSampler(xp, self._device_key, self._device_counter)
-        out = self._device.draw(self.distribution, [s for s, _ in specs], [d for _, d in specs])
-        self._device_counter = self._device.counter
-        return out
-
-    def draw(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        out = np.empty(shape, dtype)
-        flat = out.reshape(-1)
-        n = flat.size
-        if n >= _THREAD_THRESHOLD:
-            half = n // 2
-            parts = [(self._streams[0], flat[:half]), (self._streams[1], flat[half:])]
-            list(_executor().map(lambda p: self._fill(*p), parts))
-        else:
-            self._fill(self._streams[0], flat)
-        return out
-
-    def _fill(self, gen: np.random.Generator, out: np.ndarray) -> None:
-        if self.distribution == "normal":
-            if out.dtype in (np.float32, np.float64):
-                gen.standard_normal(out=out, dtype=out.dtype)
-            else:
-                out[...] = gen.standard_normal(out.size, dtype=np.float32)
-        else:
-            bits = np.unpackbits(np.frombuffer(gen.bytes((out.size + 7) // 8), np.uint8), count=out.size)
-            np.multiply(bits, 2, out=out, casting="unsafe")
-            out -= 1
+            self._device = DeviceSampler(xp)
+        return self._device.draw(self.distribution, keys, [s for s, _ in specs], [d for _, d in specs])
 
 
 def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
                  distribution: str = "normal", seed: int | None = None, backend: str = "numpy",
                  static_argnums: Sequence[int] = ()) -> Callable[..., tuple[Any, Any]]:
-    """Return ``g(*args) -> (value, grad_estimate)``: the forward-gradient estimate of the
-    gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed), averaged
-    over ``directions`` random tangents computed in one execution."""
+    """Return ``g(*args, step=None) -> (value, grad_estimate)``: the forward-gradient estimate
+    of the gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed),
+    averaged over ``directions`` random tangents computed in one execution.
+
+    The tangents of a call are those of ``(seed, step, leaf, direction)``; pass ``step``
+    (an int >= 0) to make a call reproducible on its own, e.g. on resuming a run. Without
+    it, call ``n`` of this estimator (0-based) uses step ``n``."""
     if int(directions) < 1:
         raise ValueError(f"directions must be >= 1, got {directions}")
     k = int(directions)
@@ -126,7 +112,14 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
 
-    def estimate(*args: Any) -> tuple[Any, Any]:
+    calls = [0]
+
+    def estimate(*args: Any, step: int | None = None) -> tuple[Any, Any]:
+        if step is None:
+            step = calls[0]
+        elif int(step) < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        calls[0] += 1
         for i in nums:
             if i >= len(args):
                 raise TypeError(f"argnums names argument {i}, but only {len(args)} were passed")
@@ -143,7 +136,7 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
                 specs.append(((k,) + tuple(np.shape(leaf)), dtype))
             trees.append((i, tree, len(leaves)))
         xp = _namespace(compiled, [args[i] for i in nums])
-        drawn = sampler.draw_many(specs, xp)
+        drawn = sampler.draw_many(specs, xp, step=int(step))
         vs_of: dict[int, tuple[list[Any], Any]] = {}
         start = 0
         for i, tree, count in trees:

@@ -54,50 +54,58 @@ def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
+    """Append the leaves of ``node`` to ``leaves`` and return its structure. A module-level
+    function, not a closure: a recursive closure is a reference cycle (function -> cell ->
+    function) that would keep ``leaves`` — the caller's arrays — alive until the cycle
+    collector runs."""
+    if node is None:
+        return _NONE
+    if isinstance(node, dict):
+        keys = tuple(sorted(node))
+        kids = tuple(_flatten_into(node[k], leaves) for k in keys)
+        return TreeDef("dict", kids, keys, sum(k.num_leaves for k in kids))
+    if _is_namedtuple(node):
+        kids = tuple(_flatten_into(c, leaves) for c in node)
+        return TreeDef("namedtuple", kids, (type(node),), sum(k.num_leaves for k in kids))
+    if isinstance(node, (tuple, list)):
+        kids = tuple(_flatten_into(c, leaves) for c in node)
+        kind = "tuple" if isinstance(node, tuple) else "list"
+        return TreeDef(kind, kids, (), sum(k.num_leaves for k in kids))
+    leaves.append(node)
+    return _LEAF
+
+
 def tree_flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     """Return the leaves of ``tree`` (depth first) and its structure."""
     leaves: list[Any] = []
-
-    def walk(node: Any) -> TreeDef:
-        if node is None:
-            return _NONE
-        if isinstance(node, dict):
-            keys = tuple(sorted(node))
-            kids = tuple(walk(node[k]) for k in keys)
-            return TreeDef("dict", kids, keys, sum(k.num_leaves for k in kids))
-        if _is_namedtuple(node):
-            kids = tuple(walk(c) for c in node)
-            return TreeDef("namedtuple", kids, (type(node),), sum(k.num_leaves for k in kids))
-        if isinstance(node, (tuple, list)):
-            kids = tuple(walk(c) for c in node)
-            kind = "tuple" if isinstance(node, tuple) else "list"
-            return TreeDef(kind, kids, (), sum(k.num_leaves for k in kids))
-        leaves.append(node)
-        return _LEAF
-
-    treedef = walk(tree)
+    treedef = _flatten_into(tree, leaves)
     return leaves, treedef
+
+
+def _build(td: TreeDef, it: Any) -> Any:
+    """Rebuild ``td`` taking leaves from iterator ``it`` (module level: no closure cycle)."""
+    if td.kind == "leaf":
+        return next(it)
+    if td.kind == "none":
+        return None
+    kids = [_build(c, it) for c in td.children]
+    if td.kind == "tuple":
+        return tuple(kids)
+    if td.kind == "list":
+        return kids
+    if td.kind == "dict":
+        return dict(zip(td.keys, kids))
+    return td.keys[0](*kids)
 
 
 def tree_unflatten(treedef: TreeDef, leaves: Any) -> Any:
     """Rebuild a pytree of structure ``treedef`` from ``leaves`` (an iterable)."""
     it = iter(leaves)
-
-    def build(td: TreeDef) -> Any:
-        if td.kind == "leaf":
-            return next(it)
-        if td.kind == "none":
-            return None
-        kids = [build(c) for c in td.children]
-        if td.kind == "tuple":
-            return tuple(kids)
-        if td.kind == "list":
-            return kids
-        if td.kind == "dict":
-            return dict(zip(td.keys, kids))
-        return td.keys[0](*kids)
-
-    out = build(treedef)
+    try:
+        out = _build(treedef, it)
+    except StopIteration:
+        raise ValueError(f"tree_unflatten: too few leaves for structure {treedef!r}") from None
     rest = list(it)
     if rest:
         raise ValueError(f"tree_unflatten: {len(rest)} leaves left over for structure {treedef!r}")

@@ -50,11 +50,11 @@ def test_integer_boolean_and_special_values(cp):
 
 
 def test_device_sampler_matches_its_reference(cp):
-    s = DeviceSampler(cp, key=2024)
-    (r,) = s.draw("rademacher", [(1000,)], [np.float32])
-    np.testing.assert_array_equal(cp.asnumpy(r), reference("rademacher", 2024, 0, 1000))
-    (z,) = s.draw("normal", [(1001,)], [np.float32])
-    np.testing.assert_allclose(cp.asnumpy(z), reference("normal", 2024, 1000, 1001), rtol=1e-5, atol=1e-5)
+    s = DeviceSampler(cp)
+    (r,) = s.draw("rademacher", [[2024]], [(1000,)], [np.float32])
+    np.testing.assert_array_equal(cp.asnumpy(r), reference("rademacher", 2024, 1000))
+    (z,) = s.draw("normal", [[2025, 2026]], [(2, 1001)], [np.float32])
+    np.testing.assert_allclose(cp.asnumpy(z[1]), reference("normal", 2026, 1001), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])

@@ -3,6 +3,12 @@
 Contract: an ``Optimizer`` is a pair of pure functions,
 ``init(params) -> state`` and ``update(grads, state, params) -> (new_params,
 new_state)``; nothing is mutated in place, so a step can be retried or replayed.
+``update_inplace`` is the same step done in place, for training loops that own
+their buffers: the parameters and the state's arrays are overwritten (``out=``)
+and returned, gradients are only read, and the temporaries live in a workspace
+kept by the optimizer (one or two arrays per parameter shape), so a steady-state
+step allocates no parameter-sized buffer. ``update`` is ``update_inplace`` on
+copies, so both give bit-identical numbers.
 ``state`` is a NamedTuple pytree whose leaves are arrays plus an integer
 ``step`` (the number of updates applied), so ``tree_flatten`` + ``np.savez``
 checkpoints it and ``tree_unflatten`` restores it.
@@ -51,6 +57,7 @@ class Optimizer:
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any], tuple[Any, Any]]
     hyperparams: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    update_inplace: Callable[[Any, Any, Any], tuple[Any, Any]] | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
@@ -95,6 +102,52 @@ def _zeros_like(p: Any) -> Any:
     return array_namespace(p).zeros_like(p)
 
 
+def _owned(p: Any, *others: Any) -> Any:
+    """``p`` as a writable array where the others live, itself when it already is one (the
+    in-place update writes into it), else a new array (a host parameter meeting device
+    gradients, a Python scalar, a read-only array)."""
+    xp = array_namespace(p, *others)
+    if xp is np and type(p) is np.ndarray:
+        return p if p.flags.writeable else p.copy()
+    if type(p).__module__.startswith("cupy") and xp is not np:
+        return p
+    return xp.array(p)  # a copy
+
+
+def _read(g: Any, p: Any) -> Any:
+    """Gradient ``g`` as an array of ``p``'s namespace and dtype (no copy when it is one)."""
+    return array_namespace(g, p).asarray(g, dtype=p.dtype)
+
+
+def _copy(x: Any) -> Any:
+    return array_namespace(x).array(x, copy=True) if hasattr(x, "dtype") else x
+
+
+class _Workspace:
+    """Temporaries of the in-place updates, kept across steps: one array per
+    ``(shape, dtype, namespace, slot)``, reused by every leaf of that shape."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, p: Any, slot: int) -> Any:
+        xp = array_namespace(p)
+        key = (p.shape, p.dtype.str, xp.__name__, slot)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = xp.empty(p.shape, p.dtype)
+        return buf
+
+
+def _functional(update_inplace: Callable[[Any, Any, Any], tuple[Any, Any]]) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+    """The pure ``update``: the in-place step on copies of the parameters and the state."""
+
+    def update(grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+        return update_inplace(grads, tree_map(_copy, state), tree_map(_copy, params))
+
+    return update
+
+
 def _check_nonneg(name: str, value: float) -> float:
     if not value >= 0.0:
         raise ValueError(f"{name} must be >= 0, got {value}")
@@ -115,21 +168,30 @@ def sgd(lr: LearningRate, weight_decay: float = 0.0) -> Optimizer:
     def init(params: Any) -> SGDState:
         return SGDState(0)
 
-    def update(grads: Any, state: SGDState, params: Any) -> tuple[Any, SGDState]:
+    ws = _Workspace()
+
+    def update_inplace(grads: Any, state: SGDState, params: Any) -> tuple[Any, SGDState]:
         step = int(state.step)
         lr_t = float(schedule(step))
         p_leaves, treedef = tree_flatten(params)
         g_leaves = _leaves(grads, treedef, "grads")
         out = []
         for p, g in zip(p_leaves, g_leaves):
-            p = _as_param(p, g)
-            g = _like(g, p)
-            if wd:
-                g = g + wd * p
-            out.append(_like(p - lr_t * g, p))
+            p = _owned(p, g)
+            g = _read(g, p)
+            xp, d = array_namespace(p), ws.get(p, 0)
+            if wd:  # g + wd * p
+                xp.multiply(p, wd, out=d)
+                d += g
+                d *= lr_t
+            else:
+                xp.multiply(g, lr_t, out=d)
+            p -= d
+            out.append(p)
         return tree_unflatten(treedef, out), SGDState(step + 1)
 
-    return Optimizer("sgd", init, update, {"lr": lr, "weight_decay": wd})
+    return Optimizer("sgd", init, _functional(update_inplace), {"lr": lr, "weight_decay": wd},
+                     update_inplace=update_inplace)
 
 
 def momentum(
@@ -147,7 +209,9 @@ def momentum(
     def init(params: Any) -> MomentumState:
         return MomentumState(0, tree_map(_zeros_like, params))
 
-    def update(grads: Any, state: MomentumState, params: Any) -> tuple[Any, MomentumState]:
+    ws = _Workspace()
+
+    def update_inplace(grads: Any, state: MomentumState, params: Any) -> tuple[Any, MomentumState]:
         step = int(state.step)
         lr_t = float(schedule(step))
         p_leaves, treedef = tree_flatten(params)
@@ -155,13 +219,24 @@ def momentum(
         v_leaves = _leaves(state.velocity, treedef, "momentum velocity")
         new_p, new_v = [], []
         for p, g, v in zip(p_leaves, g_leaves, v_leaves):
-            p = _as_param(p, g, v)
-            g, v = _like(g, p), _like(v, p)
-            if wd:
-                g = g + wd * p
-            v = _like(beta * v + g, p)
-            direction = g + beta * v if nesterov else v
-            new_p.append(_like(p - lr_t * direction, p))
+            p = _owned(p, g, v)
+            g, v = _read(g, p), _owned(_read(v, p))
+            xp, d = array_namespace(p), ws.get(p, 0)
+            if wd:  # g + wd * p, kept in a second buffer
+                g_wd = ws.get(p, 1)
+                xp.multiply(p, wd, out=g_wd)
+                g_wd += g
+                g = g_wd
+            v *= beta  # v <- beta * v + g
+            v += g
+            if nesterov:  # step g + beta * v
+                xp.multiply(v, beta, out=d)
+                d += g
+                d *= lr_t
+            else:
+                xp.multiply(v, lr_t, out=d)
+            p -= d
+            new_p.append(p)
             new_v.append(v)
         return (
             tree_unflatten(treedef, new_p),
@@ -171,8 +246,9 @@ def momentum(
     return Optimizer(
         "momentum",
         init,
-        update,
+        _functional(update_inplace),
         {"lr": lr, "beta": beta, "nesterov": nesterov, "weight_decay": wd},
+        update_inplace=update_inplace,
     )
 
 
@@ -200,7 +276,9 @@ def adam(
     def init(params: Any) -> AdamState:
         return AdamState(0, tree_map(_zeros_like, params), tree_map(_zeros_like, params))
 
-    def update(grads: Any, state: AdamState, params: Any) -> tuple[Any, AdamState]:
+    ws = _Workspace()
+
+    def update_inplace(grads: Any, state: AdamState, params: Any) -> tuple[Any, AdamState]:
         step = int(state.step)
         lr_t = float(schedule(step))
         t = step + 1
@@ -212,17 +290,32 @@ def adam(
         v_leaves = _leaves(state.nu, treedef, "adam nu")
         new_p, new_m, new_v = [], [], []
         for p, g, m, v in zip(p_leaves, g_leaves, m_leaves, v_leaves):
-            p = _as_param(p, g, m, v)
+            p = _owned(p, g, m, v)
             xp = array_namespace(p)
-            g, m, v = _like(g, p), _like(m, p), _like(v, p)
-            if wd and not decoupled:
-                g = g + wd * p
-            m = _like(b1 * m + (1.0 - b1) * g, p)
-            v = _like(b2 * v + (1.0 - b2) * (g * g), p)
-            direction = (m / bc1) / (xp.sqrt(v / bc2) + eps)
+            g, m, v = _read(g, p), _owned(_read(m, p)), _owned(_read(v, p))
+            s1, s2 = ws.get(p, 0), ws.get(p, 1)
+            if wd and not decoupled:  # g + wd * p, in s2 until the moments are updated
+                xp.multiply(p, wd, out=s2)
+                s2 += g
+                g = s2
+            m *= b1  # m <- b1 * m + (1 - b1) * g
+            xp.multiply(g, 1.0 - b1, out=s1)
+            m += s1
+            xp.multiply(g, g, out=s1)  # v <- b2 * v + (1 - b2) * (g * g)
+            s1 *= 1.0 - b2
+            v *= b2
+            v += s1
+            xp.divide(v, bc2, out=s1)  # direction (m / bc1) / (sqrt(v / bc2) + eps)
+            xp.sqrt(s1, out=s1)
+            s1 += eps
+            xp.divide(m, bc1, out=s2)
+            s2 /= s1
             if wd and decoupled:
-                direction = direction + wd * p
-            new_p.append(_like(p - lr_t * direction, p))
+                xp.multiply(p, wd, out=s1)
+                s2 += s1
+            s2 *= lr_t
+            p -= s2
+            new_p.append(p)
             new_m.append(m)
             new_v.append(v)
         return (
@@ -233,8 +326,9 @@ def adam(
     return Optimizer(
         "adam",
         init,
-        update,
+        _functional(update_inplace),
         {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": wd, "decoupled": decoupled},
+        update_inplace=update_inplace,
     )
 
 

@@ -154,7 +154,7 @@ class Checkpoint:
     train_time: float
     param_leaves: list[np.ndarray]
     opt_leaves: list[np.ndarray]
-    sampler_state: list[dict[str, Any]]
+    sampler_state: Any  # forward_grad.DirectionSampler.state(); a list in checkpoints before v2
     stream_state: dict[str, int]
     config: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)

@@ -298,6 +298,9 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.optimizer, float(cfg.lr), cfg.schedule,
                                         total_steps=self.total_steps,
                                         weight_decay=float(cfg.weight_decay))
+        # in place: the trainer owns params and optimizer state, so no parameter-sized buffer
+        # is allocated per step (same numbers as the functional update)
+        self._update = self.optimizer.update_inplace or self.optimizer.update
 
         loss = cross_entropy_loss(self.model.apply)
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
@@ -368,6 +371,9 @@ class Trainer:
             self.stream.load_state_dict(ck.stream_state)
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: unusable random-number or batch state ({exc})") from None
+        if isinstance(ck.sampler_state, list):
+            self._log(f"{path}: made before counter-based tangents; the directions after step {ck.step} "
+                      "come from (seed, step, leaf, direction) and differ from what that version would draw")
         self.step = ck.step
         self.train_time = ck.train_time
         self.history = MetricsHistory(r for r in ck.history if r["step"] <= ck.step)
@@ -548,12 +554,15 @@ class Trainer:
                         self._stop_for_signal(x, y)
                     t0 = time.perf_counter()
                     x, y = self.stream.next()
-                    loss, grads = self.estimate(self.params, x, y)
+                    if cfg.mode == "backprop":
+                        loss, grads = self.estimate(self.params, x, y)
+                    else:  # the tangents of (seed, step, leaf, direction): resumable without state
+                        loss, grads = self.estimate(self.params, x, y, step=self.step)
                     loss = float(loss)
                     reason = self.monitor.update(loss)
                     if reason is not None:
                         self._diverged(self.step + 1, loss, reason)
-                    self.params, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+                    self.params, self.opt_state = self._update(grads, self.opt_state, self.params)
                     dt = time.perf_counter() - t0
                     self.train_time += dt
                     if not first_step:
