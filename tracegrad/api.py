@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from .backends import Executable, get_backend
 from .errors import ArgumentTypeError, GradientError, TangentError
 from .ir import Aval, Graph
+from .tracing.effects import check_arguments_unchanged, check_leaks, no_random_draws
 from .tracing.tracer import GraphBuilder, Tracer
 from .transforms import jvp_graph, optimize, vjp_graph
 from .tree import TreeDef, tree_flatten, tree_unflatten
@@ -152,19 +154,31 @@ class Compiled:
         return names
 
     # -- tracing ---------------------------------------------------------------------
-    def _trace(self, treedef: TreeDef, avals: tuple[Aval, ...], static: tuple, nargs: int) -> tuple[Graph, TreeDef]:
+    def _trace(self, treedef: TreeDef, avals: tuple[Aval, ...], static: tuple, nargs: int,
+               mutable: Sequence[bool] | None = None) -> tuple[Graph, TreeDef]:
         name = getattr(self.fn, "__name__", "f")
         builder = GraphBuilder(name if name.isidentifier() else "f")
+        builder.tracked = weakref.WeakSet()
         names = self._leaf_names(treedef, nargs)
-        tracers = [builder.new_input(a, n) for a, n in zip(avals, names)]
+        if mutable is None:
+            mutable = [not a.weak for a in avals]
+        tracers = [builder.new_input(a, n, mutable=m) for a, n, m in zip(avals, names, mutable)]
         dynamic = tree_unflatten(treedef, tracers)
-        out = self.fn(*self._merge(dynamic, static))
-        out_leaves, out_tree = tree_flatten(out)
-        for j, leaf in enumerate(out_leaves):
-            if not isinstance(leaf, Tracer | np.ndarray | np.generic | bool | int | float):
-                raise ArgumentTypeError(f"{name} returned a {type(leaf).__name__} (output leaf {j}); "
-                                        "compiled functions must return arrays or pytrees of arrays")
-        return builder.build(out_leaves), out_tree
+        try:
+            with no_random_draws(self.fn, name):
+                out = self.fn(*self._merge(dynamic, static))
+            check_arguments_unchanged(dynamic, tracers, name)
+            out_leaves, out_tree = tree_flatten(out)
+            for j, leaf in enumerate(out_leaves):
+                if not isinstance(leaf, Tracer | np.ndarray | np.generic | bool | int | float):
+                    raise ArgumentTypeError(f"{name} returned a {type(leaf).__name__} (output leaf {j}); "
+                                            "compiled functions must return arrays or pytrees of arrays")
+            graph = builder.build(out_leaves)
+            del out
+            check_leaks(builder, [*tracers, *out_leaves])
+        finally:
+            builder.finished = True
+        return graph, out_tree
 
     def _entry(self, args: tuple, mode: tuple) -> tuple[_Entry, list[Any]]:
         leaves, treedef, sig, static = self._signature(args)
@@ -172,7 +186,9 @@ class Compiled:
         entry = self._cache.get(key)
         if entry is None:
             leaves, treedef, avals, static = self._avals(args)
-            primal, out_tree = self._trace(treedef, avals, static, len(args))
+            mutable = [isinstance(x, np.ndarray) or (not isinstance(x, np.generic) and not a.weak)
+                       for x, a in zip(leaves, avals)]  # scalars are immutable: `s += 1` rebinds
+            primal, out_tree = self._trace(treedef, avals, static, len(args), mutable)
             if mode[0] == "primal":
                 graph = optimize(primal)
                 out_float = [a.aval.is_float for a in primal.outputs]
