@@ -107,7 +107,6 @@ def _reachable_generators(fn: Any) -> list[Any]:
         if isinstance(obj, functools.partial):
             visit(obj.func, depth + 1)
             return
-        code = getattr(obj, "__code__", None)
         self_ = getattr(obj, "__self__", None)
         if self_ is not None and not isinstance(self_, type(np)):
             for v in getattr(self_, "__dict__", {}).values():
@@ -118,7 +117,7 @@ def _reachable_generators(fn: Any) -> list[Any]:
             if depth == 0 and callable(obj) and hasattr(obj, "__dict__"):  # a callable object
                 for v in vars(obj).values():
                     visit(v, depth + 1)
-                call = getattr(type(obj), "__call__", None)
+                call = vars(type(obj)).get("__call__")
                 if call is not None and hasattr(call, "__code__"):
                     visit(call.__get__(obj), depth + 1)
             return

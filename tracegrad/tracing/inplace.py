@@ -78,7 +78,7 @@ def _unit_reshape(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 def rederivable(view_tracer: Tracer) -> bool:
     """Whether an op-made view is a view in NumPy whatever the memory layout of its base."""
-    _, base, _, prim, params = view_tracer._view  # type: ignore[misc]
+    _, base, _, prim, _ = view_tracer._view  # type: ignore[misc]
     if prim.name in ("transpose", "broadcast_to"):
         return True
     return prim.name == "reshape" and _unit_reshape(base.shape, view_tracer.shape)

@@ -113,7 +113,8 @@ class GraphBuilder:
         return tracers if multiple else tracers[0]
 
     def build(self, outputs: list[Any]) -> Graph:
-        return Graph(list(self.inputs), list(self.nodes), [self.atom(o) for o in outputs],
+        outs = [self.atom(o) for o in outputs]  # first: reading a view may record its re-read
+        return Graph(list(self.inputs), list(self.nodes), outs,
                      name=self.name, input_kinds=list(self.input_kinds))
 
 
