@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from .backends import Executable, get_backend
-from .errors import ArgumentTypeError, GradientError, TangentError
+from .errors import ArgumentTypeError, GradientError, TangentError, TracegradError
 from .ir import Aval, Graph
-from .tracing.effects import check_arguments_unchanged, check_leaks, no_random_draws
-from .tracing.tracer import GraphBuilder, Tracer
+from .tracing.effects import check_arguments_unchanged, check_leaks, no_random_draws, user_frame_source
+from .tracing.source import _is_internal
+from .tracing.tracer import MAX_RANK, GraphBuilder, Tracer
 from .transforms import jvp_graph, optimize, vjp_graph
 from .tree import TreeDef, tree_flatten, tree_unflatten
 
@@ -33,6 +34,10 @@ __all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]
 
 def _leaf_aval(x: Any, where: str) -> Aval:
     if isinstance(x, np.ndarray):
+        if x.ndim > MAX_RANK:
+            raise ArgumentTypeError(f"{where} has rank {x.ndim}; tracegrad supports arrays of rank up to "
+                                    f"{MAX_RANK} (NumPy's broadcasting helpers stop there)",
+                                    hint="merge axes with reshape before the call")
         if x.dtype.kind not in "biufc":
             raise ArgumentTypeError(f"{where} is an array of dtype {x.dtype}; only numeric arrays can be traced")
         return Aval(x.shape, x.dtype)
@@ -83,19 +88,58 @@ class _Entry:
 class Compiled:
     """A function compiled by ``tracegrad.compile``."""
 
-    def __init__(self, fn: Callable[..., Any], backend: str = "numpy", static_argnums: Sequence[int] = ()):
+    def __init__(self, fn: Callable[..., Any], backend: str = "numpy", static_argnums: Sequence[int] = (),
+                 static_argnames: Sequence[str] = ()):
         if not callable(fn):
             raise TypeError(f"tracegrad.compile expects a function, got {type(fn).__name__}")
         self.fn = fn
         self.backend = backend
-        self.static_argnums = tuple(sorted(int(i) for i in static_argnums))
         self._backend = get_backend(backend)
         self._cache: dict[Any, _Entry] = {}
+        self._keyword_variants: dict[Any, Compiled] = {}
         try:
-            self._arg_names = list(inspect.signature(fn).parameters)
+            params = inspect.signature(fn).parameters
+            self._arg_names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         except (TypeError, ValueError):
             self._arg_names = []
+        names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+        nums = set(int(i) for i in static_argnums)
+        # like jax.jit: a static parameter is static whether it is passed by position or by name
+        self._named_positions = {self._arg_names.index(n) for n in names if n in self._arg_names} - nums
+        nums.update(self._named_positions)
+        names += tuple(self._arg_names[i] for i in nums if i < len(self._arg_names))
+        self.static_argnums = tuple(sorted(nums))
+        self.static_argnames = tuple(dict.fromkeys(names))
         functools.update_wrapper(self, fn)
+
+    # -- keyword arguments ---------------------------------------------------------------
+    def _with_keywords(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Compiled, tuple]:
+        """A positional-only variant for this set of keyword names (cached), and its arguments:
+        keyword arguments named in ``static_argnames`` are static (hashable, part of the cache
+        key); the others are traced like positional ones, after them."""
+        static = tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames))
+        for k, v in static:
+            try:
+                hash(v)
+            except TypeError:
+                raise ArgumentTypeError(f"static argument {k} of type {type(v).__name__} is not hashable",
+                                        hint="pass a tuple instead of a list, or make it a traced argument") from None
+        dynamic = tuple(sorted(k for k in kwargs if k not in self.static_argnames))
+        n = len(args)
+        key = (n, dynamic, static)
+        variant = self._keyword_variants.get(key)
+        if variant is None:
+            fn, fixed = self.fn, dict(static)
+
+            def call_with_keywords(*a: Any) -> Any:
+                return fn(*a[:n], **dict(zip(dynamic, a[n:])), **fixed)
+
+            call_with_keywords.__name__ = getattr(fn, "__name__", "f")
+            call_with_keywords.__wrapped__ = fn  # type: ignore[attr-defined]
+            variant = Compiled(call_with_keywords, self.backend, [i for i in self.static_argnums if i < n])
+            variant._arg_names = [self._arg_name(i) for i in range(n)] + list(dynamic)
+            self._keyword_variants[key] = variant
+        return variant, args + tuple(kwargs[k] for k in dynamic)
 
     # -- signatures ----------------------------------------------------------------
     def _arg_name(self, i: int) -> str:
@@ -103,10 +147,10 @@ class Compiled:
 
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
         for i in self.static_argnums:
-            if i >= len(args):
+            if i >= len(args) and i not in self._named_positions:
                 raise TypeError(f"static_argnums names argument {i}, but only {len(args)} were passed")
         dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
-        static = tuple(args[i] for i in self.static_argnums)
+        static = tuple(args[i] for i in self.static_argnums if i < len(args))
         for i, s in zip(self.static_argnums, static):
             try:
                 hash(s)
@@ -166,7 +210,13 @@ class Compiled:
         dynamic = tree_unflatten(treedef, tracers)
         try:
             with no_random_draws(self.fn, name):
-                out = self.fn(*self._merge(dynamic, static))
+                try:
+                    out = self.fn(*self._merge(dynamic, static))
+                except (AttributeError, TypeError, IndexError) as err:
+                    if isinstance(err, TracegradError):
+                        raise
+                    self._explain_lists(treedef, nargs, err)
+                    raise
             check_arguments_unchanged(dynamic, tracers, name)
             out_leaves, out_tree = tree_flatten(out)
             for j, leaf in enumerate(out_leaves):
@@ -179,6 +229,22 @@ class Compiled:
         finally:
             builder.finished = True
         return graph, out_tree
+
+    def _explain_lists(self, treedef: TreeDef, nargs: int, err: Exception) -> None:
+        """A Python list argument is a pytree of separate scalars, not an array: when the
+        function then fails the way an array would not (``x.shape``, ``x @ w``), say so."""
+        for pos, child in zip(self._dynamic_positions(nargs), treedef.children):
+            if child.kind == "list" and child.children and all(c.kind == "leaf" for c in child.children):
+                tb, source = err.__traceback__, None
+                while tb is not None:
+                    if not _is_internal(tb.tb_frame.f_code.co_filename):
+                        source = user_frame_source(tb.tb_frame)
+                    tb = tb.tb_next
+                raise ArgumentTypeError(
+                    f"argument {self._arg_name(pos)} is a Python list of {len(child.children)} numbers; compiled "
+                    f"functions trace a list as a list of separate scalars, not as an array "
+                    f"({type(err).__name__}: {err})",
+                    source=source, hint=f"pass np.asarray({self._arg_name(pos)}) instead of the list") from err
 
     def _entry(self, args: tuple, mode: tuple) -> tuple[_Entry, list[Any]]:
         leaves, treedef, sig, static = self._signature(args)
@@ -205,7 +271,10 @@ class Compiled:
         return entry, leaves
 
     # -- running ---------------------------------------------------------------------
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            variant, args = self._with_keywords(args, kwargs)
+            return variant(*args)
         entry, leaves = self._entry(args, ("primal",))
         outs = entry.executable(*leaves)
         return tree_unflatten(entry.out_tree, outs)
@@ -215,6 +284,7 @@ class Compiled:
 
         With ``batched=True`` every given tangent has a leading axis of K directions and
         each tangent output gets the same leading axis."""
+        _check_tuples(primals, tangents)
         primals, tangents = tuple(primals), tuple(tangents)
         if len(primals) != len(tangents):
             raise TangentError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents",
@@ -325,7 +395,16 @@ class Compiled:
         return self._entry(args, mode)[0].executable.source
 
     def cache_size(self) -> int:
-        return len(self._cache)
+        return len(self._cache) + sum(v.cache_size() for v in self._keyword_variants.values())
+
+
+def _check_tuples(primals: Any, tangents: Any) -> None:
+    for what, value in (("primals", primals), ("tangents", tangents)):
+        if not isinstance(value, tuple | list):
+            raise TangentError(
+                f"jvp: {what} must be a tuple (one entry per argument of the function), got "
+                f"{type(value).__name__}" + (f" of shape {value.shape}" if hasattr(value, "shape") else ""),
+                hint="for one argument write tg.jvp(f, (x,), (v,))")
 
 
 def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
@@ -393,19 +472,24 @@ def _check_tangents(primals: Sequence[Any], tangents: Sequence[Any], names: Call
 
 
 def compile(fn: Callable[..., Any] | None = None, *, backend: str = "numpy",
-            static_argnums: Sequence[int] | int = ()) -> Any:
-    """Compile ``fn`` (NumPy-style code) with tracegrad; usable as ``@compile`` or ``@compile(...)``."""
+            static_argnums: Sequence[int] | int = (), static_argnames: Sequence[str] | str = ()) -> Any:
+    """Compile ``fn`` (NumPy-style code) with tracegrad; usable as ``@compile`` or ``@compile(...)``.
+
+    As with ``jax.jit``, ``static_argnums``/``static_argnames`` name arguments that are
+    Python values (flags, sizes) rather than arrays: each value gets its own compilation.
+    Keyword arguments not named static are traced like positional ones."""
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if fn is None:
-        return lambda f: Compiled(f, backend, static_argnums)
-    return Compiled(fn, backend, static_argnums)
+        return lambda f: Compiled(f, backend, static_argnums, static_argnames)
+    return Compiled(fn, backend, static_argnums, static_argnames)
 
 
 def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
     """Like ``jax.jvp``: ``(fn(*primals), d/dt fn(primals + t * tangents))`` in one execution.
 
     A tangent of ``None`` (for a whole argument or any subtree) marks a constant."""
+    _check_tuples(primals, tangents)
     compiled = fn if isinstance(fn, Compiled) else _compiled_for(fn)
     return compiled.jvp(primals, tangents)
 

@@ -21,6 +21,7 @@ from ..errors import (
     ConcretizationError,
     ControlFlowError,
     DTypeError,
+    ShapeError,
     TraceError,
     TracegradError,
     UnsupportedOperationError,
@@ -28,7 +29,9 @@ from ..errors import (
 from ..ir import Aval, Graph, Literal, Node, Primitive, SourceInfo, Var
 from .source import user_source
 
-__all__ = ["GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
+__all__ = ["MAX_RANK", "GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
+
+MAX_RANK = 32  # NumPy's nditer-based helpers (np.broadcast, ...) support at most 32 dimensions
 
 
 def aval_of(x: Any) -> Aval:
@@ -107,6 +110,11 @@ class GraphBuilder:
                  out_avals: Any, source: SourceInfo | None) -> Any:
         multiple = prim.multiple_results
         avals = tuple(out_avals) if multiple else (out_avals,)
+        for a in avals:
+            if len(a.shape) > MAX_RANK:
+                raise ShapeError(f"{prim.name} would make an array of rank {len(a.shape)}; tracegrad supports "
+                                 f"arrays of rank up to {MAX_RANK} (NumPy's broadcasting helpers stop there)",
+                                 source=source, hint="merge axes with reshape")
         outs = tuple(Var(a) for a in avals)
         self.nodes.append(Node(prim, tuple(atoms), outs, params, source))
         tracers = [Tracer(self, v) for v in outs]
@@ -397,6 +405,12 @@ class Tracer:
     def __or__(self, o): return _tnp().logical_or(self, o)
     def __ror__(self, o): return _tnp().logical_or(o, self)
     def __invert__(self): return _tnp().logical_not(self)
+    def __mod__(self, o): return _optional_op("remainder", "%")(self, o)
+    def __rmod__(self, o): return _optional_op("remainder", "%")(o, self)
+    def __floordiv__(self, o): return _optional_op("floor_divide", "//")(self, o)
+    def __rfloordiv__(self, o): return _optional_op("floor_divide", "//")(o, self)
+    def __divmod__(self, o): return self // o, self % o
+    def __rdivmod__(self, o): return o // self, o % self
 
     # In-place operators modify this one object (every name bound to it sees the change),
     # compute in the promoted dtype and cast back with NumPy's same_kind rule.
@@ -408,6 +422,8 @@ class Tracer:
     def __imatmul__(self, o): return self._inplace("@=", _tnp().matmul, o)
     def __iand__(self, o): return self._inplace("&=", _tnp().logical_and, o)
     def __ior__(self, o): return self._inplace("|=", _tnp().logical_or, o)
+    def __imod__(self, o): return self._inplace("%=", _optional_op("remainder", "%"), o)
+    def __ifloordiv__(self, o): return self._inplace("//=", _optional_op("floor_divide", "//"), o)
 
     def _inplace(self, op: str, fn: Any, other: Any) -> Any:
         if self._builder.finished:
@@ -514,6 +530,16 @@ class Tracer:
         return _tnp().clip(self, a_min, a_max)
     def dot(self, other: Any) -> Tracer: return _tnp().dot(self, other)
     def copy(self) -> Tracer: return self._fresh()
+
+
+def _optional_op(name: str, symbol: str) -> Any:
+    """``tracegrad.numpy.<name>`` when that operation exists, else a clear error."""
+    fn = getattr(_tnp(), name, None)
+    if fn is None:
+        raise UnsupportedOperationError(f"the {symbol} operator (np.{name}) is not supported on traced values yet",
+                                        source=user_source(),
+                                        hint="write it with supported operations, e.g. a - b * np.floor(a / b)")
+    return fn
 
 
 def _is_int(i: Any) -> bool:
