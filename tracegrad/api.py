@@ -23,7 +23,12 @@ import numpy as np
 from .backends import Executable, get_backend
 from .errors import ArgumentTypeError, GradientError, TangentError, TracegradError
 from .ir import Aval, Graph
-from .tracing.effects import check_arguments_unchanged, check_leaks, no_random_draws, user_frame_source
+from .tracing.effects import (
+    check_arguments_unchanged,
+    check_leaks,
+    no_random_draws,
+    user_frame_source,
+)
 from .tracing.source import _is_internal
 from .tracing.tracer import MAX_RANK, GraphBuilder, Tracer
 from .transforms import jvp_graph, optimize, vjp_graph
@@ -103,7 +108,7 @@ class Compiled:
         except (TypeError, ValueError):
             self._arg_names = []
         names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
-        nums = set(int(i) for i in static_argnums)
+        nums = {int(i) for i in static_argnums}
         # like jax.jit: a static parameter is static whether it is passed by position or by name
         self._named_positions = {self._arg_names.index(n) for n in names if n in self._arg_names} - nums
         nums.update(self._named_positions)
