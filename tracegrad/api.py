@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import Executable, get_backend
 from .errors import ArgumentTypeError, GradientError, TangentError, TracegradError
-from .ir import Aval, Graph
+from .ir import Aval, Graph, Var
 from .tracing.effects import (
     check_arguments_unchanged,
     check_leaks,
@@ -32,7 +32,7 @@ from .tracing.effects import (
 from .tracing.source import _is_internal
 from .tracing.tracer import MAX_RANK, GraphBuilder, Tracer
 from .transforms import jvp_graph, optimize, vjp_graph
-from .tree import TreeDef, tree_flatten, tree_unflatten
+from .tree import TreeDef, tree_flatten, tree_map, tree_unflatten
 
 __all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]
 
@@ -266,6 +266,13 @@ class Compiled:
             elif mode[0] == "vjp":
                 graph = optimize(vjp_graph(primal, mode[1]))
                 out_float = [a.aval.is_float for a in primal.outputs]
+            elif mode[0] == "vjp_ct":  # cotangent inputs, one per float output, after the primal ones
+                graph = optimize(vjp_graph(primal, mode[1], cotangent_inputs=True))
+                out_float = [isinstance(a, Var) and a.aval.is_float for a in primal.outputs]  # which get one
+            elif mode[0] == "hessian":  # forward over reverse: the JVP of the gradient graph
+                _, mask, batch = mode
+                fused, out_float = jvp_graph(vjp_graph(primal, mask), mask, batch)
+                graph = optimize(fused)
             else:
                 _, mask, batch = mode
                 fused, out_float = jvp_graph(primal, mask, batch)
@@ -326,6 +333,39 @@ class Compiled:
                  for start, td in (spans[i] for i in nums)]
         value = tree_unflatten(entry.out_tree, outs[:n])
         return value, grads[0] if isinstance(argnums, int) else tuple(grads)
+
+    def vjp(self, args: Sequence[Any], cotangents: Callable[[list[Aval | None]], list[Any]],
+            argnums: int | Sequence[int] = 0) -> tuple[list[Any], TreeDef, list[Any]]:
+        """Vector-Jacobian products in one execution. ``cotangents(avals)`` gets one entry per
+        output leaf: its aval where the output takes a cotangent (a computed float), else
+        None; it returns the cotangents of the former, in order. Returns the flat outputs,
+        their structure and the products, one pytree per entry of ``argnums``."""
+        args = tuple(args)
+        leaves, treedef, _, _ = self._signature(args)
+        nums, mask, spans = self._grad_mask(args, leaves, treedef, argnums)
+        entry, leaves = self._entry(args, ("vjp_ct", mask))
+        n = len(entry.out_float)
+        avals = [a.aval for a in entry.graph.outputs[:n]]
+        seeds = cotangents([a if f else None for a, f in zip(avals, entry.out_float)])
+        outs = entry.executable(*leaves, *seeds)
+        where = {leaf: k for k, leaf in enumerate(i for i, m in enumerate(mask) if m)}
+        grads = [tree_unflatten(td, [outs[n + where[j]] for j in range(start, start + td.num_leaves)])
+                 for start, td in (spans[i] for i in nums)]
+        return list(outs[:n]), entry.out_tree, grads
+
+    def hessian_blocks(self, args: Sequence[Any], argnums: int | Sequence[int], directions: list[Any]) -> tuple[Any, list[Any]]:
+        """The value and, for each differentiated leaf, the derivative of its gradient along
+        ``directions`` (one tangent per differentiated leaf, K directions on a leading axis)."""
+        args = tuple(args)
+        leaves, treedef, _, _ = self._signature(args)
+        _, mask, _ = self._grad_mask(args, leaves, treedef, argnums)
+        batch = (int(np.shape(directions[0])[0]),)
+        entry, leaves = self._entry(args, ("hessian", mask, batch))
+        outs = entry.executable(*leaves, *directions)
+        n_grad = len(entry.out_float)  # value, then one gradient per differentiated leaf
+        it = iter(outs[n_grad:])
+        tangents = [next(it) if f else None for f in entry.out_float]
+        return outs[0], tangents[1:]
 
     def _grad_mask(self, args: tuple, leaves: list[Any], treedef: TreeDef,
                    argnums: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[bool, ...], dict[int, tuple]]:
@@ -428,6 +468,11 @@ def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
         if not isinstance(tangent, list | tuple) or len(tangent) != len(primal):
             raise TangentError(f"tangent for {where} must be a {type(primal).__name__} of length {len(primal)}")
         return [x for i, (p, t) in enumerate(zip(primal, tangent)) for x in _match_tangent(p, t, f"{where}[{i}]")]
+    if p_tree.kind == "custom":  # a registered class: the tangent is an instance of the same structure
+        t_leaves, t_tree = tree_flatten(tangent)
+        if t_tree != p_tree:
+            raise TangentError(f"tangent for {where} must have the structure {p_tree!r}, got {t_tree!r}")
+        return t_leaves
     return [None] * len(p_leaves)
 
 
@@ -510,33 +555,77 @@ def _check_argnums(argnums: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in nums)
 
 
-def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend: str = "numpy",
-                   static_argnums: Sequence[int] | int = ()) -> Callable[..., tuple[Any, Any]]:
+def with_aux(fn: Callable[..., Any], who: str) -> Callable[..., Any]:
+    """``fn`` returning ``(value, aux)``, checked, with ``aux`` excluded from differentiation
+    (as in JAX: aux is carried along, never differentiated)."""
+    from .numpy import stop_gradient
+
+    name = getattr(fn, "__name__", "f")
+
+    def split_aux(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise GradientError(f"{who}(..., has_aux=True) needs a function returning a pair (value, aux); "
+                                f"{name} returned {type(out).__name__}"
+                                + (f" of length {len(out)}" if isinstance(out, tuple | list) else ""),
+                                hint="return value, aux (aux may be any pytree, e.g. a dict of metrics)")
+        value, aux = out
+        if len(tree_flatten(value)[0]) != 1:
+            raise GradientError(f"{who}(..., has_aux=True): the value {name} returns must be one scalar array",
+                                hint="return loss, aux with loss a scalar")
+        return value, tree_map(stop_gradient, aux)
+
+    split_aux.__name__ = name
+    split_aux.__wrapped__ = fn  # type: ignore[attr-defined]
+    return split_aux
+
+
+def _aux_seeds(avals: list[Aval | None]) -> list[Any]:
+    """Cotangents seeding reverse mode from the value (output 0) alone."""
+    if not avals or avals[0] is None or avals[0].shape != ():
+        raise GradientError("gradients need a function whose value (the first of value, aux) is a computed "
+                            "scalar float", hint="reduce the value to a scalar, e.g. np.mean(loss)")
+    return [np.ones((), avals[0].dtype)] + [np.zeros(a.shape, a.dtype) for a in avals[1:] if a is not None]
+
+
+def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
+                   backend: str = "numpy", static_argnums: Sequence[int] | int = ()) -> Callable[..., tuple[Any, Any]]:
     """Like ``jax.value_and_grad``: ``g(*args) -> (fn(*args), ∇fn)`` by reverse mode, for a
     ``fn`` returning a scalar float. The gradient has the pytree structure of
     ``args[argnums]`` (a tuple of such when ``argnums`` is a tuple); value and gradient come
-    from one execution of one compiled graph, cached per input signature."""
+    from one execution of one compiled graph, cached per input signature. With
+    ``has_aux=True`` ``fn`` returns ``(value, aux)`` and ``g`` returns ``((value, aux), ∇value)``."""
     _check_argnums(argnums)
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
-    compiled = fn if isinstance(fn, Compiled) else Compiled(fn, backend, static_argnums)
+    if has_aux:
+        inner = fn.fn if isinstance(fn, Compiled) else fn
+        compiled = Compiled(with_aux(inner, "value_and_grad"), backend, static_argnums)
+    else:
+        compiled = fn if isinstance(fn, Compiled) else Compiled(fn, backend, static_argnums)
 
-    def value_and_grad_fn(*args: Any) -> tuple[Any, Any]:
-        return compiled.value_and_grad(*args, argnums=argnums)
+    def value_and_grad_fn(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        target, call_args = compiled._with_keywords(args, kwargs) if kwargs else (compiled, args)
+        if not has_aux:
+            return target.value_and_grad(*call_args, argnums=argnums)
+        outs, out_tree, grads = target.vjp(call_args, _aux_seeds, argnums)
+        value_aux = tree_unflatten(out_tree, outs)
+        return value_aux, grads[0] if isinstance(argnums, int) else tuple(grads)
 
     value_and_grad_fn.compiled = compiled  # type: ignore[attr-defined]
     value_and_grad_fn.__name__ = f"value_and_grad_{getattr(fn, '__name__', 'f')}"
     return value_and_grad_fn
 
 
-def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend: str = "numpy",
-         static_argnums: Sequence[int] | int = ()) -> Callable[..., Any]:
+def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
+         backend: str = "numpy", static_argnums: Sequence[int] | int = ()) -> Callable[..., Any]:
     """Like ``jax.grad``: ``g(*args) -> ∇fn`` with respect to ``args[argnums]`` (reverse mode);
-    see ``value_and_grad``."""
-    vg = value_and_grad(fn, argnums, backend=backend, static_argnums=static_argnums)
+    with ``has_aux=True``, ``g(*args) -> (∇value, aux)``. See ``value_and_grad``."""
+    vg = value_and_grad(fn, argnums, has_aux=has_aux, backend=backend, static_argnums=static_argnums)
 
-    def grad_fn(*args: Any) -> Any:
-        return vg(*args)[1]
+    def grad_fn(*args: Any, **kwargs: Any) -> Any:
+        value, g = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
 
     grad_fn.compiled = vg.compiled  # type: ignore[attr-defined]
     grad_fn.__name__ = f"grad_{getattr(fn, '__name__', 'f')}"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import Compiled, compile
+from .api import Compiled, compile, with_aux
 from .errors import TangentError
 from .optim.optimizers import array_namespace
 from .tree import tree_flatten, tree_unflatten
@@ -114,14 +114,19 @@ class DirectionSampler:
 
 def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
                  distribution: str = "normal", seed: int | None = None, backend: str = "numpy",
-                 static_argnums: Sequence[int] = ()) -> Callable[..., tuple[Any, Any]]:
+                 static_argnums: Sequence[int] = (), has_aux: bool = False) -> Callable[..., tuple[Any, Any]]:
     """Return ``g(*args) -> (value, grad_estimate)``: the forward-gradient estimate of the
     gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed), averaged
-    over ``directions`` random tangents computed in one execution."""
+    over ``directions`` random tangents computed in one execution. With ``has_aux=True``
+    ``fn`` returns ``(value, aux)`` and ``g`` returns ``((value, aux), grad_estimate)``."""
     if int(directions) < 1:
         raise ValueError(f"directions must be >= 1, got {directions}")
     k = int(directions)
-    compiled = fn if isinstance(fn, Compiled) else compile(fn, backend=backend, static_argnums=static_argnums)
+    if has_aux:
+        inner = fn.fn if isinstance(fn, Compiled) else fn
+        compiled = compile(with_aux(inner, "forward_grad"), backend=backend, static_argnums=static_argnums)
+    else:
+        compiled = fn if isinstance(fn, Compiled) else compile(fn, backend=backend, static_argnums=static_argnums)
     sampler = DirectionSampler(distribution, seed)
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
@@ -151,6 +156,8 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             tangents[i] = tree_unflatten(tree, vs_of[i][0])
             start += count
         value, jv = compiled.jvp(tuple(args), tuple(tangents), batched=True)
+        if has_aux:
+            (value, aux), jv = value, jv[0]
         if np.ndim(value) != 0 or jv is None:
             raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
                                hint="reduce the output, e.g. return np.mean(loss)")
@@ -162,7 +169,7 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             else:
                 g = [xp.tensordot(jv, v, axes=1) / k for v in vs]
             grads.append(tree_unflatten(tree, g))
-        return value, grads[0] if single else tuple(grads)
+        return (value, aux) if has_aux else value, grads[0] if single else tuple(grads)
 
     estimate.sampler = sampler  # type: ignore[attr-defined]
     estimate.namespace = lambda *args: _namespace(compiled, [args[i] for i in nums])  # type: ignore[attr-defined]
