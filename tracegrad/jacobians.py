@@ -133,7 +133,7 @@ def jacrev(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend:
             rows: list[list[list[np.ndarray]]] = [[[] for _ in arrays] for _, _, arrays in ins]
             if aval is not None:
                 for e in range(o.size):
-                    def one_hot(av: list[Aval | None], e: int = e) -> list[Any]:
+                    def one_hot(av: list[Aval | None], e: int = e, o_index: int = o_index) -> list[Any]:
                         seeds = []
                         for j, a in enumerate(av):
                             if a is None:
