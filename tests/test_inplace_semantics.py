@@ -290,3 +290,26 @@ def test_bad_assignments_name_the_line():
 
     with pytest.raises(errors.UnsupportedOperationError, match="depends on the data"):
         tg.compile(h)(np.ones(3), np.array([True, False, True]))
+
+
+def test_preallocated_outputs_and_masked_boxes():
+    def rnn(xs, w):
+        hs = np.zeros_like(xs)  # a traced array: traced rows can be assigned into it
+        h = np.zeros(xs.shape[1])
+        for t in range(xs.shape[0]):
+            h = np.tanh(xs[t] + h @ w)
+            hs[t] = h
+        return hs
+
+    def box(x):
+        y = x * 1.0
+        y[y[:, 0] > 0, 1:] = -1.0  # a traced row mask with a slice
+        return y
+
+    args = [_x(3, 2), _x(2, 2)]
+    np.testing.assert_allclose(tg.compile(rnn)(*args), rnn(*args), rtol=1e-12)
+    check_jvp(rnn, args)
+    check_grad(lambda xs, w: np.sum(rnn(xs, w) ** 2), args, (0, 1))
+    x = _x(4, 3)
+    np.testing.assert_array_equal(tg.compile(box)(x), box(x))
+    check_grad(lambda x: np.sum(np.sin(box(x))), [x])

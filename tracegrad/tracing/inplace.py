@@ -28,7 +28,7 @@ from ..errors import DTypeError, ShapeError, UnsupportedOperationError
 from .source import user_source
 from .tracer import Tracer, aval_of
 
-__all__ = ["fit_inplace", "is_basic_index", "rederivable", "set_index", "write_through"]
+__all__ = ["fit_inplace", "is_basic_index", "rederivable", "set_index", "traced_like", "write_through"]
 
 _MAX_TRACED_WRITES = 4096  # pairwise duplicate check for traced index arrays: n*n booleans
 
@@ -86,9 +86,9 @@ def rederivable(view_tracer: Tracer) -> bool:
 
 def detach_if_unshared(t: Tracer) -> None:
     """Forget that ``t`` is a view when nothing else can see its base: the base is a
-    temporary of a tracegrad function (e.g. the matmul inside ``tensordot``), so the
-    view relation cannot be observed and ``t`` behaves as the fresh array NumPy returns."""
-    if t._view is not None and t._view[0] == "op" and sys.getrefcount(t._view[1]) <= 2:
+    temporary (e.g. the matmul inside ``tensordot``, or ``(x @ w)[0]``), so the view
+    relation cannot be observed and writing through it would only cost work."""
+    if t._view is not None and sys.getrefcount(t._view[1]) <= 2:
         t._view = None  # refs: the view tuple and getrefcount's argument
 
 
@@ -182,6 +182,53 @@ def _mask_assign(x: Tracer, mask: Tracer, value: Any) -> Tracer:
     return tnp.where(m, value, x)
 
 
+def _mask_and_box_assign(x: Tracer, parts: tuple, value: Any) -> Tracer:
+    """``x[..., mask, 1:3] = v``: one traced boolean mask among ints and slices, one value."""
+    tnp = _tnp()
+    masks = [k for k, p in enumerate(parts) if isinstance(p, Tracer)]
+    basic = all(p is Ellipsis or isinstance(p, slice) or (isinstance(p, int | np.integer) and not isinstance(p, bool))
+                for k, p in enumerate(parts) if k not in masks)
+    if len(masks) != 1 or not basic or parts[masks[0]].dtype != bool:
+        raise UnsupportedOperationError(
+            "item assignment with a traced boolean mask combined with index arrays",
+            source=user_source(), hint="use x = np.where(mask, value, x)")
+    k = masks[0]
+    mask = parts[k]
+    consumed = sum(1 for p in parts if p is not Ellipsis) - 1 + mask.ndim
+    axis = 0
+    for p in parts[:k]:
+        axis += x.ndim - consumed if p is Ellipsis else 1
+    if mask.shape != x.shape[axis:axis + mask.ndim]:
+        raise ShapeError(f"item assignment: boolean mask of shape {_shape_str(mask.shape)} does not match "
+                         f"axes {axis}.. of the array of shape {_shape_str(x.shape)}", source=user_source())
+    box = np.zeros(x.shape, bool)
+    box[parts[:k] + (slice(None),) * mask.ndim + parts[k + 1:]] = True  # what the other indices select
+    m = tnp.logical_and(tnp.reshape(mask, (1,) * axis + mask.shape + (1,) * (x.ndim - axis - mask.ndim)), box)
+    return _mask_assign(x, m, value)
+
+
+def traced_like(builder: Any, func: Any, args: tuple, kwargs: dict) -> Any:
+    """``np.zeros_like(x)`` (and ones/full/empty) of a traced ``x`` as a traced array, so the
+    common ``out = np.zeros_like(x); out[i] = ...`` pattern can assign traced values into it."""
+    from ..ir import PRIMITIVES, Aval
+
+    a = aval_of(args[0])
+    try:
+        out = func(np.zeros(a.shape, a.dtype), *args[1:], **kwargs)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(out, np.ndarray):
+        return None
+    if func is np.empty_like:
+        out = np.zeros_like(out)
+    flat = out.reshape(-1)
+    if flat.size and not np.all(flat == flat[0]):
+        return None
+    fill = np.asarray(flat[0] if flat.size else 0, out.dtype)
+    return builder.add_node(PRIMITIVES["broadcast_to"], [builder.atom(fill)], {"shape": tuple(out.shape)},
+                            Aval(tuple(out.shape), out.dtype), user_source())
+
+
 def _adv_axes(parts: tuple, ndim: int) -> list[tuple[Any, int]]:
     """(index array, axis it indexes) for the array-like parts of an index."""
     consumed = sum(1 for p in parts if p is not None and p is not Ellipsis)
@@ -233,9 +280,7 @@ def set_index(x: Tracer, idx: Any, value: Any) -> Tracer:
                                  f"the array of shape {_shape_str(shape)}", source=user_source())
             return _mask_assign(x, mask, value)
         if any(p.dtype.kind not in "iu" for p in traced):
-            raise UnsupportedOperationError(
-                "item assignment with a traced boolean mask combined with other indices",
-                source=user_source(), hint="use x = np.where(mask, value, x)")
+            return _mask_and_box_assign(x, parts, value)
         sel = tnp.getitem(np.arange(size).reshape(shape), parts)  # flat positions, traced
         sel_shape = sel.shape
     else:

@@ -308,6 +308,12 @@ class Tracer:
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         from .dispatch import call_function
 
+        if func in _LIKE and args and args[0] is self:
+            from .inplace import traced_like
+
+            out = traced_like(self._builder, func, args, kwargs)
+            if out is not None:
+                return out
         return call_function(func, args, kwargs)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -317,7 +323,9 @@ class Tracer:
             f"a traced value {self.aval} cannot be converted to a concrete NumPy array while tracing",
             source=user_source(),
             hint="keep the computation in NumPy operations on the traced value "
-            "(np.stack/np.concatenate instead of np.array([...]))",
+            "(np.stack/np.concatenate instead of np.array([...])); to fill an array with traced "
+            "values (out[i] = ...), create it from a traced one (out = np.zeros_like(x)) or "
+            "collect the pieces in a list and np.stack them",
         )
 
     # -- Python control flow and concrete conversion --------------------------------
@@ -530,6 +538,9 @@ class Tracer:
         return _tnp().clip(self, a_min, a_max)
     def dot(self, other: Any) -> Tracer: return _tnp().dot(self, other)
     def copy(self) -> Tracer: return self._fresh()
+
+
+_LIKE = (np.zeros_like, np.ones_like, np.full_like, np.empty_like)
 
 
 def _optional_op(name: str, symbol: str) -> Any:
