@@ -313,3 +313,36 @@ def test_preallocated_outputs_and_masked_boxes():
     x = _x(4, 3)
     np.testing.assert_array_equal(tg.compile(box)(x), box(x))
     check_grad(lambda x: np.sum(np.sin(box(x))), [x])
+
+
+def test_constant_writes_copy_and_fill():
+    def f(x):
+        a = x * 1.0
+        a[...] = np.array([3.0, 4.0, 5.0])  # every element a constant: still a traced array
+        b = np.copy(x)
+        b += 1.0
+        c = x * 1.0
+        c.fill(2.0)
+        d = x * 1.0
+        d[::-1] = np.array([1.0, 2.0, 3.0])
+        return a + x, b, c, d
+
+    x = _x(3)
+    for got, want in zip(tg.compile(f)(x), f(x.copy())):
+        np.testing.assert_array_equal(got, want)
+    check_jvp(lambda x: f(x)[0], [x])
+
+
+def test_missing_ndarray_methods_are_clear_errors():
+    def f(x):
+        return x.searchsorted(0.5)
+
+    with pytest.raises(errors.UnsupportedOperationError, match="searchsorted") as info:
+        tg.compile(f)(np.ones(3))
+    assert "x.searchsorted(0.5)" in str(info.value)
+
+    def g(x):
+        assert not hasattr(x, "no_such_method")
+        return x
+
+    tg.compile(g)(np.ones(2))

@@ -210,8 +210,6 @@ def _mask_and_box_assign(x: Tracer, parts: tuple, value: Any) -> Tracer:
 def traced_like(builder: Any, func: Any, args: tuple, kwargs: dict) -> Any:
     """``np.zeros_like(x)`` (and ones/full/empty) of a traced ``x`` as a traced array, so the
     common ``out = np.zeros_like(x); out[i] = ...`` pattern can assign traced values into it."""
-    from ..ir import PRIMITIVES, Aval
-
     a = aval_of(args[0])
     try:
         out = func(np.zeros(a.shape, a.dtype), *args[1:], **kwargs)
@@ -224,9 +222,15 @@ def traced_like(builder: Any, func: Any, args: tuple, kwargs: dict) -> Any:
     flat = out.reshape(-1)
     if flat.size and not np.all(flat == flat[0]):
         return None
-    fill = np.asarray(flat[0] if flat.size else 0, out.dtype)
-    return builder.add_node(PRIMITIVES["broadcast_to"], [builder.atom(fill)], {"shape": tuple(out.shape)},
-                            Aval(tuple(out.shape), out.dtype), user_source())
+    return traced_constant(builder, np.asarray(flat[0] if flat.size else 0, out.dtype), tuple(out.shape))
+
+
+def traced_constant(builder: Any, fill: np.ndarray, shape: tuple[int, ...]) -> Tracer:
+    """A traced array of ``shape`` holding the constant ``fill`` broadcast (one node)."""
+    from ..ir import PRIMITIVES, Aval
+
+    return builder.add_node(PRIMITIVES["broadcast_to"], [builder.atom(fill)], {"shape": tuple(shape)},
+                            Aval(tuple(shape), fill.dtype), user_source())
 
 
 def _adv_axes(parts: tuple, ndim: int) -> list[tuple[Any, int]]:
@@ -266,6 +270,15 @@ def _provably_distinct(parts: tuple, shape: tuple[int, ...]) -> bool:
 
 def set_index(x: Tracer, idx: Any, value: Any) -> Tracer:
     """The new value of ``x`` after NumPy's ``x[idx] = value`` (``x`` itself is unchanged)."""
+    out = _set_index(x, idx, value)
+    if not isinstance(out, Tracer):  # every written value was a constant
+        out = traced_constant(x._builder, np.asarray(out, x.dtype), x.shape)
+    elif out.dtype != x.dtype:
+        out = _tnp().astype(out, x.dtype)
+    return out
+
+
+def _set_index(x: Tracer, idx: Any, value: Any) -> Any:
     tnp = _tnp()
     parts = idx if isinstance(idx, tuple) else (idx,)
     parts = tuple(np.asarray(p) if isinstance(p, list) and not any(isinstance(e, Tracer) for e in p) else p
@@ -305,8 +318,9 @@ def set_index(x: Tracer, idx: Any, value: Any) -> Tracer:
         mask = mask.reshape(shape)
         if scalar:
             c = np.asarray(v).reshape(-1)[0]
-            return tnp.astype(tnp.where(mask, c, x), x.dtype) if not mask.all() else \
-                tnp.astype(tnp.broadcast_to(c, shape), x.dtype)
+            if mask.all():
+                return traced_constant(x._builder, np.asarray(c, x.dtype), shape)
+            return tnp.astype(tnp.where(mask, c, x), x.dtype)
         src = np.zeros(size, np.intp)
         src[targets] = winners
         src = src.reshape(shape)

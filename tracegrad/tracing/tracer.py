@@ -12,6 +12,7 @@ Each tracer belongs to exactly one builder; there is no global trace stack.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -308,6 +309,8 @@ class Tracer:
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         from .dispatch import call_function
 
+        if func is np.copy and args and args[0] is self and not kwargs:
+            return self._fresh()
         if func in _LIKE and args and args[0] is self:
             from .inplace import traced_like
 
@@ -538,6 +541,25 @@ class Tracer:
         return _tnp().clip(self, a_min, a_max)
     def dot(self, other: Any) -> Tracer: return _tnp().dot(self, other)
     def copy(self) -> Tracer: return self._fresh()
+
+    def fill(self, value: Any) -> None:
+        self[...] = value
+
+    def __getattr__(self, name: str) -> Any:
+        # Other ndarray methods (x.prod(), x.cumsum(), ...) map to the tracegrad.numpy
+        # function of the same name where one exists; otherwise a clear error, never a crash.
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"'Tracer' object has no attribute '{name}'")
+        fn = getattr(_tnp(), name, None)
+        if callable(fn):
+            return functools.partial(fn, self)
+        raise UnsupportedAttributeError(f"x.{name} (ndarray.{name}) is not supported on traced values",
+                                    source=user_source(),
+                                    hint=f"write it with supported operations, or use np.{name}(x) if tracegrad.numpy has it")
+
+
+class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
+    """An ndarray attribute a tracer lacks: a clear error that ``hasattr`` still reads as False."""
 
 
 _LIKE = (np.zeros_like, np.ones_like, np.full_like, np.empty_like)
