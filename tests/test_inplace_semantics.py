@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cupy_helpers import needs_gxx
 
 import tracegrad as tg
 from tracegrad import errors
@@ -346,3 +347,11 @@ def test_missing_ndarray_methods_are_clear_errors():
         return x
 
     tg.compile(g)(np.ones(2))
+
+
+@needs_gxx
+def test_cupy_backend_agrees(emulated_cupy):
+    """The same graphs on the CuPy backend (CPU stand-in): outputs and batched JVPs."""
+    from tracegrad.testing import check_backends
+
+    check_backends(softmax_grad_style, [_x(4, 3), np.array([2, 0, 2, 1])], (0,), directions=2)
