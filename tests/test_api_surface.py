@@ -189,6 +189,11 @@ def test_keyword_arguments_and_static_argnames():
     np.testing.assert_allclose(g(x, x, power=3), 3 * x ** 3)
     with pytest.raises(errors.ArgumentTypeError, match="not hashable"):
         c(x, mode=[1])
+    fg = tg.forward_grad(lambda w, x, scale=1.0: np.sum(w * x) * scale, directions=2, seed=0)
+    value, est = fg(x, x, scale=2.0)
+    v = tg.forward_grad(lambda w, x: np.sum(w * x) * 2.0, directions=2, seed=0)(x, x)
+    np.testing.assert_allclose(value, v[0])
+    np.testing.assert_allclose(est, v[1])  # same seed, same directions: the same estimate
 
 
 # ---------------------------------------------------------------- has_aux

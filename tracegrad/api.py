@@ -599,8 +599,9 @@ def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, 
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if has_aux:
-        inner = fn.fn if isinstance(fn, Compiled) else fn
-        compiled = Compiled(with_aux(inner, "value_and_grad"), backend, static_argnums)
+        if isinstance(fn, Compiled):
+            fn, backend, static_argnums = fn.fn, fn.backend, fn.static_argnums
+        compiled = Compiled(with_aux(fn, "value_and_grad"), backend, static_argnums)
     else:
         compiled = fn if isinstance(fn, Compiled) else Compiled(fn, backend, static_argnums)
 

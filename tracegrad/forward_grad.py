@@ -123,15 +123,19 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
         raise ValueError(f"directions must be >= 1, got {directions}")
     k = int(directions)
     if has_aux:
-        inner = fn.fn if isinstance(fn, Compiled) else fn
-        compiled = compile(with_aux(inner, "forward_grad"), backend=backend, static_argnums=static_argnums)
+        if isinstance(fn, Compiled):
+            fn, backend, static_argnums = fn.fn, fn.backend, fn.static_argnums
+        compiled = compile(with_aux(fn, "forward_grad"), backend=backend, static_argnums=static_argnums)
     else:
         compiled = fn if isinstance(fn, Compiled) else compile(fn, backend=backend, static_argnums=static_argnums)
     sampler = DirectionSampler(distribution, seed)
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
 
-    def estimate(*args: Any) -> tuple[Any, Any]:
+    def estimate(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        target = compiled
+        if kwargs:  # traced keyword arguments ride after the positional ones (never differentiated)
+            target, args = compiled._with_keywords(args, kwargs)
         for i in nums:
             if i >= len(args):
                 raise TypeError(f"argnums names argument {i}, but only {len(args)} were passed")
@@ -155,7 +159,7 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             vs_of[i] = (drawn[start:start + count], tree)
             tangents[i] = tree_unflatten(tree, vs_of[i][0])
             start += count
-        value, jv = compiled.jvp(tuple(args), tuple(tangents), batched=True)
+        value, jv = target.jvp(tuple(args), tuple(tangents), batched=True)
         if has_aux:
             (value, aux), jv = value, jv[0]
         if np.ndim(value) != 0 or jv is None:
