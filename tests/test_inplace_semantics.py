@@ -355,3 +355,34 @@ def test_cupy_backend_agrees(emulated_cupy):
     from tracegrad.testing import check_backends
 
     check_backends(softmax_grad_style, [_x(4, 3), np.array([2, 0, 2, 1])], (0,), directions=2)
+
+
+def numpy_inplace_functions(x, y):
+    a = x * 1.0
+    np.copyto(a, y)
+    b = x * 1.0
+    np.put_along_axis(b, np.array([[0], [2]]), 9.0 * y[:, :1], axis=1)
+    c = np.zeros_like(x[:, :2] @ np.ones((2, 2)))
+    np.fill_diagonal(c, 3.0)
+    d = x * 1.0
+    np.subtract.at(d, (np.array([0, 0]), np.array([1, 1])), y[0, :2])  # repeats accumulate
+    e = np.zeros_like(np.concatenate([x, x]))
+    np.add.at(e, np.array([0, 3, 0]), y[[0, 1, 1]])  # the embedding-gradient pattern
+    return a, b, c, d, e
+
+
+def test_numpy_inplace_functions():
+    args = [_x(2, 3), _x(2, 3)]
+    for got, want in zip(tg.compile(numpy_inplace_functions)(*args), numpy_inplace_functions(*args)):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    check_jvp(numpy_inplace_functions, args)
+    check_grad(lambda x, y: sum(np.sum(np.sin(o)) for o in numpy_inplace_functions(x, y)), args, (0, 1))
+
+    def into_numpy(x):
+        out = np.zeros(3)
+        np.copyto(out, x)  # a NumPy array cannot hold traced values
+        return out
+
+    with pytest.raises(errors.UnsupportedOperationError, match="NumPy array") as info:
+        tg.compile(into_numpy)(np.ones(3))
+    assert "np.copyto(out, x)" in str(info.value)

@@ -28,7 +28,8 @@ from ..errors import DTypeError, ShapeError, UnsupportedOperationError
 from .source import user_source
 from .tracer import Tracer, aval_of
 
-__all__ = ["fit_inplace", "is_basic_index", "rederivable", "set_index", "traced_like", "write_through"]
+__all__ = ["fit_inplace", "inplace_function", "is_basic_index", "rederivable", "set_index", "traced_like",
+           "ufunc_at", "write_through"]
 
 _MAX_TRACED_WRITES = 4096  # pairwise duplicate check for traced index arrays: n*n booleans
 
@@ -231,6 +232,90 @@ def traced_constant(builder: Any, fill: np.ndarray, shape: tuple[int, ...]) -> T
 
     return builder.add_node(PRIMITIVES["broadcast_to"], [builder.atom(fill)], {"shape": tuple(shape)},
                             Aval(tuple(shape), fill.dtype), user_source())
+
+
+# ---------------------------------------------------------------- NumPy's in-place functions
+def _target(func_name: str, dst: Any) -> Tracer:
+    if not isinstance(dst, Tracer):
+        raise UnsupportedOperationError(
+            f"{func_name} would write traced values into a NumPy array, which cannot hold them",
+            source=user_source(), hint="start from a traced array (out = np.zeros_like(x)) or build the result "
+            "functionally")
+    return dst
+
+
+def _scatter_into(x: Tracer, idx: Any, values: Any, sign: int) -> Tracer:
+    """``x`` plus (``sign=1``) or minus ``values`` added at ``idx``, repeated indices
+    accumulating: ``np.add.at`` / ``np.subtract.at``."""
+    from ..ops.indexing import scatter_add
+
+    tnp = _tnp()
+    pos = np.arange(x.size).reshape(x.shape)
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    if any(isinstance(p, Tracer) for p in parts):
+        sel = tnp.getitem(pos, idx)
+    else:
+        try:
+            sel = pos[idx]
+        except (IndexError, TypeError, ValueError) as err:
+            raise _index_error(x, idx, err) from None
+    shape = tuple(aval_of(sel).shape)
+    v = _value_for(x, values, shape)
+    if not isinstance(v, Tracer):
+        v = traced_constant(x._builder, np.asarray(v), shape) if np.ndim(v) == 0 else \
+            traced_constant(x._builder, np.asarray(v), tuple(np.shape(v)))
+    flat_sel = tnp.reshape(sel, (-1,))
+    added = scatter_add(tnp.reshape(v, (-1,)), [flat_sel], (("arr", 0),), (x.size,))
+    added = tnp.reshape(added, x.shape)
+    return tnp.add(x, added) if sign > 0 else tnp.subtract(x, added)
+
+
+def ufunc_at(ufunc: Any, args: tuple) -> Any:
+    """``np.add.at(x, idx, v)`` and ``np.subtract.at`` on a traced ``x``: in place, repeated
+    indices accumulating (as NumPy). Returns None as NumPy does."""
+    if ufunc not in (np.add, np.subtract) or len(args) != 3:
+        raise UnsupportedOperationError(f"np.{ufunc.__name__}.at is not supported on traced values",
+                                        source=user_source(), hint="np.add.at and np.subtract.at are")
+    x = _target(f"np.{ufunc.__name__}.at", args[0])
+    x._assign(_scatter_into(x, args[1], args[2], 1 if ufunc is np.add else -1), f"np.{ufunc.__name__}.at")
+    return None
+
+
+def inplace_function(func: Any, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+    """NumPy functions that write into their first argument: ``(handled, result)``."""
+    tnp = _tnp()
+    if func is np.copyto:
+        dst = _target("np.copyto", args[0])
+        src = args[1] if len(args) > 1 else kwargs.get("src")
+        if kwargs.get("where", True) is not True:
+            dst[...] = tnp.where(kwargs["where"], src, dst)
+        else:
+            dst[...] = src
+        return True, None
+    if func is np.put_along_axis:
+        arr = _target("np.put_along_axis", args[0])
+        indices, values = args[1], args[2]
+        axis = args[3] if len(args) > 3 else kwargs.get("axis")
+        if axis is None:
+            raise UnsupportedOperationError("np.put_along_axis with axis=None on a traced array",
+                                            source=user_source(), hint="pass an axis")
+        pos = np.arange(arr.size).reshape(arr.shape)
+        sel = tnp.take_along_axis(pos, indices, int(axis)) if isinstance(indices, Tracer) else \
+            np.take_along_axis(pos, np.asarray(indices), int(axis))
+        flat = tnp.reshape(arr, (-1,))
+        written = set_index(flat, sel, values)
+        arr._assign(tnp.reshape(written, arr.shape), "np.put_along_axis")
+        return True, None
+    if func is np.fill_diagonal:
+        a = _target("np.fill_diagonal", args[0])
+        val = args[1] if len(args) > 1 else kwargs.get("val")
+        if a.ndim < 2 or len(set(a.shape)) != 1 or kwargs.get("wrap") or np.size(aval_of(val).shape) > 1:
+            raise UnsupportedOperationError("np.fill_diagonal on a traced array supports square arrays and one value",
+                                            source=user_source(), hint="use x[np.arange(n), np.arange(n)] = values")
+        n = a.shape[0]
+        a[(np.arange(n),) * a.ndim] = val
+        return True, None
+    return False, None
 
 
 def _adv_axes(parts: tuple, ndim: int) -> list[tuple[Any, int]]:

@@ -301,6 +301,10 @@ class Tracer:
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         from .dispatch import call_ufunc
 
+        if method == "at" and not kwargs:
+            from .inplace import ufunc_at
+
+            return ufunc_at(ufunc, inputs)
         out = call_ufunc(ufunc, method, inputs, kwargs)
         if isinstance(out, Tracer) and any(out is i for i in inputs):
             return out._fresh()  # a ufunc returns a new array (np.positive(x) is not x)
@@ -311,6 +315,12 @@ class Tracer:
 
         if func is np.copy and args and args[0] is self and not kwargs:
             return self._fresh()
+        if func in _INPLACE_FUNCTIONS:
+            from .inplace import inplace_function
+
+            handled, out = inplace_function(func, args, kwargs)
+            if handled:
+                return out
         if func in _LIKE and args and args[0] is self:
             from .inplace import traced_like
 
@@ -562,6 +572,7 @@ class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
     """An ndarray attribute a tracer lacks: a clear error that ``hasattr`` still reads as False."""
 
 
+_INPLACE_FUNCTIONS = (np.copyto, np.put_along_axis, np.fill_diagonal)
 _LIKE = (np.zeros_like, np.ones_like, np.full_like, np.empty_like)
 
 
