@@ -94,7 +94,7 @@ def test_item_assignment_is_rejected():
         x[0] = 1.0
         return x
 
-    with pytest.raises(errors.UnsupportedOperationError, match="np.where"):
+    with pytest.raises(errors.UnsupportedOperationError, match="caller.s array"):
         tg.compile(f)(np.ones(3))
 
 
@@ -167,5 +167,5 @@ def test_leaked_tracer_from_another_trace():
         return x + leaked[0]
 
     tg.compile(f)(np.ones(2))
-    with pytest.raises(errors.TraceError, match="different trace"):
+    with pytest.raises(errors.TraceError, match="after that trace ended"):
         tg.compile(g)(np.ones(2))

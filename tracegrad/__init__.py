@@ -1,7 +1,7 @@
 """tracegrad: a tracing compiler for forward-mode automatic differentiation.
 
-Public API: ``compile``, ``jvp``, ``forward_grad``, ``grad``, ``value_and_grad`` and the
-``numpy`` namespace. The training stack (``tracegrad.train``, ``nn``, ``optim``, ``data``)
+Public API: ``compile``, ``jvp``, ``forward_grad``, ``grad``, ``value_and_grad``,
+``jacfwd``, ``jacrev``, ``hessian``, pytree registration and the ``numpy`` namespace. The training stack (``tracegrad.train``, ``nn``, ``optim``, ``data``)
 loads on first use, so ``import tracegrad; tracegrad.train.fit(...)`` works while a plain
 ``import tracegrad`` stays light (no matplotlib, no tqdm).
 """
@@ -11,6 +11,8 @@ from . import ops as _ops  # noqa: F401  (registers every primitive)
 from .api import Compiled, compile, grad, jvp, value_and_grad
 from .forward_grad import forward_grad
 from .ir import Graph
+from .jacobians import hessian, jacfwd, jacrev
+from .tree import register_dataclass, register_pytree_node
 
 
 def _viz():
@@ -32,4 +34,7 @@ def __getattr__(name: str) -> object:
 
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-__all__ = ["Compiled", "Graph", "__version__", "compile", "forward_grad", "grad", "jvp", "numpy", "value_and_grad"]
+
+
+__all__ = ["Compiled", "Graph", "__version__", "compile", "forward_grad", "grad", "hessian", "jacfwd", "jacrev",
+           "jvp", "numpy", "register_dataclass", "register_pytree_node", "value_and_grad"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,11 +21,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._namespace import is_device_array
-from .errors import ArgumentTypeError, GradientError, TangentError
+from .errors import ArgumentTypeError, GradientError, TangentError, TracegradError
 from .ir import Aval, Graph
-from .modes import PRIMAL, JVPMode, Mode, VJPMode
-from .tracing.tracer import GraphBuilder, Tracer, aval_of
-from .tree import TreeDef, tree_flatten, tree_unflatten
+from .modes import PRIMAL, HessianMode, JVPMode, Mode, VJPCotangentMode, VJPMode
+from .tracing.effects import (
+    check_arguments_unchanged,
+    check_leaks,
+    no_random_draws,
+    user_frame_source,
+)
+from .tracing.source import _is_internal
+from .tracing.tracer import MAX_RANK, GraphBuilder, Tracer, aval_of
+from .tree import TreeDef, tree_flatten, tree_map, tree_unflatten
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends import Executable
@@ -46,6 +54,10 @@ def _leaf_aval(x: Any, where: str) -> Aval:
             f"{where} has type {type(x).__name__}; compiled functions take NumPy arrays, Python scalars "
             "and dicts/lists/tuples of them",
             hint="convert it with np.asarray, or mark the argument static with static_argnums=(i,)")
+    if aval.ndim > MAX_RANK:
+        raise ArgumentTypeError(f"{where} has rank {aval.ndim}; tracegrad supports arrays of rank up to "
+                                f"{MAX_RANK} (NumPy's broadcasting helpers stop there)",
+                                hint="merge axes with reshape before the call")
     if aval.dtype.kind not in "biufc":
         raise ArgumentTypeError(f"{where} is an array of dtype {aval.dtype}; only numeric arrays can be traced")
     return aval
@@ -82,21 +94,60 @@ class _Entry:
 class Compiled:
     """A function compiled by ``tracegrad.compile``."""
 
-    def __init__(self, fn: Callable[..., Any], backend: str = "numpy", static_argnums: Sequence[int] = ()):
+    def __init__(self, fn: Callable[..., Any], backend: str = "numpy", static_argnums: Sequence[int] = (),
+                 static_argnames: Sequence[str] = ()):
         if not callable(fn):
             raise TypeError(f"tracegrad.compile expects a function, got {type(fn).__name__}")
         self.fn = fn
         self.backend = backend
-        self.static_argnums = tuple(sorted(int(i) for i in static_argnums))
         from .backends import get_backend  # on first compile: importing the API loads no backend
 
         self._backend = get_backend(backend)
         self._cache: dict[Any, _Entry] = {}
+        self._keyword_variants: dict[Any, Compiled] = {}
         try:
-            self._arg_names = list(inspect.signature(fn).parameters)
+            params = inspect.signature(fn).parameters
+            self._arg_names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         except (TypeError, ValueError):
             self._arg_names = []
+        names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+        nums = {int(i) for i in static_argnums}
+        # like jax.jit: a static parameter is static whether it is passed by position or by name
+        self._named_positions = {self._arg_names.index(n) for n in names if n in self._arg_names} - nums
+        nums.update(self._named_positions)
+        names += tuple(self._arg_names[i] for i in nums if i < len(self._arg_names))
+        self.static_argnums = tuple(sorted(nums))
+        self.static_argnames = tuple(dict.fromkeys(names))
         functools.update_wrapper(self, fn)
+
+    # -- keyword arguments ---------------------------------------------------------------
+    def _with_keywords(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Compiled, tuple]:
+        """A positional-only variant for this set of keyword names (cached), and its arguments:
+        keyword arguments named in ``static_argnames`` are static (hashable, part of the cache
+        key); the others are traced like positional ones, after them."""
+        static = tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames))
+        for k, v in static:
+            try:
+                hash(v)
+            except TypeError:
+                raise ArgumentTypeError(f"static argument {k} of type {type(v).__name__} is not hashable",
+                                        hint="pass a tuple instead of a list, or make it a traced argument") from None
+        dynamic = tuple(sorted(k for k in kwargs if k not in self.static_argnames))
+        n = len(args)
+        key = (n, dynamic, static)
+        variant = self._keyword_variants.get(key)
+        if variant is None:
+            fn, fixed = self.fn, dict(static)
+
+            def call_with_keywords(*a: Any) -> Any:
+                return fn(*a[:n], **dict(zip(dynamic, a[n:])), **fixed)
+
+            call_with_keywords.__name__ = getattr(fn, "__name__", "f")
+            call_with_keywords.__wrapped__ = fn  # type: ignore[attr-defined]
+            variant = Compiled(call_with_keywords, self.backend, [i for i in self.static_argnums if i < n])
+            variant._arg_names = [self._arg_name(i) for i in range(n)] + list(dynamic)
+            self._keyword_variants[key] = variant
+        return variant, args + tuple(kwargs[k] for k in dynamic)
 
     # -- signatures ----------------------------------------------------------------
     def _arg_name(self, i: int) -> str:
@@ -104,10 +155,10 @@ class Compiled:
 
     def _split(self, args: tuple) -> tuple[tuple, tuple]:
         for i in self.static_argnums:
-            if i >= len(args):
+            if i >= len(args) and i not in self._named_positions:
                 raise TypeError(f"static_argnums names argument {i}, but only {len(args)} were passed")
         dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
-        static = tuple(args[i] for i in self.static_argnums)
+        static = tuple(args[i] for i in self.static_argnums if i < len(args))
         for i, s in zip(self.static_argnums, static):
             try:
                 hash(s)
@@ -155,19 +206,53 @@ class Compiled:
         return names
 
     # -- tracing ---------------------------------------------------------------------
-    def _trace(self, treedef: TreeDef, avals: tuple[Aval, ...], static: tuple, nargs: int) -> tuple[Graph, TreeDef]:
+    def _trace(self, treedef: TreeDef, avals: tuple[Aval, ...], static: tuple, nargs: int,
+               mutable: Sequence[bool] | None = None) -> tuple[Graph, TreeDef]:
         name = getattr(self.fn, "__name__", "f")
         builder = GraphBuilder(name if name.isidentifier() else "f")
+        builder.tracked = weakref.WeakSet()
         names = self._leaf_names(treedef, nargs)
-        tracers = [builder.new_input(a, n) for a, n in zip(avals, names)]
+        if mutable is None:
+            mutable = [not a.weak for a in avals]
+        tracers = [builder.new_input(a, n, mutable=m) for a, n, m in zip(avals, names, mutable)]
         dynamic = tree_unflatten(treedef, tracers)
-        out = self.fn(*self._merge(dynamic, static))
-        out_leaves, out_tree = tree_flatten(out)
-        for j, leaf in enumerate(out_leaves):
-            if not isinstance(leaf, Tracer | np.ndarray | np.generic | bool | int | float):
-                raise ArgumentTypeError(f"{name} returned a {type(leaf).__name__} (output leaf {j}); "
-                                        "compiled functions must return arrays or pytrees of arrays")
-        return builder.build(out_leaves), out_tree
+        try:
+            with no_random_draws(self.fn, name):
+                try:
+                    out = self.fn(*self._merge(dynamic, static))
+                except (AttributeError, TypeError, IndexError) as err:
+                    if isinstance(err, TracegradError):
+                        raise
+                    self._explain_lists(treedef, nargs, err)
+                    raise
+            check_arguments_unchanged(dynamic, tracers, name)
+            out_leaves, out_tree = tree_flatten(out)
+            for j, leaf in enumerate(out_leaves):
+                if not isinstance(leaf, Tracer | np.ndarray | np.generic | bool | int | float):
+                    raise ArgumentTypeError(f"{name} returned a {type(leaf).__name__} (output leaf {j}); "
+                                            "compiled functions must return arrays or pytrees of arrays")
+            graph = builder.build(out_leaves)
+            del out
+            check_leaks(builder, [*tracers, *out_leaves])
+        finally:
+            builder.finished = True
+        return graph, out_tree
+
+    def _explain_lists(self, treedef: TreeDef, nargs: int, err: Exception) -> None:
+        """A Python list argument is a pytree of separate scalars, not an array: when the
+        function then fails the way an array would not (``x.shape``, ``x @ w``), say so."""
+        for pos, child in zip(self._dynamic_positions(nargs), treedef.children):
+            if child.kind == "list" and child.children and all(c.kind == "leaf" for c in child.children):
+                tb, source = err.__traceback__, None
+                while tb is not None:
+                    if not _is_internal(tb.tb_frame.f_code.co_filename):
+                        source = user_frame_source(tb.tb_frame)
+                    tb = tb.tb_next
+                raise ArgumentTypeError(
+                    f"argument {self._arg_name(pos)} is a Python list of {len(child.children)} numbers; compiled "
+                    f"functions trace a list as a list of separate scalars, not as an array "
+                    f"({type(err).__name__}: {err})",
+                    source=source, hint=f"pass np.asarray({self._arg_name(pos)}) instead of the list") from err
 
     def _entry(self, args: tuple, mode: Mode) -> tuple[_Entry, list[Any]]:
         leaves, treedef, sig, static = self._signature(args)
@@ -175,7 +260,9 @@ class Compiled:
         entry = self._cache.get(key)
         if entry is None:
             leaves, treedef, avals, static = self._avals(args)
-            primal, out_tree = self._trace(treedef, avals, static, len(args))
+            mutable = [isinstance(x, np.ndarray) or (not isinstance(x, np.generic) and not a.weak)
+                       for x, a in zip(leaves, avals)]  # scalars are immutable: `s += 1` rebinds
+            primal, out_tree = self._trace(treedef, avals, static, len(args), mutable)
             graph, out_float = mode.build(primal)
             executable = self._backend.compile(graph)  # a fusing backend returns the fused graph
             entry = _Entry(executable.graph, executable, out_tree, out_float)
@@ -183,7 +270,10 @@ class Compiled:
         return entry, leaves
 
     # -- running ---------------------------------------------------------------------
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            variant, args = self._with_keywords(args, kwargs)
+            return variant(*args)
         entry, leaves = self._entry(args, PRIMAL)
         outs = entry.executable(*leaves)
         return tree_unflatten(entry.out_tree, outs)
@@ -193,6 +283,7 @@ class Compiled:
 
         With ``batched=True`` every given tangent has a leading axis of K directions and
         each tangent output gets the same leading axis."""
+        _check_tuples(primals, tangents)
         primals, tangents = tuple(primals), tuple(tangents)
         if len(primals) != len(tangents):
             raise TangentError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents",
@@ -229,6 +320,39 @@ class Compiled:
                  for start, td in (spans[i] for i in nums)]
         value = tree_unflatten(entry.out_tree, outs[:n])
         return value, grads[0] if isinstance(argnums, int) else tuple(grads)
+
+    def vjp(self, args: Sequence[Any], cotangents: Callable[[list[Aval | None]], list[Any]],
+            argnums: int | Sequence[int] = 0) -> tuple[list[Any], TreeDef, list[Any]]:
+        """Vector-Jacobian products in one execution. ``cotangents(avals)`` gets one entry per
+        output leaf: its aval where the output takes a cotangent (a computed float), else
+        None; it returns the cotangents of the former, in order. Returns the flat outputs,
+        their structure and the products, one pytree per entry of ``argnums``."""
+        args = tuple(args)
+        leaves, treedef, _, _ = self._signature(args)
+        nums, mask, spans = self._grad_mask(args, leaves, treedef, argnums)
+        entry, leaves = self._entry(args, VJPCotangentMode(tuple(mask)))
+        n = len(entry.out_float)
+        avals = [a.aval for a in entry.graph.outputs[:n]]
+        seeds = cotangents([a if f else None for a, f in zip(avals, entry.out_float)])
+        outs = entry.executable(*leaves, *seeds)
+        where = {leaf: k for k, leaf in enumerate(i for i, m in enumerate(mask) if m)}
+        grads = [tree_unflatten(td, [outs[n + where[j]] for j in range(start, start + td.num_leaves)])
+                 for start, td in (spans[i] for i in nums)]
+        return list(outs[:n]), entry.out_tree, grads
+
+    def hessian_blocks(self, args: Sequence[Any], argnums: int | Sequence[int], directions: list[Any]) -> tuple[Any, list[Any]]:
+        """The value and, for each differentiated leaf, the derivative of its gradient along
+        ``directions`` (one tangent per differentiated leaf, K directions on a leading axis)."""
+        args = tuple(args)
+        leaves, treedef, _, _ = self._signature(args)
+        _, mask, _ = self._grad_mask(args, leaves, treedef, argnums)
+        batch = (int(np.shape(directions[0])[0]),)
+        entry, leaves = self._entry(args, HessianMode(tuple(mask), tuple(batch)))
+        outs = entry.executable(*leaves, *directions)
+        n_grad = len(entry.out_float)  # value, then one gradient per differentiated leaf
+        it = iter(outs[n_grad:])
+        tangents = [next(it) if f else None for f in entry.out_float]
+        return outs[0], tangents[1:]
 
     def _grad_mask(self, args: tuple, leaves: list[Any], treedef: TreeDef,
                    argnums: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[bool, ...], dict[int, tuple]]:
@@ -303,7 +427,7 @@ class Compiled:
         return self._entry(args, mode)[0].executable.source
 
     def cache_size(self) -> int:
-        return len(self._cache)
+        return len(self._cache) + sum(v.cache_size() for v in self._keyword_variants.values())
 
     def __repr__(self) -> str:  # what a notebook shows: the function, backend and cache
         name = getattr(self.fn, "__qualname__", getattr(self.fn, "__name__", "f"))
@@ -311,6 +435,16 @@ class Compiled:
         static = f", static_argnums={self.static_argnums}" if self.static_argnums else ""
         return (f"<tracegrad.compile {name}({', '.join(self._arg_names)}) backend={self.backend!r}"
                 f"{static}, {n} compiled signature{'s' if n != 1 else ''}>")
+
+
+def _check_tuples(primals: Any, tangents: Any) -> None:
+    for what, value in (("primals", primals), ("tangents", tangents)):
+        if not isinstance(value, tuple | list):
+            raise TangentError(
+                f"jvp: {what} must be a tuple (one entry per argument of the function), got "
+                f"{type(value).__name__}" + (f" of shape {value.shape}" if hasattr(value, "shape") else ""),
+                hint="for one argument write tg.jvp(f, (x,), (v,))")
+
 
 
 def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
@@ -329,6 +463,11 @@ def _match_tangent(primal: Any, tangent: Any, where: str) -> list[Any]:
         if not isinstance(tangent, list | tuple) or len(tangent) != len(primal):
             raise TangentError(f"tangent for {where} must be a {type(primal).__name__} of length {len(primal)}")
         return [x for i, (p, t) in enumerate(zip(primal, tangent)) for x in _match_tangent(p, t, f"{where}[{i}]")]
+    if p_tree.kind == "custom":  # a registered class: the tangent is an instance of the same structure
+        t_leaves, t_tree = tree_flatten(tangent)
+        if t_tree != p_tree:
+            raise TangentError(f"tangent for {where} must have the structure {p_tree!r}, got {t_tree!r}")
+        return t_leaves
     return [None] * len(p_leaves)
 
 
@@ -378,19 +517,24 @@ def _check_tangents(primals: Sequence[Any], tangents: Sequence[Any], names: Call
 
 
 def compile(fn: Callable[..., Any] | None = None, *, backend: str = "numpy",
-            static_argnums: Sequence[int] | int = ()) -> Any:
-    """Compile ``fn`` (NumPy-style code) with tracegrad; usable as ``@compile`` or ``@compile(...)``."""
+            static_argnums: Sequence[int] | int = (), static_argnames: Sequence[str] | str = ()) -> Any:
+    """Compile ``fn`` (NumPy-style code) with tracegrad; usable as ``@compile`` or ``@compile(...)``.
+
+    As with ``jax.jit``, ``static_argnums``/``static_argnames`` name arguments that are
+    Python values (flags, sizes) rather than arrays: each value gets its own compilation.
+    Keyword arguments not named static are traced like positional ones."""
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if fn is None:
-        return lambda f: Compiled(f, backend, static_argnums)
-    return Compiled(fn, backend, static_argnums)
+        return lambda f: Compiled(f, backend, static_argnums, static_argnames)
+    return Compiled(fn, backend, static_argnums, static_argnames)
 
 
 def jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
     """Like ``jax.jvp``: ``(fn(*primals), d/dt fn(primals + t * tangents))`` in one execution.
 
     A tangent of ``None`` (for a whole argument or any subtree) marks a constant."""
+    _check_tuples(primals, tangents)
     compiled = fn if isinstance(fn, Compiled) else _compiled_for(fn)
     return compiled.jvp(primals, tangents)
 
@@ -406,33 +550,78 @@ def _check_argnums(argnums: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in nums)
 
 
-def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend: str = "numpy",
-                   static_argnums: Sequence[int] | int = ()) -> Callable[..., tuple[Any, Any]]:
+def with_aux(fn: Callable[..., Any], who: str) -> Callable[..., Any]:
+    """``fn`` returning ``(value, aux)``, checked, with ``aux`` excluded from differentiation
+    (as in JAX: aux is carried along, never differentiated)."""
+    from .numpy import stop_gradient
+
+    name = getattr(fn, "__name__", "f")
+
+    def split_aux(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise GradientError(f"{who}(..., has_aux=True) needs a function returning a pair (value, aux); "
+                                f"{name} returned {type(out).__name__}"
+                                + (f" of length {len(out)}" if isinstance(out, tuple | list) else ""),
+                                hint="return value, aux (aux may be any pytree, e.g. a dict of metrics)")
+        value, aux = out
+        if len(tree_flatten(value)[0]) != 1:
+            raise GradientError(f"{who}(..., has_aux=True): the value {name} returns must be one scalar array",
+                                hint="return loss, aux with loss a scalar")
+        return value, tree_map(stop_gradient, aux)
+
+    split_aux.__name__ = name
+    split_aux.__wrapped__ = fn  # type: ignore[attr-defined]
+    return split_aux
+
+
+def _aux_seeds(avals: list[Aval | None]) -> list[Any]:
+    """Cotangents seeding reverse mode from the value (output 0) alone."""
+    if not avals or avals[0] is None or avals[0].shape != ():
+        raise GradientError("gradients need a function whose value (the first of value, aux) is a computed "
+                            "scalar float", hint="reduce the value to a scalar, e.g. np.mean(loss)")
+    return [np.ones((), avals[0].dtype)] + [np.zeros(a.shape, a.dtype) for a in avals[1:] if a is not None]
+
+
+def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
+                   backend: str = "numpy", static_argnums: Sequence[int] | int = ()) -> Callable[..., tuple[Any, Any]]:
     """Like ``jax.value_and_grad``: ``g(*args) -> (fn(*args), ∇fn)`` by reverse mode, for a
     ``fn`` returning a scalar float. The gradient has the pytree structure of
     ``args[argnums]`` (a tuple of such when ``argnums`` is a tuple); value and gradient come
-    from one execution of one compiled graph, cached per input signature."""
+    from one execution of one compiled graph, cached per input signature. With
+    ``has_aux=True`` ``fn`` returns ``(value, aux)`` and ``g`` returns ``((value, aux), ∇value)``."""
     _check_argnums(argnums)
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
-    compiled = fn if isinstance(fn, Compiled) else Compiled(fn, backend, static_argnums)
+    if has_aux:
+        if isinstance(fn, Compiled):
+            fn, backend, static_argnums = fn.fn, fn.backend, fn.static_argnums
+        compiled = Compiled(with_aux(fn, "value_and_grad"), backend, static_argnums)
+    else:
+        compiled = fn if isinstance(fn, Compiled) else Compiled(fn, backend, static_argnums)
 
-    def value_and_grad_fn(*args: Any) -> tuple[Any, Any]:
-        return compiled.value_and_grad(*args, argnums=argnums)
+    def value_and_grad_fn(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        target, call_args = compiled._with_keywords(args, kwargs) if kwargs else (compiled, args)
+        if not has_aux:
+            return target.value_and_grad(*call_args, argnums=argnums)
+        outs, out_tree, grads = target.vjp(call_args, _aux_seeds, argnums)
+        value_aux = tree_unflatten(out_tree, outs)
+        return value_aux, grads[0] if isinstance(argnums, int) else tuple(grads)
 
     value_and_grad_fn.compiled = compiled  # type: ignore[attr-defined]
     value_and_grad_fn.__name__ = f"value_and_grad_{getattr(fn, '__name__', 'f')}"
     return value_and_grad_fn
 
 
-def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, backend: str = "numpy",
-         static_argnums: Sequence[int] | int = ()) -> Callable[..., Any]:
+def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
+         backend: str = "numpy", static_argnums: Sequence[int] | int = ()) -> Callable[..., Any]:
     """Like ``jax.grad``: ``g(*args) -> ∇fn`` with respect to ``args[argnums]`` (reverse mode);
-    see ``value_and_grad``."""
-    vg = value_and_grad(fn, argnums, backend=backend, static_argnums=static_argnums)
+    with ``has_aux=True``, ``g(*args) -> (∇value, aux)``. See ``value_and_grad``."""
+    vg = value_and_grad(fn, argnums, has_aux=has_aux, backend=backend, static_argnums=static_argnums)
 
-    def grad_fn(*args: Any) -> Any:
-        return vg(*args)[1]
+    def grad_fn(*args: Any, **kwargs: Any) -> Any:
+        value, g = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
 
     grad_fn.compiled = vg.compiled  # type: ignore[attr-defined]
     grad_fn.__name__ = f"grad_{getattr(fn, '__name__', 'f')}"

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import random as tg_random
 from ._namespace import array_namespace
-from .api import Compiled, compile
+from .api import Compiled, compile, with_aux
 from .errors import TangentError
 from .tree import tree_flatten, tree_unflatten
 
@@ -96,10 +96,12 @@ class DirectionSampler:
 
 def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
                  distribution: str = "normal", seed: int | None = None, backend: str = "numpy",
-                 static_argnums: Sequence[int] = ()) -> Callable[..., tuple[Any, Any]]:
+                 static_argnums: Sequence[int] = (), has_aux: bool = False) -> Callable[..., tuple[Any, Any]]:
     """Return ``g(*args, step=None) -> (value, grad_estimate)``: the forward-gradient estimate
     of the gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed),
-    averaged over ``directions`` random tangents computed in one execution.
+    averaged over ``directions`` random tangents computed in one execution. With
+    ``has_aux=True`` ``fn`` returns ``(value, aux)`` and ``g`` returns
+    ``((value, aux), grad_estimate)``.
 
     The tangents of a call are those of ``(seed, step, leaf, direction)``; pass ``step``
     (an int >= 0) to make a call reproducible on its own, e.g. on resuming a run. Without
@@ -107,19 +109,27 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
     if int(directions) < 1:
         raise ValueError(f"directions must be >= 1, got {directions}")
     k = int(directions)
-    compiled = fn if isinstance(fn, Compiled) else compile(fn, backend=backend, static_argnums=static_argnums)
+    if has_aux:
+        if isinstance(fn, Compiled):
+            fn, backend, static_argnums = fn.fn, fn.backend, fn.static_argnums
+        compiled = compile(with_aux(fn, "forward_grad"), backend=backend, static_argnums=static_argnums)
+    else:
+        compiled = fn if isinstance(fn, Compiled) else compile(fn, backend=backend, static_argnums=static_argnums)
     sampler = DirectionSampler(distribution, seed)
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
 
     calls = [0]
 
-    def estimate(*args: Any, step: int | None = None) -> tuple[Any, Any]:
+    def estimate(*args: Any, step: int | None = None, **kwargs: Any) -> tuple[Any, Any]:
         if step is None:
             step = calls[0]
         elif int(step) < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         calls[0] += 1
+        target = compiled
+        if kwargs:  # traced keyword arguments ride after the positional ones (never differentiated)
+            target, args = compiled._with_keywords(args, kwargs)
         for i in nums:
             if i >= len(args):
                 raise TypeError(f"argnums names argument {i}, but only {len(args)} were passed")
@@ -143,7 +153,9 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             vs_of[i] = (drawn[start:start + count], tree)
             tangents[i] = tree_unflatten(tree, vs_of[i][0])
             start += count
-        value, jv = compiled.jvp(tuple(args), tuple(tangents), batched=True)
+        value, jv = target.jvp(tuple(args), tuple(tangents), batched=True)
+        if has_aux:
+            (value, aux), jv = value, jv[0]
         if np.ndim(value) != 0 or jv is None:
             raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
                                hint="reduce the output, e.g. return np.mean(loss)")
@@ -155,7 +167,7 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             else:
                 g = [xp.tensordot(jv, v, axes=1) / k for v in vs]
             grads.append(tree_unflatten(tree, g))
-        return value, grads[0] if single else tuple(grads)
+        return (value, aux) if has_aux else value, grads[0] if single else tuple(grads)
 
     estimate.sampler = sampler  # type: ignore[attr-defined]
     estimate.namespace = lambda *args: _namespace(compiled, [args[i] for i in nums])  # type: ignore[attr-defined]

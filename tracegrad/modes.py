@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ad import jvp_graph, vjp_graph
-from .ir import Graph
+from .ir import Graph, Var
 from .transforms import optimize
 
-__all__ = ["PRIMAL", "JVPMode", "Mode", "PrimalMode", "VJPMode"]
+__all__ = ["PRIMAL", "HessianMode", "JVPMode", "Mode", "PrimalMode", "VJPCotangentMode", "VJPMode"]
 
 
 @dataclass(frozen=True)
@@ -50,5 +50,30 @@ class VJPMode:
         return optimize(vjp_graph(primal, self.wrt)), [a.aval.is_float for a in primal.outputs]
 
 
-Mode = PrimalMode | JVPMode | VJPMode
+@dataclass(frozen=True)
+class VJPCotangentMode:
+    """Vector-Jacobian products: one cotangent input per float output (after the primal
+    inputs); the outputs are the primal outputs and the cotangents of the ``wrt`` leaves."""
+
+    wrt: tuple[bool, ...]
+
+    def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
+        graph = optimize(vjp_graph(primal, self.wrt, cotangent_inputs=True))
+        return graph, [isinstance(a, Var) and a.aval.is_float for a in primal.outputs]
+
+
+@dataclass(frozen=True)
+class HessianMode:
+    """Forward over reverse: the JVP of the gradient graph (Hessian-vector products for
+    ``batch`` directions at once)."""
+
+    mask: tuple[bool, ...]
+    batch: tuple[int, ...] = ()
+
+    def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
+        fused, out_float = jvp_graph(vjp_graph(primal, self.mask), self.mask, self.batch)
+        return optimize(fused), out_float
+
+
+Mode = PrimalMode | JVPMode | VJPMode | VJPCotangentMode | HessianMode
 PRIMAL = PrimalMode()

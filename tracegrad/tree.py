@@ -14,6 +14,8 @@ from typing import Any
 
 __all__ = [
     "TreeDef",
+    "register_dataclass",
+    "register_pytree_node",
     "tree_flatten",
     "tree_leaves",
     "tree_map",
@@ -24,7 +26,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TreeDef:
-    """Structure of a pytree. ``kind`` is 'leaf', 'none', 'tuple', 'list', 'dict' or 'namedtuple'."""
+    """Structure of a pytree. ``kind`` is 'leaf', 'none', 'tuple', 'list', 'dict', 'namedtuple'
+    or 'custom' (a registered class: ``keys`` is ``(cls, aux_data)``)."""
 
     kind: str
     children: tuple[TreeDef, ...] = ()
@@ -43,11 +46,60 @@ class TreeDef:
             return f"[{inner}]"
         if self.kind == "dict":
             return "{" + ", ".join(f"{k!r}: {c!r}" for k, c in zip(self.keys, self.children)) + "}"
+        if self.kind == "custom" and self.keys[1] is not None:
+            return f"{self.keys[0].__name__}({inner}; {self.keys[1]!r})"
         return f"{self.keys[0].__name__}({inner})"
 
 
 _LEAF = TreeDef("leaf")
 _NONE = TreeDef("none", num_leaves=0)
+
+
+# registered classes: cls -> (flatten(obj) -> (children, aux_data), unflatten(aux_data, children) -> obj)
+_REGISTRY: dict[type, tuple[Callable[[Any], tuple[Any, Any]], Callable[[Any, Any], Any]]] = {}
+
+
+def register_pytree_node(cls: type, flatten: Callable[[Any], tuple[Any, Any]],
+                         unflatten: Callable[[Any, Any], Any]) -> None:
+    """Make instances of ``cls`` pytrees, as ``jax.tree_util.register_pytree_node``:
+    ``flatten(obj)`` returns ``(children, aux_data)`` — the children are pytrees, ``aux_data``
+    is static and hashable (it is part of compile-cache keys) — and ``unflatten(aux_data,
+    children)`` rebuilds the object."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_pytree_node expects a class, got {type(cls).__name__}")
+    if cls in (tuple, list, dict, type(None)):
+        raise ValueError(f"{cls.__name__} is already a pytree node")
+    _REGISTRY[cls] = (flatten, unflatten)
+
+
+def register_dataclass(cls: Any = None, *, data_fields: Any = None, meta_fields: Any = ()) -> Any:
+    """Register a dataclass as a pytree (usable as a decorator). ``data_fields`` (default: every
+    field not in ``meta_fields``) are the children; ``meta_fields`` are static values that
+    become part of the structure (and of compile-cache keys), like ``jax.tree_util.register_dataclass``."""
+    import dataclasses
+
+    def register(c: type) -> type:
+        if not dataclasses.is_dataclass(c):
+            raise TypeError(f"register_dataclass expects a dataclass, got {c!r}")
+        meta = tuple(meta_fields)
+        data = tuple(data_fields) if data_fields is not None else tuple(
+            f.name for f in dataclasses.fields(c) if f.name not in meta)
+
+        def flatten(obj: Any) -> tuple[Any, Any]:
+            return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in meta)
+
+        def unflatten(aux: Any, children: Any) -> Any:
+            obj = object.__new__(c)  # no __init__/__post_init__: children may be tracers
+            for n, v in zip(data, children):
+                object.__setattr__(obj, n, v)
+            for n, v in zip(meta, aux):
+                object.__setattr__(obj, n, v)
+            return obj
+
+        register_pytree_node(c, flatten, unflatten)
+        return c
+
+    return register if cls is None else register(cls)
 
 
 def _is_namedtuple(x: Any) -> bool:
@@ -61,6 +113,11 @@ def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
     collector runs."""
     if node is None:
         return _NONE
+    custom = _REGISTRY.get(type(node))
+    if custom is not None:
+        children, aux = custom[0](node)
+        kids = tuple(_flatten_into(c, leaves) for c in children)
+        return TreeDef("custom", kids, (type(node), aux), sum(k.num_leaves for k in kids))
     if isinstance(node, dict):
         keys = tuple(sorted(node))
         kids = tuple(_flatten_into(node[k], leaves) for k in keys)
@@ -90,6 +147,8 @@ def _build(td: TreeDef, it: Any) -> Any:
     if td.kind == "none":
         return None
     kids = [_build(c, it) for c in td.children]
+    if td.kind == "custom":
+        return _REGISTRY[td.keys[0]][1](td.keys[1], kids)
     if td.kind == "tuple":
         return tuple(kids)
     if td.kind == "list":

@@ -12,6 +12,8 @@ Each tracer belongs to exactly one builder; there is no global trace stack.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ from ..errors import (
     ConcretizationError,
     ControlFlowError,
     DTypeError,
+    ShapeError,
     TraceError,
     TracegradError,
     UnsupportedOperationError,
@@ -28,7 +31,9 @@ from ..errors import (
 from ..ir import Aval, Graph, Literal, Node, Primitive, SourceInfo, Var
 from .source import user_source
 
-__all__ = ["GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
+__all__ = ["MAX_RANK", "GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
+
+MAX_RANK = 32  # NumPy's nditer-based helpers (np.broadcast, ...) support at most 32 dimensions
 
 
 def aval_of(x: Any) -> Aval:
@@ -64,16 +69,23 @@ class GraphBuilder:
         self._consts: dict[int, Literal] = {}
         self._keep: list[Any] = []  # keeps constant arrays alive so ids stay unique
         self.current_source: SourceInfo | None = None  # set by transforms replaying a graph
+        self.finished = False  # set when the user's function has returned: its tracers are dead
+        self.tracked: weakref.WeakSet[Tracer] | None = None  # every tracer, to find leaked ones
 
-    def new_input(self, aval: Aval, hint: str | None = None, kind: str = "primal") -> Tracer:
+    def new_input(self, aval: Aval, hint: str | None = None, kind: str = "primal",
+                  mutable: bool = True) -> Tracer:
+        """A tracer for one input leaf; ``mutable=False`` for Python and NumPy scalars,
+        which in-place operators rebind instead of modifying."""
         var = Var(aval, hint)
         self.inputs.append(var)
         self.input_kinds.append(kind)
-        return Tracer(self, var)
+        return Tracer(self, var, "input" if mutable else "scalar")
 
     def atom(self, x: Any) -> Var | Literal:
         if isinstance(x, Tracer):
             if x._builder is not self:
+                if x._builder.finished:
+                    raise leaked_error(x)
                 raise TraceError(
                     "a traced value from a different trace was used here",
                     hint="do not keep traced values in globals or across calls; pass them as arguments",
@@ -90,17 +102,30 @@ class GraphBuilder:
             return Literal(x, aval_of(x))
         raise TypeError(f"cannot use a {type(x).__name__} as an array operand")
 
+    def source_of(self, var: Var) -> SourceInfo | None:
+        """The user source line of the node that computed ``var`` (None for inputs)."""
+        for node in reversed(self.nodes):
+            if any(o is var for o in node.outputs):
+                return node.source
+        return None
+
     def add_node(self, prim: Primitive, atoms: list[Any], params: dict[str, Any],
                  out_avals: Any, source: SourceInfo | None) -> Any:
         multiple = prim.multiple_results
         avals = tuple(out_avals) if multiple else (out_avals,)
+        for a in avals:
+            if len(a.shape) > MAX_RANK:
+                raise ShapeError(f"{prim.name} would make an array of rank {len(a.shape)}; tracegrad supports "
+                                 f"arrays of rank up to {MAX_RANK} (NumPy's broadcasting helpers stop there)",
+                                 source=source, hint="merge axes with reshape")
         outs = tuple(Var(a) for a in avals)
         self.nodes.append(Node(prim, tuple(atoms), outs, params, source))
         tracers = [Tracer(self, v) for v in outs]
         return tracers if multiple else tracers[0]
 
     def build(self, outputs: list[Any]) -> Graph:
-        return Graph(list(self.inputs), list(self.nodes), [self.atom(o) for o in outputs],
+        outs = [self.atom(o) for o in outputs]  # first: reading a view may record its re-read
+        return Graph(list(self.inputs), list(self.nodes), outs,
                      name=self.name, input_kinds=list(self.input_kinds))
 
 
@@ -121,11 +146,29 @@ def _as_operand(x: Any) -> Any:
     )
 
 
+def leaked_error(x: Tracer) -> TraceError:
+    """The error for using a tracer after its trace ended (it leaked out of the function)."""
+    node_src = x._builder.source_of(x._v)
+    where = f" (it was computed at {node_src.filename}:{node_src.lineno}: {node_src.line.strip()})" \
+        if node_src is not None and node_src.line else ""
+    return TraceError(
+        f"a traced value {x.aval} from the trace of '{x._builder.name}' is used after that trace "
+        f"ended{where}. It leaked out of the compiled function: it was stored in a global, a closure, "
+        "an object attribute or a container passed in. Such side effects run only while tracing, "
+        "not on later (cached) calls, and the stored value is a placeholder, not numbers",
+        source=user_source(),
+        hint="return the value from the compiled function instead (e.g. return loss, new_state) "
+        "and store it outside",
+    )
+
+
 def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim``: record a node when any argument is a tracer, else compute with NumPy."""
     builder: GraphBuilder | None = None
     for a in args:
         if isinstance(a, Tracer):
+            if a._builder.finished:
+                raise leaked_error(a)
             if builder is None:
                 builder = a._builder
             elif a._builder is not builder:
@@ -145,7 +188,11 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
         if builder.current_source is not None or err.source is None:
             err.source = source  # a replayed graph knows the original user line
         raise err from None
-    return builder.add_node(prim, atoms, params, out_avals, source)
+    out = builder.add_node(prim, atoms, params, out_avals, source)
+    if prim.view and isinstance(args[0], Tracer) and not prim.multiple_results \
+            and prim.is_view([a.aval for a in atoms], params):
+        out._view = ("op", args[0], args[0]._version, prim, params)  # shares operand 0's memory in NumPy
+    return out
 
 
 def _tnp() -> Any:
@@ -155,27 +202,75 @@ def _tnp() -> Any:
 
 
 class Tracer:
-    """A traced array. Supports NumPy's operators, ufuncs, array functions and methods."""
+    """A traced array. Supports NumPy's operators, ufuncs, array functions and methods.
 
-    __slots__ = ("_builder", "_var")
+    In-place operators and item assignment follow NumPy: the tracer is one mutable object,
+    so ``y = x; y += 1`` changes what every name bound to it sees (the tracer is rebound to
+    the node that computes the new value). A tracer made by basic indexing (``x[1:3]``,
+    ``x[0]``, ``x[...]``) is a view: writing through it writes into ``x``, and it re-reads
+    ``x`` after ``x`` changes. Other NumPy views (reshape, transpose, ...) refuse in-place
+    writes and refuse to be read after their base changed, rather than differ from NumPy.
+    0-d results are NumPy scalars (immutable): ``s += 1`` rebinds ``s`` only.
+    """
+
+    __slots__ = ("__weakref__", "_builder", "_kind", "_v", "_version", "_view")
     __array_priority__ = 1000
 
-    def __init__(self, builder: GraphBuilder, var: Var):
+    def __init__(self, builder: GraphBuilder, var: Var, kind: str | None = None):
         self._builder = builder
-        self._var = var
+        self._v = var
+        # "input" (a function argument), "array" (a mutable array) or "scalar" (immutable)
+        self._kind = kind if kind is not None else ("array" if var.aval.shape else "scalar")
+        self._version = 0  # bumped by every in-place change, so views know to re-read
+        self._view: tuple | None = None  # ("index", base, idx, seen) or ("op", base, seen, name)
+        if builder.tracked is not None:
+            builder.tracked.add(self)
+
+    @property
+    def _var(self) -> Var:
+        if self._view is not None:
+            self._refresh()
+        return self._v
+
+    def _refresh(self) -> None:
+        """Re-read the base of a view that changed since the view was taken."""
+        view = self._view
+        base = view[1]
+        base._var  # noqa: B018  (refresh the base first: it may itself be a view)
+        if view[0] == "index":
+            if base._version != view[3]:
+                self._view = ("index", base, view[2], base._version)
+                self._v = _tnp().getitem(base, view[2])._v
+                self._version += 1
+            return
+        _, base, seen, prim, params = view
+        if base._version == seen:
+            return
+        from .inplace import rederivable
+
+        if not rederivable(self):
+            raise UnsupportedOperationError(
+                f"this array is a view ({prim.name}) of an array that was modified in place after the "
+                "view was taken; NumPy would show the change through the view only where it did not "
+                "copy, which tracegrad cannot tell here",
+                source=user_source(),
+                hint="take the view after the in-place update, or copy it (y = x.reshape(...).copy())")
+        self._view = ("op", base, base._version, prim, params)
+        self._v = bind(prim, base, **params)._v
+        self._version += 1
 
     # -- abstract properties -------------------------------------------------------
     @property
     def aval(self) -> Aval:
-        return self._var.aval
+        return self._v.aval
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._var.aval.shape
+        return self._v.aval.shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self._var.aval.dtype
+        return self._v.aval.dtype
 
     @property
     def ndim(self) -> int:
@@ -183,7 +278,7 @@ class Tracer:
 
     @property
     def size(self) -> int:
-        return self._var.aval.size
+        return self._v.aval.size
 
     def __len__(self) -> int:
         if not self.shape:
@@ -196,29 +291,62 @@ class Tracer:
         return (self[i] for i in range(self.shape[0]))
 
     def __repr__(self) -> str:
+        if self._builder.finished:
+            return f"Tracer<{self.aval}, leaked from a finished trace>"
         return f"Tracer<{self.aval}>"
+
+    def _fresh(self) -> Tracer:
+        """A new array object holding the same value (NumPy's copy)."""
+        return Tracer(self._builder, self._var)
 
     # -- NumPy protocols -----------------------------------------------------------
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         from .dispatch import call_ufunc
 
-        return call_ufunc(ufunc, method, inputs, kwargs)
+        if method == "at" and not kwargs:
+            from .inplace import ufunc_at
+
+            return ufunc_at(ufunc, inputs)
+        out = call_ufunc(ufunc, method, inputs, kwargs)
+        if isinstance(out, Tracer) and any(out is i for i in inputs):
+            return out._fresh()  # a ufunc returns a new array (np.positive(x) is not x)
+        return out
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         from .dispatch import call_function
 
+        if func is np.copy and args and args[0] is self and not kwargs:
+            return self._fresh()
+        if func in _INPLACE_FUNCTIONS:
+            from .inplace import inplace_function
+
+            handled, out = inplace_function(func, args, kwargs)
+            if handled:
+                return out
+        if func in _LIKE and args and args[0] is self:
+            from .inplace import traced_like
+
+            out = traced_like(self._builder, func, args, kwargs)
+            if out is not None:
+                return out
         return call_function(func, args, kwargs)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self._builder.finished:
+            raise leaked_error(self)
         raise ConcretizationError(
             f"a traced value {self.aval} cannot be converted to a concrete NumPy array while tracing",
             source=user_source(),
             hint="keep the computation in NumPy operations on the traced value "
-            "(np.stack/np.concatenate instead of np.array([...]))",
+            "(np.stack/np.concatenate instead of np.array([...])); to fill an array with traced "
+            "values (out[i] = ...), create it from a traced one (out = np.zeros_like(x)) or "
+            "collect the pieces in a list and np.stack them",
         )
 
     # -- Python control flow and concrete conversion --------------------------------
     def __bool__(self) -> bool:
+        if self._builder.finished:
+            raise leaked_error(self)
         raise ControlFlowError(
             "Python control flow (if/while/and/or/bool) on a traced value is not traceable: "
             "branching on data is decided once at trace time, so the compiled code would be wrong "
@@ -228,6 +356,8 @@ class Tracer:
         )
 
     def _concrete(self, kind: str) -> Any:
+        if self._builder.finished:
+            raise leaked_error(self)
         raise ConcretizationError(
             f"a traced value {self.aval} cannot be converted to a Python {kind} while tracing",
             source=user_source(),
@@ -246,6 +376,27 @@ class Tracer:
 
     def __complex__(self) -> complex:
         return self._concrete("complex")
+
+    def _data_dependent(self, what: str, hint: str) -> Any:
+        if self._builder.finished:
+            raise leaked_error(self)
+        raise ConcretizationError(
+            f"{what} needs the concrete numbers of a traced value {self.aval}, which exist only when "
+            "the compiled function runs: the result would be decided once at trace time",
+            source=user_source(), hint=hint)
+
+    def item(self, *args: Any) -> Any:
+        return self._data_dependent(
+            "x.item()", "keep it an array (x.reshape(()) or x[i] for one element); convert with "
+            "float(...) outside the compiled function, on its result")
+
+    def tolist(self) -> Any:
+        return self._data_dependent(
+            "x.tolist()", "keep it an array inside the compiled function; call .tolist() on the result")
+
+    @property
+    def flat(self) -> Any:
+        return self._data_dependent("x.flat", "use x.reshape(-1) (or x.ravel()) and index that")
 
     def __hash__(self) -> int:
         return id(self)
@@ -270,7 +421,7 @@ class Tracer:
     def __matmul__(self, o): return _tnp().matmul(self, o)
     def __rmatmul__(self, o): return _tnp().matmul(o, self)
     def __neg__(self): return _tnp().negative(self)
-    def __pos__(self): return self
+    def __pos__(self): return self._fresh()
     def __abs__(self): return _tnp().abs(self)
     def __lt__(self, o): return _tnp().less(self, o)
     def __le__(self, o): return _tnp().less_equal(self, o)
@@ -289,14 +440,76 @@ class Tracer:
     def __rshift__(self, o): return _tnp().right_shift(self, o)
     def __rrshift__(self, o): return _tnp().right_shift(o, self)
     def __invert__(self): return _tnp().invert(self)
-    def __getitem__(self, idx): return _tnp().getitem(self, idx)
+
+    # In-place operators modify this one object (every name bound to it sees the change),
+    # compute in the promoted dtype and cast back with NumPy's same_kind rule.
+    def __iadd__(self, o): return self._inplace("+=", _tnp().add, o)
+    def __isub__(self, o): return self._inplace("-=", _tnp().subtract, o)
+    def __imul__(self, o): return self._inplace("*=", _tnp().multiply, o)
+    def __itruediv__(self, o): return self._inplace("/=", _tnp().divide, o)
+    def __ipow__(self, o): return self._inplace("**=", _tnp().power, o)
+    def __imatmul__(self, o): return self._inplace("@=", _tnp().matmul, o)
+    def __iand__(self, o): return self._inplace("&=", _tnp().bitwise_and, o)
+    def __ior__(self, o): return self._inplace("|=", _tnp().bitwise_or, o)
+    def __ixor__(self, o): return self._inplace("^=", _tnp().bitwise_xor, o)
+    def __ilshift__(self, o): return self._inplace("<<=", _tnp().left_shift, o)
+    def __irshift__(self, o): return self._inplace(">>=", _tnp().right_shift, o)
+    def __imod__(self, o): return self._inplace("%=", _tnp().remainder, o)
+    def __ifloordiv__(self, o): return self._inplace("//=", _tnp().floor_divide, o)
+
+    def _inplace(self, op: str, fn: Any, other: Any) -> Any:
+        if self._builder.finished:
+            raise leaked_error(self)
+        result = fn(self, other)
+        if self._kind == "scalar":
+            return result  # NumPy scalars are immutable: `s += 1` rebinds the name only
+        from .inplace import fit_inplace
+
+        self._assign(fit_inplace(self, result, op), op)
+        return self
+
+    def _assign(self, new: Tracer, what: str) -> None:
+        """Make this array hold ``new`` (same shape and dtype), writing through views."""
+        from .inplace import detach_if_unshared, write_through
+
+        if self._kind == "input":
+            raise UnsupportedOperationError(
+                f"in-place update ({what}) of the function argument '{self._v.hint or 'input'}': NumPy "
+                "would modify the caller's array, and compiled functions never modify their arguments",
+                source=user_source(),
+                hint="copy it first (x = x.copy()) or write it functionally (x = x - ...), and return "
+                "the new value if the caller needs it")
+        detach_if_unshared(self)
+        if self._view is not None:
+            write_through(self, new, what)
+        else:
+            self._v = new._var
+        self._version += 1
+
+    def __getitem__(self, idx):
+        out = _tnp().getitem(self, idx)
+        if isinstance(out, Tracer) and out is not self:
+            from .inplace import is_basic_index
+
+            if is_basic_index(idx) and (out.ndim or not any(_is_int(i) for i in _as_tuple(idx))):
+                out._view = ("index", self, idx, self._version)  # basic indexing gives a view
+                out._kind = "array"
+        return out
 
     def __setitem__(self, idx: Any, value: Any) -> None:
-        raise UnsupportedOperationError(
-            "in-place assignment to a traced array (x[...] = v) is not traceable",
-            source=user_source(),
-            hint="build the result functionally, e.g. with np.where(mask, v, x) or np.concatenate",
-        )
+        if self._builder.finished:
+            raise leaked_error(self)
+        if self._kind == "scalar":
+            raise UnsupportedOperationError(
+                f"item assignment to a 0-d result ({self.aval}): NumPy scalars are immutable",
+                source=user_source(), hint="assign into the array it came from, or rebind the name")
+        from .inplace import is_basic_index, set_index
+
+        view = value._view if isinstance(value, Tracer) else None
+        if (view is not None and view[0] == "index" and view[1] is self and view[3] == self._version
+                and is_basic_index(idx) and view[2] == idx):
+            return  # `x[i] += v` already wrote through the view x[i]
+        self._assign(set_index(self, idx, value), "item assignment")
 
     # -- methods -------------------------------------------------------------------
     @property
@@ -319,9 +532,16 @@ class Tracer:
 
     def swapaxes(self, a: int, b: int) -> Tracer: return _tnp().swapaxes(self, a, b)
     def squeeze(self, axis: Any = None) -> Tracer: return _tnp().squeeze(self, axis)
-    def flatten(self) -> Tracer: return _tnp().reshape(self, (-1,))
     def ravel(self) -> Tracer: return _tnp().reshape(self, (-1,))
-    def astype(self, dtype: Any, copy: bool = True) -> Tracer: return _tnp().astype(self, dtype)
+
+    def flatten(self) -> Tracer:
+        out = _tnp().reshape(self, (-1,))
+        return out._fresh() if out is self or out._view is not None else out  # always a copy
+
+    def astype(self, dtype: Any, copy: bool = True) -> Tracer:
+        out = _tnp().astype(self, dtype)
+        return out._fresh() if out is self and copy else out  # astype copies by default
+
     def sum(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
         return _tnp().sum(self, axis=axis, dtype=dtype, keepdims=keepdims)
     def mean(self, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tracer:
@@ -343,4 +563,35 @@ class Tracer:
     def clip(self, a_min: Any = None, a_max: Any = None) -> Tracer:
         return _tnp().clip(self, a_min, a_max)
     def dot(self, other: Any) -> Tracer: return _tnp().dot(self, other)
-    def copy(self) -> Tracer: return self
+    def copy(self) -> Tracer: return self._fresh()
+
+    def fill(self, value: Any) -> None:
+        self[...] = value
+
+    def __getattr__(self, name: str) -> Any:
+        # Other ndarray methods (x.prod(), x.cumsum(), ...) map to the tracegrad.numpy
+        # function of the same name where one exists; otherwise a clear error, never a crash.
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"'Tracer' object has no attribute '{name}'")
+        fn = getattr(_tnp(), name, None)
+        if callable(fn):
+            return functools.partial(fn, self)
+        raise UnsupportedAttributeError(f"x.{name} (ndarray.{name}) is not supported on traced values",
+                                    source=user_source(),
+                                    hint=f"write it with supported operations, or use np.{name}(x) if tracegrad.numpy has it")
+
+
+class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
+    """An ndarray attribute a tracer lacks: a clear error that ``hasattr`` still reads as False."""
+
+
+_INPLACE_FUNCTIONS = (np.copyto, np.put_along_axis, np.fill_diagonal)
+_LIKE = (np.zeros_like, np.ones_like, np.full_like, np.empty_like)
+
+
+def _is_int(i: Any) -> bool:
+    return isinstance(i, int | np.integer) and not isinstance(i, bool)
+
+
+def _as_tuple(idx: Any) -> tuple:
+    return idx if isinstance(idx, tuple) else (idx,)
