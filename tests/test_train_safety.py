@@ -87,8 +87,8 @@ def test_slow_blow_up_stops_early_and_keeps_a_checkpoint_from_before_the_climb(t
     trainer = Trainer(_cfg(tmp_path / "run", steps=2000, checkpoint_every=25), dataset=digits)
     real = trainer.estimate
 
-    def climbing(params, x, y):  # the real gradient, but a loss that starts to climb at step 200
-        _, grads = real(params, x, y)
+    def climbing(params, x, y, **kw):  # the real gradient, but a loss that starts to climb at step 200
+        _, grads = real(params, x, y, **kw)
         return (2.0 if trainer.step < 200 else 2.0 * 1.03 ** (trainer.step - 200)), grads
 
     climbing.sampler = real.sampler
@@ -125,10 +125,10 @@ def test_interrupt_saves_a_checkpoint_and_the_plot_then_resume_continues(tmp_pat
     trainer = Trainer(_cfg(out, steps=40, plot=True, checkpoint_every=1000), dataset=digits)
     real = trainer.estimate
 
-    def interrupted_at_15(params, x, y):
+    def interrupted_at_15(params, x, y, **kw):
         if trainer.step == 14:
             trainer._stop_signal = signal.SIGTERM  # what the handler does
-        return real(params, x, y)
+        return real(params, x, y, **kw)
 
     interrupted_at_15.sampler = real.sampler
     trainer.estimate = interrupted_at_15

@@ -56,7 +56,7 @@ def _leaf_aval(x: Any, where: str) -> Aval:
             hint="convert it with np.asarray, or mark the argument static with static_argnums=(i,)")
     if aval.ndim > MAX_RANK:
         raise ArgumentTypeError(f"{where} has rank {aval.ndim}; tracegrad supports arrays of rank up to "
-                                f"{MAX_RANK} (NumPy's broadcasting helpers stop there)",
+                                f"{MAX_RANK} (NumPy's limit)",
                                 hint="merge axes with reshape before the call")
     if aval.dtype.kind not in "biufc":
         raise ArgumentTypeError(f"{where} is an array of dtype {aval.dtype}; only numeric arrays can be traced")
@@ -553,7 +553,9 @@ def _check_argnums(argnums: Any) -> tuple[int, ...]:
 def with_aux(fn: Callable[..., Any], who: str) -> Callable[..., Any]:
     """``fn`` returning ``(value, aux)``, checked, with ``aux`` excluded from differentiation
     (as in JAX: aux is carried along, never differentiated)."""
-    from .numpy import stop_gradient
+    from .tracing.dispatch import numpy_namespace
+
+    stop_gradient = numpy_namespace().stop_gradient
 
     name = getattr(fn, "__name__", "f")
 

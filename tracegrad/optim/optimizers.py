@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._namespace import array_namespace  # re-exported: optimizers and the trainer use it
 from ..tree import TreeDef, tree_flatten, tree_map, tree_unflatten
 from .schedules import LearningRate, constant, cosine_decay, exponential_decay, resolve_lr

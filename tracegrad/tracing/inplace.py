@@ -35,9 +35,21 @@ _MAX_TRACED_WRITES = 4096  # pairwise duplicate check for traced index arrays: n
 
 
 def _tnp() -> Any:
-    from .. import numpy as tnp
+    from .dispatch import (
+        numpy_namespace,  # tracegrad.numpy, registered there (tracing sits below it)
+    )
 
-    return tnp
+    return numpy_namespace()
+
+
+def scatter_add(values: Any, arrays: list[Any], template: tuple, shape: tuple[int, ...]) -> Any:
+    """The ``scatter_add`` primitive (declared in ``ops/indexing.py``), found in the registry:
+    the tracing layer sits below the ops."""
+    from ..ir import PRIMITIVES
+    from .tracer import bind
+
+    return bind(PRIMITIVES["scatter_add"], values, *arrays, template=tuple(template),
+                shape=tuple(int(d) for d in shape))
 
 
 def _shape_str(shape: tuple[int, ...]) -> str:
@@ -247,8 +259,6 @@ def _target(func_name: str, dst: Any) -> Tracer:
 def _scatter_into(x: Tracer, idx: Any, values: Any, sign: int) -> Tracer:
     """``x`` plus (``sign=1``) or minus ``values`` added at ``idx``, repeated indices
     accumulating: ``np.add.at`` / ``np.subtract.at``."""
-    from ..ops.indexing import scatter_add
-
     tnp = _tnp()
     pos = np.arange(x.size).reshape(x.shape)
     parts = idx if isinstance(idx, tuple) else (idx,)
@@ -415,8 +425,6 @@ def _set_index(x: Tracer, idx: Any, value: Any) -> Any:
         gathered = tnp.getitem(vflat, src)
         return gathered if mask.all() else tnp.where(mask, gathered, x)
     # traced index arrays: positions, which of them win, and where each value lands
-    from ..ops.indexing import scatter_add
-
     flat = tnp.reshape(sel, (-1,))
     order = np.arange(n)
     if _provably_distinct(parts, shape):

@@ -33,7 +33,7 @@ from .source import user_source
 
 __all__ = ["MAX_RANK", "GraphBuilder", "Tracer", "aval_of", "bind", "is_tracer"]
 
-MAX_RANK = 32  # NumPy's nditer-based helpers (np.broadcast, ...) support at most 32 dimensions
+MAX_RANK = 64  # NumPy's own limit (NPY_MAXDIMS); the broadcasting rule handles any rank below it
 
 
 def aval_of(x: Any) -> Aval:
@@ -116,7 +116,7 @@ class GraphBuilder:
         for a in avals:
             if len(a.shape) > MAX_RANK:
                 raise ShapeError(f"{prim.name} would make an array of rank {len(a.shape)}; tracegrad supports "
-                                 f"arrays of rank up to {MAX_RANK} (NumPy's broadcasting helpers stop there)",
+                                 f"arrays of rank up to {MAX_RANK} (NumPy's limit)",
                                  source=source, hint="merge axes with reshape")
         outs = tuple(Var(a) for a in avals)
         self.nodes.append(Node(prim, tuple(atoms), outs, params, source))

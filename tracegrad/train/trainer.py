@@ -437,7 +437,12 @@ class Trainer:
         """``config.json``: the resolved config, the defaults filled in, and the data set."""
         if self.out_dir is None:
             return
-        from .. import __version__
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            __version__ = version("tracegrad")
+        except PackageNotFoundError:
+            __version__ = "unknown"
 
         ds = self.dataset
         doc = {"tracegrad_version": __version__, "config": self.config.to_dict(),
