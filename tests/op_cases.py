@@ -321,6 +321,28 @@ CASES += [
          (0, 1), ("einsum",)),
 ]
 
+
+
+def _np_put(a, i, v, axis):
+    out = a.copy()
+    np.put_along_axis(out, i, v, axis)
+    return out
+
+
+CASES += [
+    Case("put_along_axis", lambda a, v, i: tnp.put_along_axis(a, i[:, None], v[:, None], axis=1, inplace=False),
+         [n(4, 5), n(4), labels(4)], (0, 1), ("put_along_axis",),
+         extra={"numpy": lambda a, v, i: _np_put(a, i[:, None], v[:, None], 1)}),
+    # repeated indices: the last write wins, in value and in derivative
+    Case("put_along_axis_repeats", lambda a, v: tnp.put_along_axis(a, np.array([[0, 2, 0], [1, 1, 3]]), v, axis=1,
+                                                                   inplace=False),
+         [n(2, 4), n(2, 3)], (0, 1), ("put_along_axis",),
+         extra={"numpy": lambda a, v: _np_put(a, np.array([[0, 2, 0], [1, 1, 3]]), v, 1)}),
+    Case("put_along_axis_scalar", lambda a, i: tnp.put_along_axis(a, i[None, :], 0.5, axis=0, inplace=False),
+         [n(5, 3), labels(3)], (0,), ("put_along_axis",),
+         extra={"numpy": lambda a, i: _np_put(a, i[None, :], 0.5, 0)}),
+]
+
 CASE_IDS = [c.name for c in CASES]
 
 

@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     indexing,
     linalg,
     nn,
+    put,
     reductions,
     rounding,
     scans,
@@ -12,4 +13,4 @@ from . import (  # noqa: F401
     transcendental,
 )
 
-__all__ = ["elementwise", "indexing", "linalg", "reductions", "rounding", "scans", "shape", "transcendental"]
+__all__ = ["elementwise", "indexing", "linalg", "put", "reductions", "rounding", "scans", "shape", "transcendental"]

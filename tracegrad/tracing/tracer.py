@@ -214,7 +214,7 @@ class Tracer:
             f"a traced value {self.aval} cannot be converted to a concrete NumPy array while tracing",
             source=user_source(),
             hint="keep the computation in NumPy operations on the traced value "
-            "(np.stack/np.concatenate instead of np.array([...]))",
+            "(tracegrad.numpy.array([...]) or np.stack instead of np.array([...]))",
         )
 
     # -- Python control flow and concrete conversion --------------------------------
