@@ -27,6 +27,7 @@ VALUE_CASES = [
     ("round_half_even", lambda a: np.round(a) + np.round(a * 0.1, 1), [np.array([0.5, 1.5, 2.5, -0.5, 0.25])]),
     ("ceil_trunc_int", lambda a: np.ceil(a) + np.trunc(a), [I32]),
     ("rint_int", lambda a: np.rint(a), [I32]),
+    ("reciprocal_int", lambda a: np.reciprocal(a), [I32[I32 != 0]]),
     ("log2_exact", lambda a: np.log2(a) + np.log10(a * 10), [np.array([1.0, 2.0, 8.0, 1024.0])]),
     ("trig_f32", lambda a: np.arcsin(a * 0.1) + np.cosh(a) + np.arctan2(a, 1.5) + np.hypot(a, a), [F32]),
     ("any_all_count", lambda a: (np.any(a, axis=0), np.all(a > -1, axis=1), np.count_nonzero(a),

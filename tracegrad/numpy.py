@@ -98,6 +98,9 @@ def square(x: Any) -> Any:
 
 @_implements("reciprocal")
 def reciprocal(x: Any) -> Any:
+    """1/x; on integers NumPy's integer 1/x: x for x = +-1, else 0 (NumPy's 1/0 is undefined)."""
+    if aval_of(x).dtype.kind in "iu":
+        return _ew.where(_ew.equal(_ew.abs(x), 1), x, _np.zeros((), aval_of(x).dtype))
     return _ew.div(1, x)
 
 
