@@ -48,6 +48,8 @@ VALUE_CASES = [
     ("sinc_zero", lambda a: np.sinc(a), [np.array([0.0, 0.5, -1.0, 1e-9])]),
     ("split_list", lambda a: np.array_split(a, 3, axis=1), [F64]),
     ("einsum_forms", lambda a: (np.einsum("ij->", a), np.einsum("...j->j...", a), np.einsum("ii->i", a[:, :4])), [F64]),
+    ("array_methods", lambda a: (a.cumsum(), a.cumprod(0), a.argsort(), a.any(0), (a > 0).all(keepdims=True),
+                                 a.repeat(2, axis=1), a.diagonal(1), a.trace(), a.round(1)), [F64]),
     ("average_weights_int", lambda a: np.average(a, axis=1, weights=[1, 2, 3, 4, 5]), [I32]),
 ]
 

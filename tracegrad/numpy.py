@@ -453,26 +453,29 @@ def nan_to_num(x: Any, copy: bool = True, nan: float = 0.0, posinf: float | None
 
 
 # ---------------------------------------------------------------- reductions
-def _axes_kd(x: Any, axis: Any, keepdims: bool, op: str) -> tuple[tuple[int, ...], bool]:
+def _axes_kd(x: Any, axis: Any, keepdims: bool, op: str, out: Any = None) -> tuple[tuple[int, ...], bool]:
+    if out is not None:
+        raise UnsupportedOperationError(f"np.{op} with out=", source=user_source(),
+                                        hint="traced code is functional: drop out= and use the result")
     return normalize_axes(axis, _nd(x), op), bool(keepdims)
 
 
 @_implements("ptp")
-def ptp(a: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    axes, kd = _axes_kd(a, axis, keepdims, "ptp")
+def ptp(a: Any, axis: Any = None, out: None = None, keepdims: bool = False) -> Any:
+    axes, kd = _axes_kd(a, axis, keepdims, "ptp", out)
     return _ew.sub(_red.reduce_max(a, axes, kd), _red.reduce_min(a, axes, kd))
 
 
 @_implements("any")
-def any(a: Any, axis: Any = None, keepdims: bool = False) -> Any:
+def any(a: Any, axis: Any = None, out: None = None, keepdims: bool = False) -> Any:
     """True where some element is nonzero (NaN counts), as a count > 0 (empty axes give False)."""
-    axes, kd = _axes_kd(a, axis, keepdims, "any")
+    axes, kd = _axes_kd(a, axis, keepdims, "any", out)
     return _ew.greater(_red.reduce_sum(astype(_ew.not_equal(a, 0), _np.intp), axes, kd), 0)
 
 
 @_implements("all")
-def all(a: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    axes, kd = _axes_kd(a, axis, keepdims, "all")
+def all(a: Any, axis: Any = None, out: None = None, keepdims: bool = False) -> Any:
+    axes, kd = _axes_kd(a, axis, keepdims, "all", out)
     return _ew.equal(_red.reduce_sum(astype(_ew.equal(a, 0), _np.intp), axes, kd), 0)
 
 
@@ -483,15 +486,17 @@ def count_nonzero(a: Any, axis: Any = None, *, keepdims: bool = False) -> Any:
 
 
 @_implements("nansum")
-def nansum(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+def nansum(a: Any, axis: Any = None, dtype: Any = None, out: None = None, keepdims: bool = False) -> Any:
     """Sum with NaNs counted as zero (their derivative is zero too)."""
+    _axes_kd(a, axis, keepdims, "nansum", out)
     zeroed = _ew.where(_rd.isnan(a), _np.zeros((), aval_of(a).dtype), a) if aval_of(a).is_float else a
     return _red.np_sum(zeroed, axis, dtype=dtype, keepdims=keepdims)
 
 
 @_implements("nanmean")
-def nanmean(a: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+def nanmean(a: Any, axis: Any = None, dtype: Any = None, out: None = None, keepdims: bool = False) -> Any:
     """Mean over the non-NaN elements (NaN where there are none, as NumPy warns and returns)."""
+    _axes_kd(a, axis, keepdims, "nanmean", out)
     if not aval_of(a).is_float:
         return mean(a, axis, dtype=dtype, keepdims=keepdims)
     count = _red.np_sum(astype(_ew.logical_not(_rd.isnan(a)), aval_of(a).dtype), axis, keepdims=keepdims)

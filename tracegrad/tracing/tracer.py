@@ -334,14 +334,13 @@ class Tracer:
     def cumsum(self, axis: Any = None, dtype: Any = None) -> Tracer: return _tnp().cumsum(self, axis, dtype)
     def cumprod(self, axis: Any = None, dtype: Any = None) -> Tracer: return _tnp().cumprod(self, axis, dtype)
     def argsort(self, axis: Any = -1, kind: Any = None) -> Tracer: return _tnp().argsort(self, axis, kind)
-    def any(self, axis: Any = None, keepdims: bool = False) -> Tracer: return _tnp().any(self, axis, keepdims)
-    def all(self, axis: Any = None, keepdims: bool = False) -> Tracer: return _tnp().all(self, axis, keepdims)
+    def any(self, axis: Any = None, keepdims: bool = False) -> Tracer: return _tnp().any(self, axis, keepdims=keepdims)
+    def all(self, axis: Any = None, keepdims: bool = False) -> Tracer: return _tnp().all(self, axis, keepdims=keepdims)
     def repeat(self, repeats: Any, axis: Any = None) -> Tracer: return _tnp().repeat(self, repeats, axis)
     def diagonal(self, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Tracer:
         return _tnp().diagonal(self, offset, axis1, axis2)
     def trace(self, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any = None) -> Tracer:
         return _tnp().trace(self, offset, axis1, axis2, dtype)
-    def __round__(self, ndigits: int | None = None) -> Tracer: return _tnp().round(self, ndigits or 0)
 
     def sort(self, axis: int = -1, kind: Any = None) -> None:
         raise UnsupportedOperationError(
