@@ -297,6 +297,12 @@ CASES += [
          [n(2, 3), n(2, 3)], (0, 1), ("concatenate",)),
     Case("split", lambda a: sum(p * (k + 1) for k, p in enumerate(np.split(a, 2, axis=1)))
          + np.concatenate(np.split(a, [1, 3], axis=1), axis=1)[:, :2], [n(3, 4)], (0,), ("index",)),
+    Case("hvdsplit", lambda a: np.hsplit(a, 2)[1].sum(1) + np.vsplit(a, [1])[1].sum(0)[:3] + np.dsplit(a, 3)[2][:, :3, 0],
+         [n(3, 4, 3)], (0,), ("index",)),
+    Case("rollaxis", lambda a: np.rollaxis(a, 2) + np.rollaxis(a, 0, 3).transpose(2, 0, 1), [n(3, 3, 3)], (0,),
+         ("transpose",)),
+    Case("select_real_conj", lambda a, b: np.select([a > 0.5, b > 0], [a * b, np.conj(b)], default=np.real(a))
+         + np.conjugate(a) + np.imag(a), [n(6), n(6)], (0, 1), ("where",)),
     Case("array_split", lambda a: np.concatenate([p[:1] * (k + 1) for k, p in enumerate(np.array_split(a, 3))]),
          [n(7)], (0,), ("index",)),
     Case("array_of_traced", lambda a, b: tnp.array([[a[0], b], [1.0, a[1] * b]]) + tnp.asarray([a[1], a[0]]),

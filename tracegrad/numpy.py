@@ -955,6 +955,83 @@ def array_split(ary: Any, indices_or_sections: Any, axis: int = 0) -> list[Any]:
     return _split(ary, indices_or_sections, axis, False)
 
 
+@_implements("hsplit")
+def hsplit(ary: Any, indices_or_sections: Any) -> list[Any]:
+    if _nd(ary) == 0:
+        raise ShapeError("hsplit only works on arrays of 1 or more dimensions")
+    return _split(ary, indices_or_sections, 1 if _nd(ary) > 1 else 0, True)
+
+
+@_implements("vsplit")
+def vsplit(ary: Any, indices_or_sections: Any) -> list[Any]:
+    if _nd(ary) < 2:
+        raise ShapeError("vsplit only works on arrays of 2 or more dimensions")
+    return _split(ary, indices_or_sections, 0, True)
+
+
+@_implements("dsplit")
+def dsplit(ary: Any, indices_or_sections: Any) -> list[Any]:
+    if _nd(ary) < 3:
+        raise ShapeError("dsplit only works on arrays of 3 or more dimensions")
+    return _split(ary, indices_or_sections, 2, True)
+
+
+@_implements("rollaxis")
+def rollaxis(a: Any, axis: int, start: int = 0) -> Any:
+    """NumPy's older moveaxis: ``axis`` rolled back until it lies before ``start``."""
+    nd = _nd(a)
+    axis = normalize_axes(axis, nd, "rollaxis")[0]
+    if start < 0:
+        start += nd
+    if not 0 <= start <= nd:
+        raise ShapeError(f"rollaxis: start {start} is out of bounds for an array of dimension {nd}")
+    if axis < start:
+        start -= 1
+    if axis == start:
+        return a
+    order = [i for i in range(nd) if i != axis]
+    order.insert(start, axis)
+    return _sh.transpose(a, tuple(order))
+
+
+@_implements("select")
+def select(condlist: Sequence[Any], choicelist: Sequence[Any], default: Any = 0) -> Any:
+    """The choice of the first true condition, else ``default`` (nested wheres, last first)."""
+    if len(condlist) != len(choicelist):
+        raise ValueError("list of cases must be same length as list of conditions")
+    out = default
+    for cond, choice in reversed(list(zip(condlist, choicelist))):
+        out = _ew.where(cond, choice, out)
+    return out
+
+
+def _real_only(x: Any, op: str) -> None:
+    if aval_of(x).dtype.kind == "c":
+        raise UnsupportedOperationError(f"np.{op} of a complex array", source=user_source(),
+                                        hint="tracegrad differentiates real arrays")
+
+
+@_implements("real")
+def real(val: Any) -> Any:
+    _real_only(val, "real")
+    return val
+
+
+@_implements("imag")
+def imag(val: Any) -> Any:
+    _real_only(val, "imag")
+    return _np.zeros(_shape(val), aval_of(val).dtype)
+
+
+@_implements("conjugate", "conj")
+def conjugate(x: Any) -> Any:
+    _real_only(x, "conjugate")
+    return x
+
+
+conj = conjugate
+
+
 # ---------------------------------------------------------------- products
 @_implements("kron")
 def kron(a: Any, b: Any) -> Any:
