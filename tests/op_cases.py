@@ -251,6 +251,9 @@ CASES += [
     Case("ptp", lambda a: np.ptp(a, axis=1) + np.ptp(a), [n(3, 5)], (0,), ("reduce_max", "reduce_min")),
     Case("nansum_nanmean", lambda a: np.nansum(a, axis=0) + np.nanmean(a, axis=0) + np.nanmean(a),
          [with_specials(n(4, 3), np.nan, 0.5, np.nan)], (0,), ("isnan", "reduce_sum")),
+    Case("nanmax_nanmin_nanvar", lambda a: np.nanmax(a, axis=0) - np.nanmin(a, axis=1, keepdims=True)
+         + np.nanvar(a, axis=0) + np.nanstd(a, axis=1, ddof=1, keepdims=True) + np.nanvar(a),
+         [with_specials(n(4, 3), np.nan, 0.5, 1.5, np.nan)], (0,), ("isnan", "reduce_max", "reduce_min")),
     Case("amax_amin", lambda a: np.amax(a, axis=0) - np.amin(a, axis=1, keepdims=True), [n(4, 4)], (0,),
          ("reduce_max", "reduce_min")),
     Case("any_all_count", lambda a, b: a * np.any(b > 1, axis=0) + np.all(b > -2, axis=0) * a

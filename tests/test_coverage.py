@@ -50,6 +50,12 @@ VALUE_CASES = [
     ("einsum_forms", lambda a: (np.einsum("ij->", a), np.einsum("...j->j...", a), np.einsum("ii->i", a[:, :4])), [F64]),
     ("array_methods", lambda a: (a.cumsum(), a.cumprod(0), a.argsort(), a.any(0), (a > 0).all(keepdims=True),
                                  a.repeat(2, axis=1), a.diagonal(1), a.trace(), a.round(1)), [F64]),
+    ("nan_reductions", lambda a: (np.nanmax(a, axis=1), np.nanmin(a), np.nanvar(a, axis=1), np.nanstd(a),
+                                  np.nanmean(a, axis=1)), [np.where(F64 > 0.5, np.nan, F64).astype(np.float32)]),
+    ("nan_all_nan", lambda a: (np.nanmax(a, axis=0), np.nanmean(a, axis=0)), [np.array([[np.nan, 1.0], [np.nan, 2.0]])]),
+    ("quantile_f32", lambda a: (np.quantile(a, [0.3, 0.5], axis=1), np.median(a, axis=0), np.quantile(a, 0.3),
+                                np.percentile(a, 40, axis=0), np.quantile(a, np.float32(0.2)),
+                                np.quantile(a, [0.5], method="lower")), [F32]),
     ("average_weights_int", lambda a: np.average(a, axis=1, weights=[1, 2, 3, 4, 5]), [I32]),
 ]
 

@@ -504,6 +504,49 @@ def nanmean(a: Any, axis: Any = None, dtype: Any = None, out: None = None, keepd
     return astype(out, dtype) if dtype is not None else out
 
 
+def _nan_extremum(a: Any, axis: Any, keepdims: bool, out: Any, op: str, fill: float, reduce: Any) -> Any:
+    axes, kd = _axes_kd(a, axis, keepdims, op, out)
+    if not aval_of(a).is_float:
+        return reduce(a, axes, kd)
+    nan = _rd.isnan(a)
+    best = reduce(_ew.where(nan, _np.asarray(fill, aval_of(a).dtype), a), axes, kd)
+    all_nan = _ew.equal(_red.reduce_sum(astype(_ew.logical_not(nan), _np.intp), axes, kd), 0)
+    return _ew.where(all_nan, _np.asarray(_np.nan, aval_of(a).dtype), best)
+
+
+@_implements("nanmax")
+def nanmax(a: Any, axis: Any = None, out: None = None, keepdims: bool = False) -> Any:
+    """Max ignoring NaNs (NaN where all are NaN); ties share the derivative as in np.max."""
+    return _nan_extremum(a, axis, keepdims, out, "nanmax", -_np.inf, _red.reduce_max)
+
+
+@_implements("nanmin")
+def nanmin(a: Any, axis: Any = None, out: None = None, keepdims: bool = False) -> Any:
+    return _nan_extremum(a, axis, keepdims, out, "nanmin", _np.inf, _red.reduce_min)
+
+
+@_implements("nanvar")
+def nanvar(a: Any, axis: Any = None, dtype: Any = None, out: None = None, ddof: int = 0,
+           keepdims: bool = False) -> Any:
+    """Variance of the non-NaN elements (NumPy's two passes: their mean, then squared deviations)."""
+    if not aval_of(a).is_float:
+        return var(a, axis, ddof=ddof, keepdims=keepdims)
+    axes, kd = _axes_kd(a, axis, keepdims, "nanvar", out)
+    ok = _ew.logical_not(_rd.isnan(a))
+    zero = _np.zeros((), aval_of(a).dtype)
+    count = _red.reduce_sum(astype(ok, aval_of(a).dtype), axes, True)
+    centered = _ew.where(ok, _ew.sub(a, _ew.div(_red.reduce_sum(_ew.where(ok, a, zero), axes, True), count)), zero)
+    sq = _red.reduce_sum(_ew.mul(centered, centered), axes, kd)
+    out_ = _ew.div(sq, _ew.sub(count if kd else squeeze(count, axes), ddof))
+    return astype(out_, dtype) if dtype is not None else out_
+
+
+@_implements("nanstd")
+def nanstd(a: Any, axis: Any = None, dtype: Any = None, out: None = None, ddof: int = 0,
+           keepdims: bool = False) -> Any:
+    return _ew.sqrt(nanvar(a, axis, dtype, out, ddof, keepdims))
+
+
 @_implements("average")
 def average(a: Any, axis: Any = None, weights: Any = None, returned: bool = False, *,
             keepdims: bool = False) -> Any:
@@ -557,14 +600,16 @@ def _sorted_along(a: Any, axis: Any) -> tuple[Any, int]:
     return sort(a, axes[0]), axes[0]
 
 
-def _quantile(a: Any, q: Any, axis: Any, method: str, keepdims: bool, op: str) -> Any:
+def _quantile(a: Any, q: Any, axis: Any, method: str, keepdims: bool, op: str, weak: bool) -> Any:
+    """``weak``: q was a Python number, so (as in NumPy) it does not widen a float32 result."""
     if isinstance(q, Tracer):
         raise UnsupportedOperationError(f"np.{op} with a traced q: the positions picked would depend on data",
                                         source=user_source(), hint="pass q as a constant (a number or NumPy array)")
     if method not in _QUANTILE_METHODS:
         raise UnsupportedOperationError(f"np.{op} with method={method!r}", source=user_source(),
                                         hint=f"use one of {', '.join(_QUANTILE_METHODS)}")
-    q = _np.asarray(q, _np.float64)
+    q = _np.asarray(q)
+    q = q if q.dtype.kind == "f" else q.astype(_np.float64)
     if _np.any((q < 0) | (q > 1)):
         raise ValueError(f"{op}: quantiles must be in the range [0, 1] (percentiles in [0, 100])")
     nd = _nd(a)
@@ -589,15 +634,18 @@ def _quantile(a: Any, q: Any, axis: Any, method: str, keepdims: bool, op: str) -
                         tuple(range(-q.ndim, 0)), tuple(range(q.ndim)))
 
     a_lo = pick(lo)
-    dtype = _np.result_type(aval_of(s).dtype, _np.float64 if aval_of(s).dtype.kind in "iub" else aval_of(s).dtype)
+    s_dtype = aval_of(s).dtype
+    if weak:
+        dtype = s_dtype if s_dtype.kind == "f" else _np.dtype(_np.float64)
+    else:
+        dtype = _np.result_type(s_dtype, q.dtype, _np.float16)  # at least a float
     g = _np.asarray(gamma, dtype).reshape(q.shape + (1,) * (_nd(a_lo) - q.ndim))
     if method in ("lower", "higher", "nearest"):
         out = a_lo
     else:
         # NumPy's _lerp: a + (b - a) g, or b - (b - a)(1 - g) when g >= 1/2 (exact at g = 1)
-        a_lo = astype(a_lo, dtype)
-        a_hi = astype(pick(hi), dtype)
-        diff = _ew.sub(a_hi, a_lo)
+        a_hi = pick(hi)
+        diff = _ew.sub(a_hi, a_lo)  # in the input dtype, then widened by g, as NumPy does
         out = _ew.where(g >= 0.5, _ew.sub(a_hi, _ew.mul(diff, 1 - g)), _ew.add(a_lo, _ew.mul(diff, g)))
     if aval_of(s).is_float:  # NaN anywhere along the axis makes the quantile NaN, as in NumPy
         has_nan = any(_rd.isnan(s), ax)
@@ -612,22 +660,22 @@ def _quantile(a: Any, q: Any, axis: Any, method: str, keepdims: bool, op: str) -
 def quantile(a: Any, q: Any, axis: Any = None, out: None = None, overwrite_input: bool = False,
              method: str = "linear", keepdims: bool = False) -> Any:
     """Quantiles of the sorted values (NumPy's methods linear, lower, higher, midpoint, nearest)."""
-    return _quantile(a, q, axis, method, keepdims, "quantile")
+    return _quantile(a, q, axis, method, keepdims, "quantile", type(q) in (int, float))
 
 
 @_implements("percentile")
 def percentile(a: Any, q: Any, axis: Any = None, out: None = None, overwrite_input: bool = False,
                method: str = "linear", keepdims: bool = False) -> Any:
     if isinstance(q, Tracer):
-        return _quantile(a, q, axis, method, keepdims, "percentile")
-    return _quantile(a, _np.true_divide(q, 100), axis, method, keepdims, "percentile")
+        return _quantile(a, q, axis, method, keepdims, "percentile", False)
+    return _quantile(a, _np.true_divide(q, 100), axis, method, keepdims, "percentile", type(q) in (int, float))
 
 
 @_implements("median")
 def median(a: Any, axis: Any = None, out: None = None, overwrite_input: bool = False,
            keepdims: bool = False) -> Any:
     """The middle sorted value (mean of the two middle ones for even counts); NaN propagates."""
-    return _quantile(a, 0.5, axis, "linear", keepdims, "median")
+    return _quantile(a, 0.5, axis, "linear", keepdims, "median", True)
 
 
 @_implements("diff")
