@@ -5,10 +5,10 @@ Params: ``axis`` is a non-negative int (the ``axis=None`` forms flatten first, i
 ``tracegrad.numpy``: ``argsort`` (piecewise constant, so non-differentiable) followed by
 ``take_along_axis``, whose rules carry the derivative.
 
-cumprod's derivative is exact where inputs are zero: ``d y_i / d x_j`` (``j <= i``) is the
-product of every factor of ``y_i`` but ``x_j``, formed as exclusive prefix times exclusive
-suffix products of the masked factor matrix, never as ``y_i / x_j``. That matrix has
-``n^2`` entries per scanned row, so the rules cost ``O(n^2)`` there (scans in models are short).
+cumprod's derivative is right where inputs are zero: ``d y_i / d x_j`` (``j <= i``) is the
+product of every factor of ``y_i`` but ``x_j``; it is formed from running products of the
+nonzero entries and running zero counts (``_cumprod_parts``), never as ``y_i / x_j`` with
+``x_j = 0``, in ``O(n)`` work and memory along the axis.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from ..ad import tangents as T
 from ..ir import Aval
 from ..tracing.tracer import aval_of, bind
 from ._rules import declare, input_size_flops, normalize_axes, numpy_function
-from .elementwise import astype, where
+from .elementwise import add, astype, div, equal, mul, where
 from .indexing import index
-from .linalg import matmul
-from .shape import concatenate, reshape, transpose
+from .shape import reshape
 
 
 def _scan_abstract(name: str):
@@ -90,35 +89,19 @@ def cumsum_vjp(ct, primals, y, *, axis):
 cumsum_p.jvp, cumsum_p.vjp = cumsum_jvp, cumsum_vjp
 
 
-def _to_last(x: Any, axis: int) -> Any:
-    nd = len(aval_of(x).shape)
-    return transpose(x, tuple(i for i in range(nd) if i != axis) + (axis,))
-
-
-def _from_last(x: Any, axis: int, nb: int = 0) -> Any:
-    nd = len(aval_of(x).shape)
-    perm = list(range(nd - 1))
-    perm.insert(axis + nb, nd - 1)
-    return transpose(x, tuple(perm))
-
-
-def _cumprod_weights(x: Any, axis: int) -> Any:
-    """``W[..., i, j] = d cumprod(x)_i / d x_j`` along ``axis`` (moved last): the product of
-    ``x_k`` for ``k <= i``, ``k != j`` when ``j <= i``, else 0 — exact at zeros."""
-    xl = _to_last(x, axis)
-    shape = aval_of(xl).shape
-    n = shape[-1]
-    lower = np.tril(np.ones((n, n), bool))  # [i, j]: j <= i
-    m = where(lower, reshape(xl, shape[:-1] + (1, n)), np.ones((), aval_of(xl).dtype))
-    ones = np.ones(shape[:-1] + (n, 1), aval_of(m).dtype)
-    last = len(shape)  # the j axis of m
-    before = cumprod(m, last)
-    left = concatenate([ones, index(before, (("slice", None, None, None),) * last + (("slice", None, -1, None),), [])],
-                       last)
-    after = _flip(cumprod(_flip(m, last), last), last)
-    right = concatenate([index(after, (("slice", None, None, None),) * last + (("slice", 1, None, None),), []), ones],
-                        last)
-    return where(lower, left * right, np.zeros((), aval_of(m).dtype))
+def _cumprod_parts(x: Any, axis: int) -> tuple[Any, Any, Any, Any]:
+    """The pieces of ``d cumprod(x)``: ``p`` the running product of the nonzero entries,
+    ``inv`` = 1/x at nonzero entries (0 at zeros), ``at_zero`` marking the zeros, and the
+    running count of zeros ``c``. For a prefix without zeros the product of every factor but
+    ``x_j`` is ``p_i / x_j``; with one zero only the zero's own term survives, and its
+    coefficient is ``p_i`` itself; with two or more every term has a zero factor."""
+    dtype = aval_of(x).dtype
+    at_zero = equal(x, 0)
+    one, zero = np.ones((), dtype), np.zeros((), dtype)
+    p = cumprod(where(at_zero, one, x), axis)
+    inv = where(at_zero, zero, div(one, where(at_zero, one, x)))
+    c = cumsum(astype(at_zero, np.intp), axis)
+    return p, inv, astype(at_zero, dtype), c
 
 
 def cumprod_jvp(primals, tangents, *, axis):
@@ -127,24 +110,27 @@ def cumprod_jvp(primals, tangents, *, axis):
     out = aval_of(y)
     if T.is_zero(tangents[0]) or not out.is_float:
         return y, T.Zero(out)
-    w = _cumprod_weights(x, axis)
+    p, inv, at_zero, c = _cumprod_parts(x, axis)
+    none, one = mul(p, astype(equal(c, 0), out.dtype)), mul(p, astype(equal(c, 1), out.dtype))
 
     def fn(v: Any, nb: int) -> Any:
-        vl = _to_last(v, axis + nb)
-        dy = matmul(w, reshape(vl, aval_of(vl).shape + (1,)))
-        dy = reshape(dy, aval_of(dy).shape[:-1])
-        return _from_last(dy, axis, nb)
+        return add(mul(none, cumsum(mul(v, inv), axis + nb)), mul(one, cumsum(mul(v, at_zero), axis + nb)))
 
     return y, T.apply(tangents[0], fn, out)
 
 
 def cumprod_vjp(ct, primals, y, *, axis):
+    # The transpose of fn above: each cumsum becomes a suffix sum (flip, cumsum, flip).
     (x,) = primals
-    w = _cumprod_weights(x, axis)
-    cl = _to_last(ct, axis)
-    shape = aval_of(cl).shape
-    g = matmul(reshape(cl, shape[:-1] + (1, shape[-1])), w)
-    return (_from_last(reshape(g, shape), axis),)
+    dtype = aval_of(ct).dtype
+    p, inv, at_zero, c = _cumprod_parts(x, axis)
+
+    def suffix(v: Any) -> Any:
+        return _flip(cumsum(_flip(v, axis), axis), axis)
+
+    none = suffix(mul(ct, mul(p, astype(equal(c, 0), dtype))))
+    one = suffix(mul(ct, mul(p, astype(equal(c, 1), dtype))))
+    return (add(mul(none, inv), mul(one, at_zero)),)
 
 
 cumprod_p.jvp, cumprod_p.vjp = cumprod_jvp, cumprod_vjp
