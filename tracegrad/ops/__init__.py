@@ -1,5 +1,16 @@
 """Primitive declarations, one file per family. Importing this package registers them all."""
 
-from . import elementwise, indexing, linalg, nn, reductions, shape  # noqa: F401
+from . import (  # noqa: F401
+    elementwise,
+    indexing,
+    linalg,
+    nn,
+    put,
+    reductions,
+    rounding,
+    scans,
+    shape,
+    transcendental,
+)
 
-__all__ = ["elementwise", "indexing", "linalg", "reductions", "shape"]
+__all__ = ["elementwise", "indexing", "linalg", "put", "reductions", "rounding", "scans", "shape", "transcendental"]

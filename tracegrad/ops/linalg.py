@@ -241,7 +241,30 @@ def np_einsum(subscripts: Any, *operands: Any, optimize: Any = True) -> Any:
         out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
     else:
         out = out.replace("...", ell)
-    return einsum(",".join(expanded) + "->" + out, *operands)
+    pairs = [_take_diagonals(s, op) for s, op in zip(expanded, operands)]
+    return einsum(",".join(s for s, _ in pairs) + "->" + out, *[op for _, op in pairs])
+
+
+def _take_diagonals(sub: str, x: Any) -> tuple[str, Any]:
+    """An index repeated within one operand (``'ii'``) means its diagonal: take it with a
+    gather first, so the einsum primitive (and its rules) only sees distinct letters."""
+    from .indexing import index
+
+    while True:
+        rep = next((c for c in sub if sub.count(c) > 1), None)
+        if rep is None:
+            return sub, x
+        pos = [i for i, c in enumerate(sub) if c == rep]
+        rest = [i for i in range(len(sub)) if i not in pos]
+        shape = aval_of(x).shape
+        sizes = {shape[i] for i in pos}
+        if len(sizes) != 1:
+            raise ShapeError(f"einsum: index {rep!r} repeated in {sub!r} has sizes {sorted(sizes)}")
+        x = transpose(x, tuple(rest) + tuple(pos))
+        diag = np.arange(sizes.pop())
+        template = (("slice", None, None, None),) * len(rest) + tuple(("arr", k) for k in range(len(pos)))
+        x = index(x, template, [diag] * len(pos))
+        sub = "".join(sub[i] for i in rest) + rep
 
 
 def _einsum_transpose(ct: Any, i: int, primals: list[Any], subscripts: str) -> Any:

@@ -338,7 +338,7 @@ class Tracer:
             f"a traced value {self.aval} cannot be converted to a concrete NumPy array while tracing",
             source=user_source(),
             hint="keep the computation in NumPy operations on the traced value "
-            "(np.stack/np.concatenate instead of np.array([...])); to fill an array with traced "
+            "(tracegrad.numpy.array([...]), np.stack or np.concatenate instead of np.array([...])); to fill an array with traced "
             "values (out[i] = ...), create it from a traced one (out = np.zeros_like(x)) or "
             "collect the pieces in a list and np.stack them",
         )
@@ -563,6 +563,24 @@ class Tracer:
     def clip(self, a_min: Any = None, a_max: Any = None) -> Tracer:
         return _tnp().clip(self, a_min, a_max)
     def dot(self, other: Any) -> Tracer: return _tnp().dot(self, other)
+    # NumPy's other array methods that code commonly calls (issue 10 coverage)
+    def round(self, decimals: int = 0) -> Tracer: return _tnp().round(self, decimals)
+    def cumsum(self, axis: Any = None, dtype: Any = None) -> Tracer: return _tnp().cumsum(self, axis, dtype)
+    def cumprod(self, axis: Any = None, dtype: Any = None) -> Tracer: return _tnp().cumprod(self, axis, dtype)
+    def argsort(self, axis: Any = -1, kind: Any = None) -> Tracer: return _tnp().argsort(self, axis, kind)
+    def any(self, axis: Any = None, keepdims: bool = False) -> Tracer: return _tnp().any(self, axis, keepdims=keepdims)
+    def all(self, axis: Any = None, keepdims: bool = False) -> Tracer: return _tnp().all(self, axis, keepdims=keepdims)
+    def repeat(self, repeats: Any, axis: Any = None) -> Tracer: return _tnp().repeat(self, repeats, axis)
+    def diagonal(self, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Tracer:
+        return _tnp().diagonal(self, offset, axis1, axis2)
+    def trace(self, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any = None) -> Tracer:
+        return _tnp().trace(self, offset, axis1, axis2, dtype)
+
+
+    def sort(self, axis: int = -1, kind: Any = None) -> None:
+        """``x.sort()`` sorts this array in place (every name bound to it sees the result)."""
+        self._assign(_tnp().sort(self, axis, kind), "x.sort()")
+
     def copy(self) -> Tracer: return self._fresh()
 
     def fill(self, value: Any) -> None:
