@@ -179,6 +179,9 @@ CASES = [
          extra={"numpy": lambda x: naive_pool(x, (2, 2), (1, 2), np.mean)}),
 ]
 
+from linalg_cases import LINALG_CASES
+
+CASES += LINALG_CASES
 CASE_IDS = [c.name for c in CASES]
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 import string
 import sys
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,7 @@ import numpy as _np
 
 from .errors import ShapeError, UnsupportedOperationError
 from .ir import PRIMITIVES as _PRIMITIVES
+from .ops import decompositions as _dec
 from .ops import elementwise as _ew
 from .ops import indexing as _ix
 from .ops import linalg as _la
@@ -320,6 +323,104 @@ def inner(a: Any, b: Any) -> Any:
     return tensordot(a, b, axes=([-1], [-1]))
 
 
+# ---------------------------------------------------------------- np.linalg composites
+# (the primitives, inv/solve/det/slogdet/cholesky/qr/eigh/svd/svdvals/pinv, are declared in
+# ops/decompositions.py; these two are exact compositions of them, written as NumPy does)
+@_implements("linalg.matrix_power")
+def matrix_power(a: Any, n: Any) -> Any:
+    """``a`` to the integer power ``n`` by repeated squaring, NumPy's exact sequence of
+    products (so values match to the bit); ``n < 0`` inverts first, ``n == 0`` is the identity."""
+    shp = _shape(a)
+    if len(shp) < 2 or shp[-1] != shp[-2]:
+        raise ShapeError(f"np.linalg.matrix_power: the last two dimensions must be square, got shape {shp}",
+                         hint="matrix_power needs a (..., n, n) stack of square matrices")
+    try:
+        n = operator.index(n)
+    except TypeError as err:
+        raise TypeError("exponent must be an integer") from err
+    if n == 0:
+        return _np.broadcast_to(_np.eye(shp[-1], dtype=aval_of(a).dtype), shp).copy()
+    if n < 0:
+        a = _dec.np_inv(a)
+        n = -n
+    if n <= 3:
+        out = a
+        for _ in range(n - 1):
+            out = _la.matmul(out, a)
+        return out
+    z = result = None
+    while n > 0:
+        z = a if z is None else _la.matmul(z, z)
+        n, bit = divmod(n, 2)
+        if bit:
+            result = z if result is None else _la.matmul(result, z)
+    return result
+
+
+_VECTOR_ORDS = (None, 2)
+
+
+@_implements("linalg.norm")
+def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
+    """Vector and matrix norms with NumPy's exact rules for ``ord``, ``axis`` and ``keepdims``
+    (the spectral and nuclear norms through the singular values)."""
+    if aval_of(x).dtype.kind in "biu":
+        x = astype(x, _np.float64)
+    nd = _nd(x)
+    if axis is None and (ord is None or (ord in ("f", "fro") and nd == 2) or (ord == 2 and nd == 1)):
+        flat = ravel(x)
+        ret = _ew.sqrt(_la.matmul(flat, flat))
+        return _sh.reshape(ret, (1,) * nd) if keepdims else ret
+    if axis is None:
+        axes = tuple(range(nd))
+    elif isinstance(axis, tuple):
+        axes = axis
+    else:
+        try:
+            axes = (operator.index(axis),)
+        except TypeError as err:
+            raise TypeError("'axis' must be None, an integer or a tuple of integers") from err
+    if len(axes) == 1:
+        (ax,) = normalize_axes(axes, nd, "np.linalg.norm")
+        if isinstance(ord, str):
+            raise ValueError(f"Invalid norm order '{ord}' for vectors")
+        if ord == _np.inf:
+            return _red.np_max(_ew.abs(x), ax, keepdims=keepdims)
+        if ord == -_np.inf:
+            return _red.np_min(_ew.abs(x), ax, keepdims=keepdims)
+        if ord == 0:
+            return _red.np_sum(astype(_ew.not_equal(x, 0), aval_of(x).dtype), ax, keepdims=keepdims)
+        if ord == 1:
+            return _red.np_sum(_ew.abs(x), ax, keepdims=keepdims)
+        if ord is None or ord == 2:
+            return _ew.sqrt(_red.np_sum(_ew.mul(x, x), ax, keepdims=keepdims))
+        ret = _red.np_sum(_ew.power(_ew.abs(x), ord), ax, keepdims=keepdims)
+        return _ew.power(ret, _np.reciprocal(_np.asarray(ord, dtype=aval_of(ret).dtype)))
+    if len(axes) == 2:
+        row, col = (normalize_axes(a, nd, "np.linalg.norm")[0] for a in axes)
+        if row == col:
+            raise ValueError("Duplicate axes given.")
+        if ord in (2, -2, "nuc"):
+            s = _dec.svdvals(moveaxis(x, (row, col), (-2, -1)))
+            ret = (_red.np_max(s, -1) if ord == 2 else _red.np_min(s, -1) if ord == -2 else _red.np_sum(s, -1))
+        elif ord in (1, -1):
+            reduce = _red.np_max if ord == 1 else _red.np_min
+            ret = reduce(_red.np_sum(_ew.abs(x), row), col - 1 if col > row else col)
+        elif ord in (_np.inf, -_np.inf):
+            reduce = _red.np_max if ord == _np.inf else _red.np_min
+            ret = reduce(_red.np_sum(_ew.abs(x), col), row - 1 if row > col else row)
+        elif ord in (None, "fro", "f"):
+            ret = _ew.sqrt(_red.np_sum(_ew.mul(x, x), (row, col)))
+        else:
+            raise ValueError("Invalid norm order for matrices.")
+        if keepdims:
+            shp = list(_shape(x))
+            shp[row] = shp[col] = 1
+            ret = _sh.reshape(ret, tuple(shp))
+        return ret
+    raise ValueError("Improper number of dimensions to norm.")
+
+
 # ---------------------------------------------------------------- constants
 def zeros(shape: Any, dtype: Any = float) -> _np.ndarray:
     return _np.zeros(shape, dtype)
@@ -376,8 +477,19 @@ def cross_entropy(logits: Any, labels: Any, axis: int = -1) -> Any:
     return _ew.neg(mean(picked))
 
 
+# ``tracegrad.numpy.linalg``: every ``linalg.*`` name a primitive declares or a composite registers
+linalg = types.ModuleType(__name__ + ".linalg", "``np.linalg`` on traced and concrete arrays.")
+for _name, _fn in _dispatch.registered_names().items():
+    if _name.startswith("linalg."):
+        setattr(linalg, _name.partition(".")[2], _fn)
+linalg.__all__ = sorted(n for n in vars(linalg) if not n.startswith("_"))
+sys.modules[linalg.__name__] = linalg
+del _name, _fn
+del matrix_power, norm  # NumPy has them only under np.linalg
+
 __all__ = [n for n in sorted(globals())
-           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
+           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "operator", "string", "sys",
+                                                 "types", "Any",
                                                  "Sequence", "ShapeError", "UnsupportedOperationError",
                                                  "Tracer", "aval_of", "normalize_axes", "user_source")]
 _dispatch.register_namespace(sys.modules[__name__])

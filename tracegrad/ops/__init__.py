@@ -1,5 +1,5 @@
 """Primitive declarations, one file per family. Importing this package registers them all."""
 
-from . import elementwise, indexing, linalg, nn, reductions, shape  # noqa: F401
+from . import decompositions, elementwise, indexing, linalg, nn, reductions, shape  # noqa: F401
 
-__all__ = ["elementwise", "indexing", "linalg", "reductions", "shape"]
+__all__ = ["decompositions", "elementwise", "indexing", "linalg", "reductions", "shape"]
