@@ -239,3 +239,13 @@ def test_degenerate_eigenvalues_give_non_finite_eigenvector_tangents():
     with np.errstate(divide="ignore", invalid="ignore"):
         _, t = tg.jvp(lambda x: np.linalg.eigh(x)[1], (np.eye(3),), (d,))
     assert not np.all(np.isfinite(t))
+
+
+def test_k_directions_share_one_factorization():
+    """The K tangent systems of solve/det ride as extra right-hand sides of one solve with
+    the primal matrix (not K broadcast copies of it)."""
+    a, b = RNG.standard_normal((4, 4)) + 4 * np.eye(4), RNG.standard_normal(4)
+    for fn in [np.linalg.solve, lambda a, b: np.linalg.det(a) * b]:
+        g = tg.compile(fn).jvp_graph(a, b, argnums=(0, 1), directions=5)
+        solves = [n for n in g.nodes if n.primitive.name == "solve"]
+        assert solves and all(n.inputs[0].aval.shape == (4, 4) for n in solves)

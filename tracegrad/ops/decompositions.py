@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 
 from ..ad import tangents as T
-from ..ad.rules import unbroadcast
 from ..errors import DTypeError, ShapeError, UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.dispatch import numpy_namespace
@@ -215,8 +214,10 @@ def _solve_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
         raise ShapeError(f"np.linalg.solve: a of shape {fmt_shape(a.shape)} and b of shape "
                          f"{fmt_shape(b.shape)} do not match: b needs {n} rows",
                          hint="b is (..., n) for one right-hand side or (..., n, k) for k of them")
-    batch = broadcast_shapes("np.linalg.solve", a.shape[:-2], b.shape[:-2])
-    return Aval(batch + b.shape[-2:], _check_float("np.linalg.solve", a, b))
+    if a.shape[:-2] != b.shape[:-2]:  # ``solve`` broadcasts them first (cupy.linalg.solve does not)
+        raise ShapeError(f"solve: batch axes of {fmt_shape(a.shape)} and {fmt_shape(b.shape)} differ",
+                         hint="call np.linalg.solve, which broadcasts them")
+    return Aval(b.shape, _check_float("np.linalg.solve", a, b))
 
 
 def _solve_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
@@ -230,8 +231,30 @@ solve_p = declare("solve", lambda a, b: f"np.linalg.solve({a}, {b})", _solve_abs
 
 
 def solve(a: Any, b: Any) -> Any:
-    """``a⁻¹ b`` for a matrix (stack) ``b`` of shape (..., n, k)."""
+    """``a⁻¹ b`` for a matrix (stack) ``b`` of shape (..., n, k); the batch axes of ``a`` and
+    ``b`` are broadcast first, as NumPy's gufunc does."""
+    sa, sb = aval_of(a).shape, aval_of(b).shape
+    if len(sa) >= 2 and len(sb) >= 2 and sa[:-2] != sb[:-2]:
+        batch = broadcast_shapes("np.linalg.solve", sa[:-2], sb[:-2])
+        tnp = _tnp()
+        a = a if sa[:-2] == batch else tnp.broadcast_to(a, batch + sa[-2:])
+        b = b if sb[:-2] == batch else tnp.broadcast_to(b, batch + sb[-2:])
     return bind(solve_p, a, b)
+
+
+def _solve_directions(a: Any, v: Any, nb: int) -> Any:
+    """``a⁻¹ v`` for a tangent ``v`` with ``nb`` direction axes in front of ``a``'s shape: the
+    directions become extra right-hand sides, so the K directions share one factorization."""
+    if nb == 0:
+        return solve(a, v)
+    tnp = _tnp()
+    shape = tuple(np.shape(v))
+    dirs, core = shape[:nb], shape[nb:]
+    lead = list(range(nb))
+    moved = tnp.moveaxis(v, lead, [len(shape) - 1 - nb + i for i in lead])  # batch, n, dirs, k
+    flat = tnp.reshape(moved, core[:-1] + (math.prod(dirs) * core[-1],))
+    x = tnp.reshape(solve(a, flat), core[:-1] + dirs + core[-1:])
+    return tnp.moveaxis(x, [len(shape) - 1 - nb + i for i in lead], lead)
 
 
 @numpy_function(solve_p)
@@ -251,14 +274,13 @@ def solve_jvp(primals, tangents):
     x = solve(a, b)
     out = aval_of(x)
     rhs = T.add(out, tb, T.apply(ta, lambda v, nb: -(_lift(v, nb, out.ndim) @ x), out))
-    return x, T.apply(rhs, lambda v, nb: solve(a, v), out)
+    return x, T.apply(rhs, lambda v, nb: _solve_directions(a, v, nb), out)
 
 
 def solve_vjp(ct, primals, x):
-    a, b = primals
+    a, _ = primals
     ct_b = solve(_mT(a), ct)
-    ct_a = -(ct_b @ _mT(x))
-    return unbroadcast(ct_a, aval_of(a)), unbroadcast(ct_b, aval_of(b))
+    return -(ct_b @ _mT(x)), ct_b
 
 
 solve_p.jvp, solve_p.vjp = solve_jvp, solve_vjp
@@ -318,16 +340,16 @@ def np_slogdet(a: Any) -> Any:
     return slogdet(a)
 
 
-def _dlogdet(a: Any, v: Any, dtype: np.dtype) -> Any:
+def _dlogdet(a: Any, v: Any, nb: int, dtype: np.dtype) -> Any:
     """d log|det A| in direction v: tr(A⁻¹ v) (Jacobi's formula)."""
-    return _trace_of(solve(a, v), dtype)
+    return _trace_of(_solve_directions(a, v, nb), dtype)
 
 
 def det_jvp(primals, tangents):
     (a,), (ta,) = primals, tangents
     d = det(a)
     dtype = aval_of(d).dtype
-    return d, T.apply(ta, lambda v, nb: d * _dlogdet(a, v, dtype), aval_of(d))
+    return d, T.apply(ta, lambda v, nb: d * _dlogdet(a, v, nb, dtype), aval_of(d))
 
 
 def det_vjp(ct, primals, d):
@@ -340,7 +362,7 @@ def slogdet_jvp(primals, tangents):
     (a,), (ta,) = primals, tangents
     sign, logabsdet = bind(slogdet_p, a)
     dtype = aval_of(logabsdet).dtype
-    t = T.apply(ta, lambda v, nb: _dlogdet(a, v, dtype), aval_of(logabsdet))
+    t = T.apply(ta, lambda v, nb: _dlogdet(a, v, nb, dtype), aval_of(logabsdet))
     return [sign, logabsdet], [T.Zero(aval_of(sign)), t]  # the sign is piecewise constant
 
 
