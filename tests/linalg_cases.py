@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from op_cases import Case
 
+from tracegrad.ops.decompositions import adjugate
+
 R = np.random.default_rng(2026)
 
 
@@ -93,6 +95,8 @@ LINALG_CASES = [
     Case("linalg_solve_broadcast", np.linalg.solve, [wc(3, 3), g(2, 3, 2)], (0, 1), ("solve",)),
     Case("linalg_det", np.linalg.det, [wc(4, 4)], (0,), ("det",)),
     Case("linalg_det_batched", np.linalg.det, [wc(3, 2, 2) * np.array([1, -1, 1])[:, None, None]], (0,), ("det",)),
+    Case("linalg_adjugate", adjugate, [wc(2, 3, 3)], (0,), ("adjugate",),
+         extra={"numpy": lambda a: np.linalg.det(a)[:, None, None] * np.linalg.inv(a)}),
     Case("linalg_slogdet", lambda a: np.linalg.slogdet(a)[1], [wc(2, 3, 3)], (0,), ("slogdet",)),
     Case("linalg_slogdet_sign", lambda a: np.linalg.slogdet(a).sign * np.linalg.slogdet(a).logabsdet,
          [-wc(3, 3)], (0,), ("slogdet",)),

@@ -242,10 +242,26 @@ def test_degenerate_eigenvalues_give_non_finite_eigenvector_tangents():
 
 
 def test_k_directions_share_one_factorization():
-    """The K tangent systems of solve/det ride as extra right-hand sides of one solve with
-    the primal matrix (not K broadcast copies of it)."""
+    """The K tangent systems of solve/slogdet ride as extra right-hand sides of one solve
+    with the primal matrix (not K broadcast copies of it)."""
     a, b = RNG.standard_normal((4, 4)) + 4 * np.eye(4), RNG.standard_normal(4)
-    for fn in [np.linalg.solve, lambda a, b: np.linalg.det(a) * b]:
+    for fn in [np.linalg.solve, lambda a, b: np.linalg.slogdet(a)[1] * b]:
         g = tg.compile(fn).jvp_graph(a, b, argnums=(0, 1), directions=5)
         solves = [n for n in g.nodes if n.primitive.name == "solve"]
         assert solves and all(n.inputs[0].aval.shape == (4, 4) for n in solves)
+
+
+def test_det_derivatives_at_singular_matrices_are_the_cofactors():
+    """d det = tr(adj(A) dA) with the adjugate from the SVD: finite and right where A⁻¹ does
+    not exist (rank n-1: the cofactor matrix; rank <= n-2: zero)."""
+    def cofactors(a):
+        n = len(a)
+        return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(a, i, 0), j, 1)) for j in range(n)]
+                         for i in range(n)])
+
+    for a in [np.array([[1.0, 2, 3], [2, 4, 6], [1, 0, 1]]), np.outer([1.0, 2, 3], [1.0, -1, 2]), np.zeros((3, 3))]:
+        g = tg.grad(np.linalg.det)(a)
+        np.testing.assert_allclose(g, cofactors(a), atol=1e-13)
+        v = RNG.standard_normal((3, 3))
+        _, t = tg.jvp(np.linalg.det, (a,), (v,))
+        np.testing.assert_allclose(t, np.sum(cofactors(a) * v), atol=1e-13)

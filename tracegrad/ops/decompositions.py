@@ -12,8 +12,10 @@ Townsend 2016, "Differentiating the singular value decomposition"). Each VJP is 
 transpose of its JVP (the op-case tests check ``<grad, v> == jvp(v)``). Assumptions, the
 same as JAX's, stated once here:
 
-- inv, solve, det, slogdet, cholesky: the matrix is non-singular (positive definite for
+- inv, solve, slogdet, cholesky: the matrix is non-singular (positive definite for
   cholesky); at a singular matrix the rules divide by zero (inf/nan, never a finite lie).
+  det's first derivative is ``tr(adj(A) dA)`` with the adjugate computed from an SVD, right
+  at singular matrices too (the cofactors); its second derivative needs det(A) != 0.
 - cholesky and eigh read ONE triangle of the input, as NumPy does (lower by default;
   ``upper=True`` / ``UPLO='U'`` the upper one), so the derivative is taken with respect to
   that triangle: a tangent in the other triangle has no effect, exactly like a finite
@@ -346,16 +348,76 @@ def _dlogdet(a: Any, v: Any, nb: int, dtype: np.dtype) -> Any:
 
 
 def det_jvp(primals, tangents):
+    # Jacobi: d det A = tr(adj(A) dA), with the adjugate defined at singular matrices too
     (a,), (ta,) = primals, tangents
     d = det(a)
-    dtype = aval_of(d).dtype
-    return d, T.apply(ta, lambda v, nb: d * _dlogdet(a, v, nb, dtype), aval_of(d))
+    adj_t = _mT(adjugate(a))
+    return d, T.apply(ta, lambda v, nb: _tnp().sum(v * adj_t, axis=(-2, -1)), aval_of(d))
 
 
 def det_vjp(ct, primals, d):
     (a,) = primals
-    scale = _tnp().expand_dims(_tnp().expand_dims(ct * d, -1), -1)
-    return (scale * _mT(inv(a)),)
+    tnp = _tnp()
+    return (tnp.expand_dims(tnp.expand_dims(ct, -1), -1) * _mT(adjugate(a)),)
+
+
+# ---------------------------------------------------------------- adjugate (det's derivative)
+def _adjugate_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    (a,) = avals
+    _check_stacked("adjugate", a, True)
+    return Aval(a.shape, _check_float("adjugate", a))
+
+
+def _adjugate_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
+    """A thin SVD of a square matrix (26n³), the product V diag(c) Uᵀ (2n³) and two 2/3 n³ LUs."""
+    n = avals[0].shape[-1]
+    return _batch(avals[0]) * (28 * n**3 + 4 * n**3 // 3)
+
+
+def _adjugate_lower(a: str) -> str:
+    # adj(A) = det(U) det(Vᵀ) V diag(c) Uᵀ for A = U diag(s) Vᵀ, c_i = prod_{j != i} s_j (exclusive
+    # prefix times suffix products): exact at singular matrices, where det(A) A⁻¹ is not defined
+    one = "np.ones_like(s[..., :1])"
+    prefix = f"np.cumprod(np.concatenate([{one}, s[..., :-1]], -1), -1)"
+    suffix = f"np.flip(np.cumprod(np.concatenate([{one}, np.flip(s, -1)[..., :-1]], -1), -1), -1)"
+    return (f"(lambda u, s, vt: np.sign(np.linalg.det(u) * np.linalg.det(vt))[..., None, None] * "
+            f"((np.swapaxes(vt, -1, -2) * ({prefix} * {suffix})[..., None, :]) @ np.swapaxes(u, -1, -2)))"
+            f"(*np.linalg.svd({a}))")
+
+
+adjugate_p = declare("adjugate", _adjugate_lower, _adjugate_abstract, flops=_adjugate_flops, fresh=True)
+
+
+def adjugate(a: Any) -> Any:
+    """adj(A) = det(A) A⁻¹, the transposed cofactor matrix (also of singular matrices)."""
+    return bind(adjugate_p, a)
+
+
+def adjugate_jvp(primals, tangents):
+    # d adj = (tr(adj dA) adj - adj dA adj) / det A  (non-singular A; used for second order)
+    (a,), (ta,) = primals, tangents
+    y = adjugate(a)
+    tnp = _tnp()
+    d = tnp.expand_dims(tnp.expand_dims(det(a), -1), -1)
+
+    def tangent(v: Any, nb: int) -> Any:
+        tr = tnp.expand_dims(tnp.expand_dims(tnp.sum(_mT(y) * v, axis=(-2, -1)), -1), -1)
+        return (tr * y - y @ v @ y) / d
+
+    return y, T.apply(ta, tangent, aval_of(y))
+
+
+def adjugate_vjp(ct, primals, y):
+    (a,) = primals
+    tnp = _tnp()
+    d = tnp.expand_dims(tnp.expand_dims(det(a), -1), -1)
+    inner = tnp.expand_dims(tnp.expand_dims(tnp.sum(ct * y, axis=(-2, -1)), -1), -1)
+    yt = _mT(y)
+    return ((inner * yt - yt @ ct @ yt) / d,)
+
+
+det_p.jvp, det_p.vjp = det_jvp, det_vjp
+adjugate_p.jvp, adjugate_p.vjp = adjugate_jvp, adjugate_vjp
 
 
 def slogdet_jvp(primals, tangents):
@@ -373,7 +435,6 @@ def slogdet_vjp(cts, primals, outs):
     return (tnp.expand_dims(tnp.expand_dims(ct_log, -1), -1) * _mT(inv(a)),)
 
 
-det_p.jvp, det_p.vjp = det_jvp, det_vjp
 slogdet_p.jvp, slogdet_p.vjp = slogdet_jvp, slogdet_vjp
 
 
