@@ -265,3 +265,17 @@ def test_det_derivatives_at_singular_matrices_are_the_cofactors():
         v = RNG.standard_normal((3, 3))
         _, t = tg.jvp(np.linalg.det, (a,), (v,))
         np.testing.assert_allclose(t, np.sum(cofactors(a) * v), atol=1e-13)
+
+
+def test_values_alone_have_gradients_at_repeated_eigen_and_singular_values():
+    """A function of the eigenvalues (singular values) only needs no eigenvalue gaps, so it
+    has its gradient even where values repeat (the identity): trace and the sum of squares."""
+    eye = np.eye(3)
+    g = tg.grad(lambda a: np.sum(np.linalg.eigh(a)[0]))(eye)
+    np.testing.assert_allclose(g, eye, atol=1e-15)
+    g = tg.grad(lambda a: np.sum(np.linalg.eigh(a).eigenvalues ** 2))(eye)
+    np.testing.assert_allclose(g, 2 * eye, atol=1e-15)
+    g = tg.grad(lambda a: np.sum(np.linalg.svd(a)[1] ** 2))(2 * eye)
+    np.testing.assert_allclose(g, 4 * eye, atol=1e-14)
+    g = tg.grad(lambda a: np.sum(np.linalg.svd(a, full_matrices=False).S))(np.ones((4, 2)) * [1.0, -1.0])
+    np.testing.assert_allclose(g, tg.grad(lambda a: np.linalg.norm(a, "nuc"))(np.ones((4, 2)) * [1.0, -1.0]))

@@ -664,7 +664,9 @@ def eigh_vjp(cts, primals, outs, *, UPLO):
     w, v = outs
     ct_w, ct_v = cts
     dtype = aval_of(w).dtype
-    m = _diag_embed(ct_w, dtype) + _eig_gaps(w, dtype) * (_mT(v) @ ct_v)
+    m = _diag_embed(ct_w, dtype)
+    if not _zero_ct(ct_v):  # eigenvalues alone need no (possibly infinite) eigenvalue gaps
+        m = m + _eig_gaps(w, dtype) * (_mT(v) @ ct_v)
     return (_sym_from_triangle_T(v @ m @ _mT(v), UPLO == "L", dtype),)
 
 
@@ -761,23 +763,34 @@ def _svd_thin_tangent(u: Any, s: Any, vt: Any, da: Any, dtype: np.dtype) -> tupl
 
 
 def _svd_thin_cotangent(u: Any, s: Any, vt: Any, ct_u: Any, ct_s: Any, ct_vt: Any, dtype: np.dtype) -> Any:
-    """Transpose of ``_svd_thin_tangent`` (Townsend 2016, real case)."""
+    """Transpose of ``_svd_thin_tangent`` (Townsend 2016, real case); ``None`` for a factor
+    whose cotangent is zero, whose terms (which divide by singular-value gaps) are skipped."""
     tnp = _tnp()
     m, n = np.shape(u)[-2], np.shape(vt)[-1]
-    v, ct_v = _mT(vt), _mT(ct_vt)
     s_row, s_col = tnp.expand_dims(s, -2), tnp.expand_dims(s, -1)
     eye = _eye(np.shape(s)[-1], dtype)
+    inner = _diag_embed(ct_s, dtype)
+    if ct_u is None and ct_vt is None:
+        return u @ inner @ vt
     f = 1 / (s_row * s_row - s_col * s_col + eye) - eye
-    utcu, vtcv = _mT(u) @ ct_u, vt @ ct_v
-    j = f * (utcu - _mT(utcu))
-    k = f * (vtcv - _mT(vtcv))
-    inner = j * s_row + _diag_embed(ct_s, dtype) + s_col * k
+    if ct_u is not None:
+        utcu = _mT(u) @ ct_u
+        inner = inner + (f * (utcu - _mT(utcu))) * s_row
+    if ct_vt is not None:
+        v, ct_v = _mT(vt), _mT(ct_vt)
+        vtcv = vt @ ct_v
+        inner = inner + s_col * (f * (vtcv - _mT(vtcv)))
     ct_a = u @ inner @ vt
-    if m > n:
+    if m > n and ct_u is not None:
         ct_a = ct_a + ((ct_u - u @ utcu) / s_row) @ vt
-    if n > m:
+    if n > m and ct_vt is not None:
         ct_a = ct_a + u @ _mT((ct_v - v @ vtcv) / s_row)
     return ct_a
+
+
+def _zero_ct(ct: Any) -> bool:
+    """A cotangent the VJP transform filled in with concrete zeros (the output was unused)."""
+    return isinstance(ct, np.ndarray) and not ct.any()
 
 
 def svd_jvp(primals, tangents, *, full_matrices):
@@ -807,11 +820,13 @@ def svd_vjp(cts, primals, outs, *, full_matrices):
     dtype = aval_of(s).dtype
     m, n = aval_of(a).shape[-2:]
     k = min(m, n)
-    uk, vtk, ct_uk, ct_vtk = u[..., :k], vt[..., :k, :], ct_u[..., :k], ct_vt[..., :k, :]
-    if full_matrices and m > k:
+    uk, vtk = u[..., :k], vt[..., :k, :]
+    ct_uk = None if _zero_ct(ct_u) else ct_u[..., :k]
+    ct_vtk = None if _zero_ct(ct_vt) else ct_vt[..., :k, :]
+    if full_matrices and m > k and ct_uk is not None:
         u_perp = u[..., k:]
         ct_uk = ct_uk - u_perp @ (_mT(ct_u[..., k:]) @ uk)
-    if full_matrices and n > k:
+    if full_matrices and n > k and ct_vtk is not None:
         v_perp, ct_v_perp = _mT(vt[..., k:, :]), _mT(ct_vt[..., k:, :])
         ct_vtk = ct_vtk - _mT(v_perp @ (_mT(ct_v_perp) @ _mT(vtk)))
     return (_svd_thin_cotangent(uk, s, vtk, ct_uk, ct_s, ct_vtk, dtype),)
