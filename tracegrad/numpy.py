@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import builtins
 import math
-import operator
+import operator as _operator
 import string
 import sys
-import types
+import types as _types
 from collections.abc import Sequence
 from typing import Any
 
@@ -335,7 +335,7 @@ def matrix_power(a: Any, n: Any) -> Any:
         raise ShapeError(f"np.linalg.matrix_power: the last two dimensions must be square, got shape {shp}",
                          hint="matrix_power needs a (..., n, n) stack of square matrices")
     try:
-        n = operator.index(n)
+        n = _operator.index(n)
     except TypeError as err:
         raise TypeError("exponent must be an integer") from err
     if n == 0:
@@ -377,7 +377,7 @@ def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> A
         axes = axis
     else:
         try:
-            axes = (operator.index(axis),)
+            axes = (_operator.index(axis),)
         except TypeError as err:
             raise TypeError("'axis' must be None, an integer or a tuple of integers") from err
     if len(axes) == 1:
@@ -478,7 +478,7 @@ def cross_entropy(logits: Any, labels: Any, axis: int = -1) -> Any:
 
 
 # ``tracegrad.numpy.linalg``: every ``linalg.*`` name a primitive declares or a composite registers
-linalg = types.ModuleType(__name__ + ".linalg", "``np.linalg`` on traced and concrete arrays.")
+linalg = _types.ModuleType(__name__ + ".linalg", "``np.linalg`` on traced and concrete arrays.")
 for _name, _fn in _dispatch.registered_names().items():
     if _name.startswith("linalg."):
         setattr(linalg, _name.partition(".")[2], _fn)
@@ -488,8 +488,7 @@ del _name, _fn
 del matrix_power, norm  # NumPy has them only under np.linalg
 
 __all__ = [n for n in sorted(globals())
-           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "operator", "string", "sys",
-                                                 "types", "Any",
+           if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
                                                  "Sequence", "ShapeError", "UnsupportedOperationError",
                                                  "Tracer", "aval_of", "normalize_axes", "user_source")]
 _dispatch.register_namespace(sys.modules[__name__])
