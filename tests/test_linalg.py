@@ -279,3 +279,12 @@ def test_values_alone_have_gradients_at_repeated_eigen_and_singular_values():
     np.testing.assert_allclose(g, 4 * eye, atol=1e-14)
     g = tg.grad(lambda a: np.sum(np.linalg.svd(a, full_matrices=False).S))(np.ones((4, 2)) * [1.0, -1.0])
     np.testing.assert_allclose(g, tg.grad(lambda a: np.linalg.norm(a, "nuc"))(np.ones((4, 2)) * [1.0, -1.0]))
+
+
+def test_constant_list_operands():
+    a = np.array([[2.0, 1.0], [1.0, 3.0]])
+    np.testing.assert_allclose(tg.compile(lambda x: np.linalg.solve(x, [1.0, 2.0]))(a), np.linalg.solve(a, [1.0, 2.0]))
+    np.testing.assert_allclose(tg.compile(lambda b: np.linalg.solve([[2.0, 1.0], [1.0, 3.0]], b))(np.ones(2)),
+                               np.linalg.solve(a, np.ones(2)))
+    np.testing.assert_allclose(tnp.linalg.norm([3.0, 4.0]), 5.0)
+    np.testing.assert_allclose(tnp.linalg.matrix_power([[1, 1], [0, 1]], 3), [[1, 3], [0, 1]])

@@ -330,6 +330,7 @@ def inner(a: Any, b: Any) -> Any:
 def matrix_power(a: Any, n: Any) -> Any:
     """``a`` to the integer power ``n`` by repeated squaring, NumPy's exact sequence of
     products (so values match to the bit); ``n < 0`` inverts first, ``n == 0`` is the identity."""
+    a = _dec.operand("np.linalg.matrix_power", a)
     shp = _shape(a)
     if len(shp) < 2 or shp[-1] != shp[-2]:
         raise ShapeError(f"np.linalg.matrix_power: the last two dimensions must be square, got shape {shp}",
@@ -364,6 +365,7 @@ _VECTOR_ORDS = (None, 2)
 def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
     """Vector and matrix norms with NumPy's exact rules for ``ord``, ``axis`` and ``keepdims``
     (the spectral and nuclear norms through the singular values)."""
+    x = _dec.operand("np.linalg.norm", x)
     if aval_of(x).dtype.kind in "biu":
         x = astype(x, _np.float64)
     nd = _nd(x)

@@ -54,11 +54,12 @@ from ..errors import DTypeError, ShapeError, UnsupportedOperationError
 from ..ir import Aval
 from ..tracing.dispatch import numpy_namespace
 from ..tracing.source import user_source
-from ..tracing.tracer import aval_of, bind
+from ..tracing.tracer import Tracer, aval_of, bind
 from ._rules import broadcast_shapes, declare, fmt_shape, numpy_function
 
 __all__ = [
-    "cholesky", "det", "eigh", "inv", "linalg_dtype", "pinv", "qr", "slogdet", "solve", "svd", "svdvals",
+    "adjugate", "cholesky", "det", "eigh", "inv", "linalg_dtype", "operand", "pinv", "qr", "slogdet", "solve", "svd",
+    "svdvals",
 ]
 
 
@@ -81,7 +82,19 @@ def linalg_dtype(op: str, *xs: Any) -> np.dtype:
     return np.dtype(np.float32) if all(d == np.float32 for d in dtypes) else np.dtype(np.float64)
 
 
+def operand(op: str, x: Any) -> Any:
+    """A traced value as it is; anything else (lists, scalars) as a NumPy array."""
+    if isinstance(x, Tracer):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise UnsupportedOperationError(f"{op}: a list or tuple containing traced values cannot be used as an array",
+                                        source=user_source(), hint="build the array with np.stack([...]) first")
+    return arr
+
+
 def _as_linalg(op: str, *xs: Any) -> list[Any]:
+    xs = tuple(operand(op, x) for x in xs)
     dtype = linalg_dtype(op, *xs)
     tnp = _tnp()
     return [x if aval_of(x).dtype == dtype else tnp.astype(x, dtype) for x in xs]
