@@ -110,6 +110,8 @@ LINALG_CASES = [
     Case("linalg_eigh", eigh_both, [sym(4, 4)], (0,), ("eigh",)),
     Case("linalg_eigh_upper_batched", lambda a: eigh_both(a, "U"), [sym(2, 3, 3)], (0,), ("eigh",)),
     Case("linalg_eigh_spd_function", lambda a: matrix_log(a), [spd(3, 3)], (0,), ("eigh",)),
+    Case("linalg_eigvalsh", np.linalg.eigvalsh, [sym(2, 4, 4)], (0,), ("eigvalsh",)),
+    Case("linalg_eigvalsh_upper", lambda a: np.linalg.eigvalsh(a, UPLO="U"), [sym(3, 3)], (0,), ("eigvalsh",)),
     Case("linalg_svd_tall", lambda a: svd_fixed(*np.linalg.svd(a, full_matrices=False)), [g(5, 3)], (0,), ("svd",)),
     Case("linalg_svd_wide_batched", lambda a: svd_fixed(*np.linalg.svd(a, full_matrices=False)), [g(2, 3, 4)], (0,),
          ("svd",)),

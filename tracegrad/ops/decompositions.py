@@ -58,7 +58,7 @@ from ..tracing.tracer import Tracer, aval_of, bind
 from ._rules import broadcast_shapes, declare, fmt_shape, numpy_function
 
 __all__ = [
-    "adjugate", "cholesky", "det", "eigh", "inv", "linalg_dtype", "operand", "pinv", "qr", "slogdet", "solve", "svd",
+    "adjugate", "cholesky", "det", "eigh", "eigvalsh", "inv", "linalg_dtype", "operand", "pinv", "qr", "slogdet", "solve", "svd",
     "svdvals",
 ]
 
@@ -684,6 +684,55 @@ def eigh_vjp(cts, primals, outs, *, UPLO):
 
 
 eigh_p.jvp, eigh_p.vjp = eigh_jvp, eigh_vjp
+
+
+def _eigvalsh_abstract(avals: list[Aval], params: dict[str, Any]) -> Aval:
+    (a,) = avals
+    _check_stacked("np.linalg.eigvalsh", a, True)
+    return Aval(a.shape[:-1], _check_float("np.linalg.eigvalsh", a))
+
+
+def _eigvalsh_flops(avals: list[Aval], outs: list[Aval], params: dict[str, Any]) -> int:
+    """Tridiagonal reduction, 4/3 n³, and its eigenvalues (O(n²))."""
+    n = avals[0].shape[-1]
+    return _batch(avals[0]) * 4 * n**3 // 3
+
+
+eigvalsh_p = declare("eigvalsh", lambda a, UPLO: f"np.linalg.eigvalsh({a}, UPLO={UPLO!r})",
+                     _eigvalsh_abstract, flops=_eigvalsh_flops, fresh=True, numpy_names=("linalg.eigvalsh",))
+
+
+def eigvalsh(a: Any, UPLO: str = "L") -> Any:
+    return bind(eigvalsh_p, a, UPLO=UPLO)
+
+
+@numpy_function(eigvalsh_p)
+def np_eigvalsh(a: Any, UPLO: str = "L") -> Any:
+    """``np.linalg.eigvalsh``: the eigenvalues (ascending) of the symmetric matrix from one triangle."""
+    if UPLO not in ("L", "U"):
+        raise ValueError("UPLO argument must be 'L' or 'U'")
+    (a,) = _as_linalg("np.linalg.eigvalsh", a)
+    return eigvalsh(a, UPLO)
+
+
+def eigvalsh_jvp(primals, tangents, *, UPLO):
+    # ẇ = diag(Vᵀ Ȧ V) with the eigenvectors of a second (full) decomposition
+    (a,), (ta,) = primals, tangents
+    w = eigvalsh(a, UPLO)
+    dtype = aval_of(w).dtype
+    _, v = bind(eigh_p, a, UPLO=UPLO)
+    return w, T.apply(ta, lambda t, nb: _diag(_mT(v) @ _sym_from_triangle(t, UPLO == "L", dtype) @ v, dtype),
+                      aval_of(w))
+
+
+def eigvalsh_vjp(ct, primals, w, *, UPLO):
+    (a,) = primals
+    dtype = aval_of(w).dtype
+    _, v = bind(eigh_p, a, UPLO=UPLO)
+    return (_sym_from_triangle_T((v * _tnp().expand_dims(ct, -2)) @ _mT(v), UPLO == "L", dtype),)
+
+
+eigvalsh_p.jvp, eigvalsh_p.vjp = eigvalsh_jvp, eigvalsh_vjp
 
 
 # ---------------------------------------------------------------- svd, svdvals
