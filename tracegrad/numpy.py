@@ -358,6 +358,56 @@ def matrix_power(a: Any, n: Any) -> Any:
     return result
 
 
+@_implements("linalg.multi_dot")
+def multi_dot(arrays: Sequence[Any], *, out: Any = None) -> Any:
+    """A chain of matrix products in the order NumPy picks (fewest multiplications; the
+    matrix-chain algorithm, Cormen 15.2), so values match NumPy's."""
+    if out is not None:
+        raise UnsupportedOperationError("np.linalg.multi_dot(out=...) is not supported on traced values",
+                                        source=user_source(), hint="use the returned array")
+    arrays = [_dec.operand("np.linalg.multi_dot", a) for a in arrays]
+    n = len(arrays)
+    if n < 2:
+        raise ValueError("Expecting at least two arrays.")
+    if n == 2:
+        return dot(arrays[0], arrays[1])
+    nd_first, nd_last = _nd(arrays[0]), _nd(arrays[-1])
+    if nd_first == 1:
+        arrays[0] = _sh.reshape(arrays[0], (1, -1))
+    if nd_last == 1:
+        arrays[-1] = _sh.reshape(arrays[-1], (-1, 1))
+    for a in arrays:
+        if _nd(a) != 2:
+            raise ShapeError(f"np.linalg.multi_dot: {_nd(a)}-dimensional array given; every array must be "
+                             "two-dimensional (the first and last may be 1-D)")
+    p = [_shape(a)[0] for a in arrays] + [_shape(arrays[-1])[1]]
+    if n == 3:
+        first = p[0] * p[2] * (p[1] + p[3]) < p[1] * p[3] * (p[0] + p[2])  # (AB)C cheaper than A(BC)
+        ab, c = (_la.matmul(arrays[0], arrays[1]), arrays[2]) if first else (arrays[0], _la.matmul(arrays[1], arrays[2]))
+        result = _la.matmul(ab, c)
+    else:
+        cost = [[0.0] * n for _ in range(n)]
+        split = [[0] * n for _ in range(n)]
+        for length in range(1, n):
+            for i in range(n - length):
+                j = i + length
+                cost[i][j] = _np.inf
+                for k in range(i, j):
+                    q = cost[i][k] + cost[k + 1][j] + p[i] * p[k + 1] * p[j + 1]
+                    if q < cost[i][j]:
+                        cost[i][j], split[i][j] = q, k
+
+        def chain(i: int, j: int) -> Any:
+            return arrays[i] if i == j else _la.matmul(chain(i, split[i][j]), chain(split[i][j] + 1, j))
+
+        result = chain(0, n - 1)
+    if nd_first == 1 and nd_last == 1:
+        return _sh.reshape(result, ())
+    if nd_first == 1 or nd_last == 1:
+        return ravel(result)
+    return result
+
+
 _VECTOR_ORDS = (None, 2)
 
 
@@ -487,7 +537,7 @@ for _name, _fn in _dispatch.registered_names().items():
 linalg.__all__ = sorted(n for n in vars(linalg) if not n.startswith("_"))
 sys.modules[linalg.__name__] = linalg
 del _name, _fn
-del matrix_power, norm  # NumPy has them only under np.linalg
+del matrix_power, multi_dot, norm  # NumPy has them only under np.linalg
 
 __all__ = [n for n in sorted(globals())
            if not n.startswith("_") and n not in ("annotations", "builtins", "math", "string", "sys", "Any",
