@@ -357,6 +357,10 @@ CASES += [
          extra={"numpy": lambda a, i: _np_put(a, i[None, :], 0.5, 0)}),
 ]
 
+
+from linalg_cases import LINALG_CASES
+
+CASES += LINALG_CASES
 CASE_IDS = [c.name for c in CASES]
 
 

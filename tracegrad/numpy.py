@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator as _operator
 import string
 import sys as _sys
 import types as _types
@@ -23,6 +24,7 @@ import numpy as _np
 from .errors import IndexOutOfBoundsError as _IndexOutOfBoundsError
 from .errors import ShapeError, UnsupportedOperationError
 from .ir import PRIMITIVES as _PRIMITIVES
+from .ops import decompositions as _dec
 from .ops import elementwise as _ew
 from .ops import indexing as _ix
 from .ops import linalg as _la
@@ -378,6 +380,156 @@ def inner(a: Any, b: Any) -> Any:
     return tensordot(a, b, axes=([-1], [-1]))
 
 
+# ---------------------------------------------------------------- np.linalg composites
+# (the primitives, inv/solve/det/slogdet/cholesky/qr/eigh/svd/svdvals/pinv, are declared in
+# ops/decompositions.py; these two are exact compositions of them, written as NumPy does)
+@_implements("linalg.matrix_power")
+def matrix_power(a: Any, n: Any) -> Any:
+    """``a`` to the integer power ``n`` by repeated squaring, NumPy's exact sequence of
+    products (so values match to the bit); ``n < 0`` inverts first, ``n == 0`` is the identity."""
+    a = _dec.operand("np.linalg.matrix_power", a)
+    shp = _shape(a)
+    if len(shp) < 2 or shp[-1] != shp[-2]:
+        raise ShapeError(f"np.linalg.matrix_power: the last two dimensions must be square, got shape {shp}",
+                         hint="matrix_power needs a (..., n, n) stack of square matrices")
+    try:
+        n = _operator.index(n)
+    except TypeError as err:
+        raise TypeError("exponent must be an integer") from err
+    if n == 0:
+        return _np.broadcast_to(_np.eye(shp[-1], dtype=aval_of(a).dtype), shp).copy()
+    if n < 0:
+        a = _dec.np_inv(a)
+        n = -n
+    if n <= 3:
+        out = a
+        for _ in range(n - 1):
+            out = _la.matmul(out, a)
+        return out
+    z = result = None
+    while n > 0:
+        z = a if z is None else _la.matmul(z, z)
+        n, bit = divmod(n, 2)
+        if bit:
+            result = z if result is None else _la.matmul(result, z)
+    return result
+
+
+@_implements("linalg.multi_dot")
+def multi_dot(arrays: Sequence[Any], *, out: Any = None) -> Any:
+    """A chain of matrix products in the order NumPy picks (fewest multiplications; the
+    matrix-chain algorithm, Cormen 15.2), so values match NumPy's."""
+    if out is not None:
+        raise UnsupportedOperationError("np.linalg.multi_dot(out=...) is not supported on traced values",
+                                        source=user_source(), hint="use the returned array")
+    arrays = [_dec.operand("np.linalg.multi_dot", a) for a in arrays]
+    n = len(arrays)
+    if n < 2:
+        raise ValueError("Expecting at least two arrays.")
+    if n == 2:
+        return dot(arrays[0], arrays[1])
+    nd_first, nd_last = _nd(arrays[0]), _nd(arrays[-1])
+    if nd_first == 1:
+        arrays[0] = _sh.reshape(arrays[0], (1, -1))
+    if nd_last == 1:
+        arrays[-1] = _sh.reshape(arrays[-1], (-1, 1))
+    for a in arrays:
+        if _nd(a) != 2:
+            raise ShapeError(f"np.linalg.multi_dot: {_nd(a)}-dimensional array given; every array must be "
+                             "two-dimensional (the first and last may be 1-D)")
+    p = [_shape(a)[0] for a in arrays] + [_shape(arrays[-1])[1]]
+    if n == 3:
+        first = p[0] * p[2] * (p[1] + p[3]) < p[1] * p[3] * (p[0] + p[2])  # (AB)C cheaper than A(BC)
+        ab, c = (_la.matmul(arrays[0], arrays[1]), arrays[2]) if first else (arrays[0], _la.matmul(arrays[1], arrays[2]))
+        result = _la.matmul(ab, c)
+    else:
+        cost = [[0.0] * n for _ in range(n)]
+        split = [[0] * n for _ in range(n)]
+        for length in range(1, n):
+            for i in range(n - length):
+                j = i + length
+                cost[i][j] = _np.inf
+                for k in range(i, j):
+                    q = cost[i][k] + cost[k + 1][j] + p[i] * p[k + 1] * p[j + 1]
+                    if q < cost[i][j]:
+                        cost[i][j], split[i][j] = q, k
+
+        def chain(i: int, j: int) -> Any:
+            return arrays[i] if i == j else _la.matmul(chain(i, split[i][j]), chain(split[i][j] + 1, j))
+
+        result = chain(0, n - 1)
+    if nd_first == 1 and nd_last == 1:
+        return _sh.reshape(result, ())
+    if nd_first == 1 or nd_last == 1:
+        return ravel(result)
+    return result
+
+
+_VECTOR_ORDS = (None, 2)
+
+
+@_implements("linalg.norm")
+def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
+    """Vector and matrix norms with NumPy's exact rules for ``ord``, ``axis`` and ``keepdims``
+    (the spectral and nuclear norms through the singular values)."""
+    x = _dec.operand("np.linalg.norm", x)
+    if aval_of(x).dtype.kind in "biu":
+        x = astype(x, _np.float64)
+    nd = _nd(x)
+    if axis is None and (ord is None or (ord in ("f", "fro") and nd == 2) or (ord == 2 and nd == 1)):
+        flat = ravel(x)
+        ret = _ew.sqrt(_la.matmul(flat, flat))
+        return _sh.reshape(ret, (1,) * nd) if keepdims else ret
+    if axis is None:
+        axes = tuple(range(nd))
+    elif isinstance(axis, tuple):
+        axes = axis
+    else:
+        try:
+            axes = (_operator.index(axis),)
+        except TypeError as err:
+            raise TypeError("'axis' must be None, an integer or a tuple of integers") from err
+    if len(axes) == 1:
+        (ax,) = normalize_axes(axes, nd, "np.linalg.norm")
+        if isinstance(ord, str):
+            raise ValueError(f"Invalid norm order '{ord}' for vectors")
+        if ord == _np.inf:
+            return _red.np_max(_ew.abs(x), ax, keepdims=keepdims)
+        if ord == -_np.inf:
+            return _red.np_min(_ew.abs(x), ax, keepdims=keepdims)
+        if ord == 0:
+            return _red.np_sum(astype(_ew.not_equal(x, 0), aval_of(x).dtype), ax, keepdims=keepdims)
+        if ord == 1:
+            return _red.np_sum(_ew.abs(x), ax, keepdims=keepdims)
+        if ord is None or ord == 2:
+            return _ew.sqrt(_red.np_sum(_ew.mul(x, x), ax, keepdims=keepdims))
+        ret = _red.np_sum(_ew.power(_ew.abs(x), ord), ax, keepdims=keepdims)
+        return _ew.power(ret, _np.reciprocal(_np.asarray(ord, dtype=aval_of(ret).dtype)))
+    if len(axes) == 2:
+        row, col = (normalize_axes(a, nd, "np.linalg.norm")[0] for a in axes)
+        if row == col:
+            raise ValueError("Duplicate axes given.")
+        if ord in (2, -2, "nuc"):
+            s = _dec.svdvals(moveaxis(x, (row, col), (-2, -1)))
+            ret = (_red.np_max(s, -1) if ord == 2 else _red.np_min(s, -1) if ord == -2 else _red.np_sum(s, -1))
+        elif ord in (1, -1):
+            reduce = _red.np_max if ord == 1 else _red.np_min
+            ret = reduce(_red.np_sum(_ew.abs(x), row), col - 1 if col > row else col)
+        elif ord in (_np.inf, -_np.inf):
+            reduce = _red.np_max if ord == _np.inf else _red.np_min
+            ret = reduce(_red.np_sum(_ew.abs(x), col), row - 1 if row > col else row)
+        elif ord in (None, "fro", "f"):
+            ret = _ew.sqrt(_red.np_sum(_ew.mul(x, x), (row, col)))
+        else:
+            raise ValueError("Invalid norm order for matrices.")
+        if keepdims:
+            shp = list(_shape(x))
+            shp[row] = shp[col] = 1
+            ret = _sh.reshape(ret, tuple(shp))
+        return ret
+    raise ValueError("Improper number of dimensions to norm.")
+
+
 # ---------------------------------------------------------------- constants
 def zeros(shape: Any, dtype: Any = float) -> _np.ndarray:
     return _np.zeros(shape, dtype)
@@ -451,7 +603,7 @@ def sinc(x: Any) -> Any:
 def logaddexp2(a: Any, b: Any) -> Any:
     """log2(2^a + 2^b) = logaddexp(a ln 2, b ln 2) / ln 2 (ties are logaddexp's)."""
     ln2 = math.log(2)
-    return _ew.div(logaddexp(_ew.mul(a, ln2), _ew.mul(b, ln2)), ln2)
+    return _ew.div(_ew.logaddexp(_ew.mul(a, ln2), _ew.mul(b, ln2)), ln2)
 
 
 @_implements("fmax")
@@ -1196,6 +1348,11 @@ for _name, _fn in _dispatch.registered_names().items():
         setattr(_ns, _leaf, _fn)
         del _path, _leaf, _ns, _part
 del _name, _fn
+linalg = globals()["linalg"]  # made by the loop above
+linalg.__doc__ = "``np.linalg`` on traced and concrete arrays."
+linalg.__all__ = sorted(n for n in vars(linalg) if not n.startswith("_"))
+_sys.modules[linalg.__name__] = linalg  # ``import tracegrad.numpy.linalg`` works too
+del matrix_power, multi_dot, norm  # NumPy has them only under np.linalg
 
 # tracegrad's own additions (not NumPy names): dtypes and constants, array creation,
 # dtype and gradient control, neural-network helpers, and ``x[idx]`` as a function

@@ -22,7 +22,8 @@ checked on machines without a GPU. ``generate(graph)`` fuses the graph
 - conv2d is im2col (a generated kernel, padding and stride included) + one GEMM
   ``w.reshape(O, -1) @ cols`` whose (O, N, H', W') result is read as NCHW through a
   transposed layout (no copy); convolutions of the same input share their im2col;
-- other ops (index arrays, concatenate, argmax) run their NumPy lowering with ``cp``.
+- other ops (index arrays, concatenate, argmax, the ``np.linalg`` decompositions) run their
+  NumPy lowering with ``cp`` (one result each, or a tuple unpacked into contiguous arrays).
 
 Inputs are moved to the device once at entry (``_device``: no-op for CuPy arrays);
 outputs stay on the device.
@@ -299,7 +300,17 @@ class _Planner:
             self.cublas += 1
         else:
             self.library += 1
-        if rule != "gemm":  # only a GEMM's result is known to be C-contiguous
+        if len(node.outputs) > 1:  # a decomposition (qr, eigh, svd): unpack, then make each contiguous
+            names = [self.names[v] for v in node.outputs]
+            self.emit(f"{', '.join(names)} = {expr}", self.reads(list(node.inputs)),
+                      f"{node.primitive.name}{self.where(node)}")
+            for v, out in zip(node.outputs, names):
+                self.emit(f"{out} = cp.ascontiguousarray({out})", {out})
+                self.define(v, out)
+            return
+        # only a GEMM's result is known to be C-contiguous; a 0-d one is made an array (a
+        # vector dot product gives a scalar under NumPy, which the CPU stand-in runs on)
+        if rule != "gemm" or not node.out.aval.shape:
             expr = f"cp.ascontiguousarray({expr})"
         self.emit(f"{name} = {expr}", self.reads(list(node.inputs)),
                   f"{node.primitive.name}{self.where(node)}")

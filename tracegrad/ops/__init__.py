@@ -1,6 +1,7 @@
 """Primitive declarations, one file per family. Importing this package registers them all."""
 
-from . import (  # noqa: F401
+from . import (
+    decompositions,
     elementwise,
     indexing,
     linalg,
@@ -13,4 +14,5 @@ from . import (  # noqa: F401
     transcendental,
 )
 
-__all__ = ["elementwise", "indexing", "linalg", "put", "reductions", "rounding", "scans", "shape", "transcendental"]
+__all__ = ["decompositions", "elementwise", "indexing", "linalg", "nn", "put", "reductions", "rounding", "scans",
+           "shape", "transcendental"]

@@ -91,7 +91,11 @@ def numpy_namespace() -> Any:
 
 
 def _name(obj: Any) -> str:
-    return f"np.{getattr(obj, '__name__', repr(obj))}"
+    """How the user wrote it: ``np.sum``, ``np.linalg.inv`` (a public submodule is kept)."""
+    module = getattr(obj, "__module__", None) or "numpy"
+    sub = module.split(".")[1] if module.startswith("numpy.") else ""
+    prefix = f"np.{sub}." if sub in ("linalg", "fft", "random") else "np."
+    return f"{prefix}{getattr(obj, '__name__', repr(obj))}"
 
 
 def call_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> Any:
