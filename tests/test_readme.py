@@ -130,3 +130,27 @@ def test_readme_train_commands_train(tmp_path, monkeypatch, capsys):
             assert "resumed from" in stdout
         ran += 1
     assert ran + skipped == len(commands) and ran >= 3
+
+
+def _graph_commands() -> list[str]:
+    """Every ``tracegrad graph ...`` the README shows in its shell blocks."""
+    return [line.split("#", 1)[0].strip() for block in _blocks("bash") for line in block.splitlines()
+            if line.strip().startswith("tracegrad graph")]
+
+
+def test_readme_graph_commands_work_as_written(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from tracegrad.cli import main
+
+    commands = _graph_commands()
+    assert len(commands) >= 2
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the README's paths are relative to the checkout
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        out_index = argv.index("-o") + 1
+        target = tmp_path / Path(argv[out_index]).name
+        argv[out_index] = str(target)
+        assert main(argv) == 0, command
+        assert target.stat().st_size > 1000, command
+    assert "JVP graph: " in capsys.readouterr().out  # --stats printed
