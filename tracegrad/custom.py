@@ -198,7 +198,7 @@ class _CustomFunction:
             return outs if multiple else outs[0]
 
         def abstract_eval(avals: list[Aval], params: dict[str, Any]) -> Any:
-            if tuple(avals) != in_avals:
+            if [(a.shape, a.dtype) for a in avals] != [(a.shape, a.dtype) for a in in_avals]:
                 raise TracegradError(f"{name}: called with operands {avals}, traced for {list(in_avals)}")
             return out_avals if multiple else out_avals[0]
 
