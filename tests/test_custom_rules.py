@@ -32,6 +32,7 @@ def _sigmoid(x):
 X = np.array([-3.0, 0.5, 2.0, 1000.0])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_eager_call_is_the_plain_function():
     np.testing.assert_allclose(log1pexp(X), [np.log1p(np.exp(-3.0)), np.log1p(np.exp(0.5)),
                                              np.log1p(np.exp(2.0)), 1000.0])
@@ -91,6 +92,12 @@ def test_a_deliberately_wrong_rule_is_the_one_used():
     np.testing.assert_allclose(t, [7.0, 3.5, -7.0])
     np.testing.assert_allclose(tg.grad(lambda x: np.sum(f(x)))(x), [7.0, 7.0, 7.0])
     np.testing.assert_allclose(tg.jacfwd(f)(x), 7.0 * np.eye(3))
+    # forward gradients (K random directions): the same estimate as for a function whose
+    # true derivative is 7 everywhere, with the same directions
+    est = tg.forward_grad(lambda x: np.sum(f(x)), directions=3, seed=1)(x)
+    ref = tg.forward_grad(lambda x: 7.0 * np.sum(x), directions=3, seed=1)(x)
+    np.testing.assert_allclose(est[0], np.sum(x * x))
+    np.testing.assert_allclose(est[1], ref[1], rtol=1e-12)
 
 
 def test_k_directions_call_the_rule_per_direction():
