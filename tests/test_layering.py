@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "_namespace": set(),
     "random": set(),
+    "structured": set(),
     "tree": {"errors"},
     "ir": {"errors"},
     "tracing": {"ir", "tree"} | BOTTOM,
