@@ -238,3 +238,34 @@ def test_trainer_with_rank1_tangents_learns_and_resumes_bit_exactly(tmp_path, di
         Trainer(_cfg(out=str(part), resume=True, tangents="dense", **kw), dataset=digits)
     with pytest.raises(ValueError, match="forward gradients only"):
         _cfg(mode="backprop").validate()
+
+
+def test_cli_train_with_rank1_tangents_saves_the_kind_and_resumes_with_it(tmp_path, capsys):
+    from tracegrad.cli import main
+    from tracegrad.train import load_checkpoint
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--model", "mlp", "--hidden", "16", "--steps", "40", "--tangents", "rank1",
+                 "--checkpoint-every", "20", "--out", out, "--quiet"]) == 0
+    assert load_checkpoint(latest_checkpoint(out)).config["tangents"] == "rank1"
+    assert main(["train", "--resume", "--steps", "60", "--out", out, "--quiet"]) == 0  # the kind comes back
+    ck = load_checkpoint(latest_checkpoint(out))
+    assert ck.step == 60 and ck.config["tangents"] == "rank1"
+    capsys.readouterr()
+
+
+def test_has_aux_and_a_transposed_weight_under_rank1():
+    r = np.random.default_rng(8)
+    w, x = r.standard_normal((3, 5)), r.standard_normal((4, 5))
+
+    def f(w, x):
+        z = x @ w.T  # the weight enters through a transpose: Ẇᵀ = b aᵀ stays factored
+        return np.mean(np.tanh(z)), z
+
+    (value, aux), est = forward_grad(f, has_aux=True, tangents="rank1", seed=3)(w, x, step=0)
+    assert isinstance(est, LowRankGrad) and aux.shape == (4, 3)
+    d = tg_random.sample("normal", 3, 0, 0, 0, (3 + 5,)).astype(np.float64)
+    t = np.outer(d[:3], d[3:])
+    _, jv = tg.compile(lambda w, x: np.mean(np.tanh(x @ w.T))).jvp((w, x), (t, None))
+    np.testing.assert_allclose(np.asarray(est), jv * t, rtol=1e-12)
+    np.testing.assert_allclose(value, np.mean(np.tanh(x @ w.T)), rtol=1e-14)
