@@ -269,3 +269,23 @@ def test_has_aux_and_a_transposed_weight_under_rank1():
     _, jv = tg.compile(lambda w, x: np.mean(np.tanh(x @ w.T))).jvp((w, x), (t, None))
     np.testing.assert_allclose(np.asarray(est), jv * t, rtol=1e-12)
     np.testing.assert_allclose(value, np.mean(np.tanh(x @ w.T)), rtol=1e-14)
+
+
+def test_rank1_on_emulated_cupy_matches_the_host(emulated_cupy):
+    r = np.random.default_rng(9)
+    params = {"w": r.standard_normal((6, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}
+    x = r.standard_normal((10, 6)).astype(np.float32)
+
+    def loss(p, x):
+        return np.mean(np.tanh(x @ p["w"] + p["b"]) ** 2)
+
+    for k in (1, 2):
+        dev = forward_grad(loss, directions=k, tangents="rank1", distribution="rademacher", seed=5, backend="cupy")
+        host = forward_grad(loss, directions=k, tangents="rank1", distribution="rademacher", seed=5)
+        (vd, gd), (vh, gh) = dev(params, x, step=3), host(params, x, step=3)
+        assert isinstance(gd["w"], LowRankGrad)
+        np.testing.assert_allclose(vd, vh, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(gd["w"].dense()), np.asarray(gh["w"]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(gd["b"]), gh["b"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="disagree"):
+        forward_grad(loss, tangents="rank2", rank=3)

@@ -463,10 +463,13 @@ def tangent_rank(tangents: str, rank: int | None = None) -> int:
             raise ValueError(f"rank={rank} applies to low-rank tangents; pass tangents='rank1'")
         return 0
     if name.startswith("rank") and name[4:].isdigit() and int(name[4:]) >= 1:
-        r = int(name[4:]) if rank is None or name != "rank1" else int(rank)
-        if r < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}")
-        return r
+        if rank is None or name == f"rank{rank}":
+            return int(name[4:])
+        if name != "rank1":
+            raise ValueError(f"tangents={name!r} and rank={rank} disagree; pass one of them")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+        return rank
     raise ValueError(f"tangents must be one of {TANGENT_KINDS} (or 'rank<r>'), got {tangents!r}")
 
 

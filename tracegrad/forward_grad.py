@@ -195,8 +195,20 @@ def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], specs: lis
     """One forward-gradient step with rank-``r`` tangents on the leaves of ndim >= 2: draw
     the factors (a pure function of ``(seed, step, leaf, direction)``), run the JVP graph on
     them, and return the estimate with ``LowRankGrad`` leaves (never densified here)."""
-    leaves, treedef, _, _ = target._signature(args)
-    _, mask, spans = target._grad_mask(args, leaves, treedef, nums)
+    _, treedef, _, _ = target._signature(args)
+    spans: dict[int, tuple[int, Any]] = {}  # argument position -> (first leaf, subtree)
+    start = 0
+    for pos, child in zip(target._dynamic_positions(len(args)), treedef.children):
+        spans[pos] = (start, child)
+        start += child.num_leaves
+    flags = [False] * start
+    for i in nums:
+        if i not in spans:
+            raise TangentError(f"forward_grad: argument {i} is static and has no gradient",
+                               hint="drop it from argnums or static_argnums")
+        first, child = spans[i]
+        flags[first:first + child.num_leaves] = [True] * child.num_leaves
+    mask = tuple(flags)
     draw_specs = []
     for shape, dtype in specs:  # leaf order: depth-first over nums, as the dense path
         core = shape[1:]
