@@ -5,7 +5,8 @@ is ``g = Σ_k (d_k / K) a_k b_kᵀ`` per weight — rank ``K·r``. Forming it de
 a parameter-sized array per weight and step, the very thing low-rank tangents avoid, so the
 estimate stays ``LowRankGrad(u, v, shape)`` (``g = reshape(u @ vᵀ, shape)``) and the
 optimizers apply it where it lands: ``add_to(p, -lr)`` is one in-place rank-R BLAS update
-(``ger`` for rank 1, ``gemm`` with ``beta=1`` otherwise) on the parameter's own memory.
+(``ger`` for rank 1, ``gemm`` with ``beta=1`` otherwise, through SciPy when it is installed;
+else in row blocks of at most 8,192 elements) on the parameter's own memory.
 Anything else reads it as an array (``np.asarray(g)``, ``g.dense()``), so generic code
 stays correct. No tracegrad imports: every layer (optimizers included) may use it.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 __all__ = ["LowRankGrad"]
 
-_BLOCK_ROWS = 64  # rows per block of the NumPy fallback (a small, cache-sized temporary)
+_BLOCK_ELEMENTS = 8192  # NumPy fallback without SciPy: row blocks of at most this many elements
 
 
 class LowRankGrad:
@@ -80,10 +81,12 @@ class LowRankGrad:
             v = self.v.astype(target.dtype, copy=False)
             if _blas_update(flat, u, v, alpha):
                 return target
-            for s in range(0, flat.shape[0], _BLOCK_ROWS):  # no BLAS: row blocks
-                block = u[s:s + _BLOCK_ROWS] @ v.T
+            rows = max(1, _BLOCK_ELEMENTS // max(1, flat.shape[1]))
+            for s in range(0, flat.shape[0], rows):  # no SciPy: small row blocks, a cache-sized temporary
+                block = u[s:s + rows] @ v.T
                 block *= alpha
-                flat[s:s + _BLOCK_ROWS] += block
+                flat[s:s + rows] += block
+                del block  # one block alive at a time
             return target
         target += alpha * self.dense().astype(target.dtype, copy=False)  # CuPy / strided: one temporary
         return target
@@ -102,7 +105,7 @@ def _blas_update(flat: np.ndarray, u: np.ndarray, v: np.ndarray, alpha: float) -
     if _BLAS is None:
         try:
             from scipy.linalg import blas
-        except ImportError:  # pragma: no cover - SciPy is a dependency of the test suite
+        except ImportError:  # SciPy is optional: the caller falls back to row blocks
             _BLAS = {}
         else:
             _BLAS = {"f": (blas.sger, blas.sgemm), "d": (blas.dger, blas.dgemm)}
