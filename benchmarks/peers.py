@@ -11,9 +11,12 @@ Implementations (each when installed; ``pip install -e ".[bench]"`` adds PyTorch
 
 Modes per step: ``forward`` (loss only), ``jvp`` (loss and its JVP along tangents drawn
 beforehand), ``fg-rad`` / ``fg-normal`` (draw the tangents, JVP, ``p -= lr·(∇f·v)·v``),
-``backprop`` (gradient by reverse mode, ``p -= lr·g``). ``--tangents`` selects the tangent
-kind of the JVP and forward-gradient modes: only ``dense`` exists today; a structured kind
-(e.g. rank-1) plugs into ``_tangent_kinds`` below.
+``backprop`` (gradient by reverse mode, ``p -= lr·g``). ``--tangents rank1`` adds the rows
+``jvp-r1``, ``fg-rad-r1``, ``fg-normal-r1``, interleaved with the dense ones: every weight
+matrix / conv kernel gets a rank-1 tangent ``a bᵀ`` (vectors stay dense) — tracegrad's
+``forward_grad(..., tangents="rank1")`` with its in-place rank-1 SGD update, and a hand-written
+NumPy step (``x @ Ẇ = (x @ a) bᵀ``, ``W -= lr·d·a bᵀ`` as one BLAS ``ger`` in place). PyTorch
+and JAX have no rank-1 tangent kind; their dense and backprop rows stand for them.
 
 Workloads (float32, mean softmax cross-entropy, random MNIST-shaped data):
   logreg  784 -> 10
@@ -55,6 +58,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLS = ("tracegrad", "numpy", "torch", "jax")
 MODES = ("forward", "jvp", "fg-rad", "fg-normal", "backprop")
+RANK1_MODES = ("jvp-r1", "fg-rad-r1", "fg-normal-r1")  # added by --tangents rank1
 WORKLOADS = ("logreg:64", "mlp:64", "cnn:64", "mlp:1024")
 LR = 1e-4  # the cost of a step does not depend on it
 PINNED_ENV = {
@@ -94,9 +98,9 @@ def _data(kind: str, batch: int, seed: int = 0) -> tuple[Any, Any, dict[str, Any
 
 
 def _tangent_kinds(tangents: str) -> None:
-    """The hook for structured tangents: only dense tangents exist so far."""
-    if tangents != "dense":
-        raise SystemExit(f"--tangents {tangents}: not implemented yet (only 'dense')")
+    """The tangent kinds: ``dense``, and ``rank1`` (adds the ``*-r1`` modes)."""
+    if tangents not in ("dense", "rank1"):
+        raise SystemExit(f"--tangents {tangents}: choose dense or rank1")
 
 
 # ---------------------------------------------------------------------------- tracegrad
@@ -134,6 +138,18 @@ def _tracegrad(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str)
     v = {k: rng.choice(np.array([-1.0, 1.0], np.float32), size=(1,) + a.shape) for k, a in params.items()}
     vg = tg.value_and_grad(f)
     est = {d: tg.forward_grad(f, distribution=d, seed=0) for d in ("rademacher", "normal")}
+    est_r1 = {d: tg.forward_grad(f, distribution=d, seed=0, tangents="rank1") for d in ("rademacher", "normal")}
+    # rank-1 JVP inputs: leaves in pytree order (sorted keys), then x and y without tangents
+    names = sorted(params)
+    mask = (True,) * len(names) + (False, False)
+    r1_inputs = []
+    for k in names:
+        a = params[k]
+        if a.ndim >= 2:
+            r1_inputs += [np.ones((1, a.shape[0], 1), np.float32),
+                          rng.choice(np.array([-1.0, 1.0], np.float32), size=(1, a.size // a.shape[0], 1))]
+        else:
+            r1_inputs.append(v[k])
 
     def step(estimate: Callable[..., Any], with_step: bool) -> Callable[[], Any]:
         def run() -> Any:
@@ -153,6 +169,9 @@ def _tracegrad(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str)
         "fg-rad": step(est["rademacher"], True),
         "fg-normal": step(est["normal"], True),
         "backprop": step(vg, False),
+        "jvp-r1": lambda: f.jvp_leaves((state["p"], x, y), mask, (1,), 1, r1_inputs),
+        "fg-rad-r1": step(est_r1["rademacher"], True),
+        "fg-normal-r1": step(est_r1["normal"], True),
     }
 
 
@@ -214,6 +233,59 @@ def _numpy(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
         return out
 
     fixed = draw("rademacher")
+    from scipy.linalg.blas import sger
+
+    def jvp_r1(t: dict[str, Any]) -> tuple[float, float]:
+        """Weights' tangents a bᵀ: x @ (a bᵀ) = (x @ a) bᵀ, two thin products."""
+        h, dh = x, None
+        for i, (w, b) in enumerate(layers):
+            z = h @ p[w] + p[b]
+            ta, tb = t[w]
+            dz = np.multiply.outer(h @ ta, tb)
+            dz += t[b]
+            if dh is not None:
+                dz += dh @ p[w]
+            if i < len(layers) - 1:
+                mask = z > 0
+                h, dh = z * mask, dz * mask
+            else:
+                h, dh = z, dz
+        loss, prob = softmax_ce(h)
+        return loss, float((np.sum(prob * dh) - dh[rows, y].sum()) / n)
+
+    def draw_r1(dist: str) -> dict[str, Any]:
+        flat = {}
+        for w, b in layers:
+            m, k = p[w].shape
+            d = draw_vec(dist, m + k)
+            flat[w] = (d[:m], d[m:])
+            flat[b] = draw_vec(dist, p[b].size)
+        return flat
+
+    def draw_vec(dist: str, size: int) -> Any:
+        if dist == "normal":
+            return rng.standard_normal(size, dtype=np.float32)
+        bits = np.unpackbits(np.frombuffer(rng.bytes((size + 7) // 8), np.uint8), count=size)
+        out = np.empty(size, np.float32)
+        np.multiply(bits, 2, out=out, casting="unsafe")
+        out -= 1
+        return out
+
+    fixed_r1 = draw_r1("rademacher")
+
+    def fg_r1(dist: str) -> Callable[[], Any]:
+        def run() -> Any:
+            t = draw_r1(dist)
+            loss, d = jvp_r1(t)
+            for w, b in layers:
+                ta, tb = t[w]
+                sger(-LR * d, tb, ta, a=p[w].T, overwrite_a=1)  # W -= lr·d·a bᵀ, in place
+                tv = t[b]
+                tv *= LR * d
+                p[b] -= tv
+            return loss
+
+        return run
 
     def fg(dist: str) -> Callable[[], Any]:
         def run() -> Any:
@@ -244,7 +316,8 @@ def _numpy(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
         return loss
 
     return {"forward": forward, "jvp": lambda: jvp(fixed), "fg-rad": fg("rademacher"), "fg-normal": fg("normal"),
-            "backprop": backprop}
+            "backprop": backprop, "jvp-r1": lambda: jvp_r1(fixed_r1), "fg-rad-r1": fg_r1("rademacher"),
+            "fg-normal-r1": fg_r1("normal")}
 
 
 # ---------------------------------------------------------------------------- torch
@@ -572,7 +645,9 @@ def main() -> None:
     args = ap.parse_args()
     impls = [s for s in args.impls.split(",") if s]
     modes = [s for s in args.modes.split(",") if s]
-    bad = [i for i in impls if i not in IMPLS] + [m for m in modes if m not in MODES]
+    if args.tangents == "rank1" and not args.worker and args.modes == ",".join(MODES):
+        modes += list(RANK1_MODES)
+    bad = [i for i in impls if i not in IMPLS] + [m for m in modes if m not in MODES + RANK1_MODES]
     if bad and not args.sampler:
         ap.error(f"unknown implementation or mode: {', '.join(bad)}")
     args.impls, args.modes = impls, modes

@@ -19,7 +19,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "tracegrad"
 
-BOTTOM = {"errors", "_namespace", "random"}
+BOTTOM = {"errors", "_namespace", "random", "structured"}
 CORE = BOTTOM | {"tree", "ir", "tracing", "ad", "ops", "numpy", "transforms", "backends", "viz", "modes",
                  "api", "forward_grad", "jacobians", "testing", "custom"}
 # layer -> the layers it may import (besides itself)
@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "_namespace": set(),
     "random": set(),
+    "structured": set(),
     "tree": {"errors"},
     "ir": {"errors"},
     "tracing": {"ir", "tree"} | BOTTOM,

@@ -306,6 +306,17 @@ class Compiled:
         out_t = [next(it) if f else None for f in entry.out_float]
         return tree_unflatten(entry.out_tree, outs[:n]), tree_unflatten(entry.out_tree, out_t)
 
+    def jvp_leaves(self, args: tuple, mask: tuple[bool, ...], batch: tuple[int, ...], rank: int,
+                   tangent_inputs: Sequence[Any]) -> tuple[Any, list[Any]]:
+        """The JVP on flat leaves: ``mask`` marks the dynamic leaves with tangents,
+        ``tangent_inputs`` are the JVP graph's tangent inputs in order (for ``rank > 0`` two
+        factors per leaf of ndim >= 2, ``ad.lowrank``). Returns the output pytree and the flat
+        tangents of the float outputs (``forward_grad``'s structured path)."""
+        entry, leaves = self._entry(tuple(args), JVPMode(tuple(mask), tuple(batch), int(rank)))
+        outs = entry.executable(*leaves, *tangent_inputs)
+        n = len(entry.out_float)
+        return tree_unflatten(entry.out_tree, outs[:n]), list(outs[n:])
+
     def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[Any, Any]:
         """The scalar output and its gradient with respect to ``args[argnums]`` (reverse mode),
         from one execution of the fused forward+backward graph. The gradient has the pytree
@@ -394,7 +405,7 @@ class Compiled:
             return self._trace(treedef, avals, static, len(args))[0]
         return self._entry(args, PRIMAL)[0].graph
 
-    def _jvp_mode(self, args: tuple, argnums: Any, directions: int | None) -> JVPMode:
+    def _jvp_mode(self, args: tuple, argnums: Any, directions: int | None, tangents: str = "dense") -> JVPMode:
         _, treedef, avals, _ = self._avals(args)
         positions = self._dynamic_positions(len(args))
         wanted = set(positions if argnums is None else ((argnums,) if isinstance(argnums, int) else argnums))
@@ -402,12 +413,15 @@ class Compiled:
         for pos, child in zip(positions, treedef.children):
             mask.extend([pos in wanted] * child.num_leaves)
         mask = [m and a.is_float for m, a in zip(mask, avals)]
-        return JVPMode(tuple(mask), () if directions is None else (int(directions),))
+        return JVPMode(tuple(mask), () if directions is None else (int(directions),), tangent_rank(tangents))
 
-    def jvp_graph(self, *args: Any, argnums: Any = None, directions: int | None = None) -> Graph:
+    def jvp_graph(self, *args: Any, argnums: Any = None, directions: int | None = None,
+                  tangents: str = "dense") -> Graph:
         """The fused primal+tangent graph, with tangents for the float leaves of ``argnums``
-        (default: all arguments) and optionally ``directions`` tangents at once."""
-        return self._entry(args, self._jvp_mode(args, argnums, directions))[0].graph
+        (default: all arguments) and optionally ``directions`` tangents at once;
+        ``tangents="rank1"`` (or ``"rank<r>"``) makes matrix and kernel tangents low-rank
+        factors (inputs ``<name>_a``, ``<name>_b``)."""
+        return self._entry(args, self._jvp_mode(args, argnums, directions, tangents))[0].graph
 
     def grad_graph(self, *args: Any, argnums: int | Sequence[int] = 0) -> Graph:
         """The fused forward+backward graph: outputs the value, then the gradient of each
@@ -416,14 +430,14 @@ class Compiled:
         return self._entry(args, VJPMode(self._grad_mask(args, leaves, treedef, argnums)[1]))[0].graph
 
     def source(self, *args: Any, jvp: bool = False, argnums: Any = None, directions: int | None = None,
-               grad: bool = False) -> str:
+               grad: bool = False, tangents: str = "dense") -> str:
         """The generated Python source (of the JVP graph with ``jvp=True``, of the gradient
         graph with ``grad=True``, there ``argnums`` defaulting to 0)."""
         if grad:
             leaves, treedef, _, _ = self._signature(args)
             mask = self._grad_mask(args, leaves, treedef, 0 if argnums is None else argnums)[1]
             return self._entry(args, VJPMode(mask))[0].executable.source
-        mode = self._jvp_mode(args, argnums, directions) if jvp else PRIMAL
+        mode = self._jvp_mode(args, argnums, directions, tangents) if jvp else PRIMAL
         return self._entry(args, mode)[0].executable.source
 
     def cache_size(self) -> int:
@@ -435,6 +449,28 @@ class Compiled:
         static = f", static_argnums={self.static_argnums}" if self.static_argnums else ""
         return (f"<tracegrad.compile {name}({', '.join(self._arg_names)}) backend={self.backend!r}"
                 f"{static}, {n} compiled signature{'s' if n != 1 else ''}>")
+
+
+TANGENT_KINDS = ("dense", "rank1")
+
+
+def tangent_rank(tangents: str, rank: int | None = None) -> int:
+    """The low-rank rank a tangent-kind name stands for: ``"dense"`` -> 0, ``"rank1"`` -> 1
+    (or ``rank``), ``"rank<r>"`` -> r."""
+    name = str(tangents)
+    if name == "dense":
+        if rank not in (None, 0):
+            raise ValueError(f"rank={rank} applies to low-rank tangents; pass tangents='rank1'")
+        return 0
+    if name.startswith("rank") and name[4:].isdigit() and int(name[4:]) >= 1:
+        if rank is None or name == f"rank{rank}":
+            return int(name[4:])
+        if name != "rank1":
+            raise ValueError(f"tangents={name!r} and rank={rank} disagree; pass one of them")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+        return rank
+    raise ValueError(f"tangents must be one of {TANGENT_KINDS} (or 'rank<r>'), got {tangents!r}")
 
 
 def _check_tuples(primals: Any, tangents: Any) -> None:

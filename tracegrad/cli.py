@@ -81,6 +81,7 @@ def _int_list(text: str) -> list[int]:
 
 # -- train ------------------------------------------------------------------------------
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .api import TANGENT_KINDS
     from .backends import BACKENDS
     from .data import DATASETS
     from .forward_grad import DISTRIBUTIONS
@@ -122,6 +123,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"random tangent directions per step, averaged (default {d.directions})")
     p.add_argument("--distribution", choices=DISTRIBUTIONS,
                    help=f"distribution of the tangent directions (default {d.distribution})")
+    p.add_argument("--tangents", choices=TANGENT_KINDS,
+                   help="dense tangents, or rank-1 weight tangents a bᵀ (cheaper JVP, applied as a rank-1 "
+                        f"update; default {d.tangents})")
     p.add_argument("--backend", choices=BACKENDS, help=f"(default {d.backend})")
     p.add_argument("--mode", choices=MODES,
                    help=f"forward gradients, or exact gradients by backprop for comparison (default {d.mode})")
@@ -147,7 +151,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 _TRAIN_OPTIONS = ("model", "data", "data_dir", "steps", "epochs", "batch_size", "optimizer", "lr",
                   "schedule", "weight_decay", "directions", "distribution", "backend", "seed", "eval_every",
-                  "checkpoint_every", "mode")
+                  "checkpoint_every", "mode", "tangents")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -244,7 +248,8 @@ def _run_train(args: argparse.Namespace) -> int:
     say(f"training {config.model} on {config.data} with "
         f"{'forward gradients' if config.mode == 'forward' else 'backprop'}: {config.optimizer} "
         f"lr={config.lr:g} ({config.schedule}), {length} of batch {config.batch_size}, "
-        + (f"K={config.directions} {config.distribution} direction(s), " if config.mode == "forward" else "")
+        + (f"K={config.directions} {config.distribution} {config.tangents} direction(s), "
+           if config.mode == "forward" else "")
         + f"seed {config.seed} -> {config.out}")
     if trainer.defaults_used:
         say("defaults in use for " + f"{config.model} on {config.data}: "
@@ -257,7 +262,7 @@ def _run_train(args: argparse.Namespace) -> int:
                "train_examples": len(ds.y_train), "test_examples": len(ds.y_test),
                "optimizer": config.optimizer, "lr": config.lr, "schedule": config.schedule,
                "batch_size": config.batch_size, "directions": config.directions,
-               "distribution": config.distribution, "mode": config.mode,
+               "distribution": config.distribution, "mode": config.mode, "tangents": config.tangents,
                "model_kwargs": config.model_kwargs, "steps": result.step,
                "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                "train_time_s": result.train_time,

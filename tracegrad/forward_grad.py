@@ -18,6 +18,7 @@ through the host.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,8 +26,9 @@ import numpy as np
 
 from . import random as tg_random
 from ._namespace import array_namespace
-from .api import Compiled, compile, with_aux
+from .api import Compiled, compile, tangent_rank, with_aux
 from .errors import TangentError
+from .structured import LowRankGrad
 from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["DISTRIBUTIONS", "DirectionSampler", "forward_grad"]
@@ -96,7 +98,8 @@ class DirectionSampler:
 
 def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
                  distribution: str = "normal", seed: int | None = None, backend: str = "numpy",
-                 static_argnums: Sequence[int] = (), has_aux: bool = False) -> Callable[..., tuple[Any, Any]]:
+                 static_argnums: Sequence[int] = (), has_aux: bool = False, tangents: str = "dense",
+                 rank: int | None = None) -> Callable[..., tuple[Any, Any]]:
     """Return ``g(*args, step=None) -> (value, grad_estimate)``: the forward-gradient estimate
     of the gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed),
     averaged over ``directions`` random tangents computed in one execution. With
@@ -105,10 +108,19 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
 
     The tangents of a call are those of ``(seed, step, leaf, direction)``; pass ``step``
     (an int >= 0) to make a call reproducible on its own, e.g. on resuming a run. Without
-    it, call ``n`` of this estimator (0-based) uses step ``n``."""
+    it, call ``n`` of this estimator (0-based) uses step ``n``.
+
+    ``tangents="rank1"`` gives every parameter leaf of ndim >= 2 a low-rank tangent
+    ``Ẇ = a bᵀ`` (rank ``rank``, default 1; ``ad/lowrank.py``) instead of a dense one: the
+    JVP runs through the factors, and the estimate of such a leaf is a ``LowRankGrad``
+    (``structured.py``) that optimizers apply as one in-place rank-R update
+    (``np.asarray(g)`` densifies it). Vectors keep dense tangents. The factors of leaf
+    ``p``, direction ``k`` are the first ``(d0 + d1·d2·…)·r`` numbers of the direction of
+    ``(seed, step, p, k)`` (``a`` first, scaled by ``1/sqrt(r)``), so E[vec(Ẇ)vec(Ẇ)ᵀ] = I."""
     if int(directions) < 1:
         raise ValueError(f"directions must be >= 1, got {directions}")
     k = int(directions)
+    low_rank = tangent_rank(tangents, rank)
     if has_aux:
         if isinstance(fn, Compiled):
             fn, backend, static_argnums = fn.fn, fn.backend, fn.static_argnums
@@ -146,6 +158,8 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
                 specs.append(((k,) + tuple(np.shape(leaf)), dtype))
             trees.append((i, tree, len(leaves)))
         xp = _namespace(compiled, [args[i] for i in nums])
+        if low_rank:
+            return _structured(target, args, nums, specs, xp, int(step), k, low_rank, sampler, has_aux, single)
         drawn = sampler.draw_many(specs, xp, step=int(step))
         vs_of: dict[int, tuple[list[Any], Any]] = {}
         start = 0
@@ -173,6 +187,87 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
     estimate.namespace = lambda *args: _namespace(compiled, [args[i] for i in nums])  # type: ignore[attr-defined]
     estimate.compiled = compiled  # type: ignore[attr-defined]
     return estimate
+
+
+def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], specs: list[tuple[tuple[int, ...], Any]],
+                xp: Any, step: int, k: int, r: int, sampler: DirectionSampler, has_aux: bool,
+                single: bool) -> tuple[Any, Any]:
+    """One forward-gradient step with rank-``r`` tangents on the leaves of ndim >= 2: draw
+    the factors (a pure function of ``(seed, step, leaf, direction)``), run the JVP graph on
+    them, and return the estimate with ``LowRankGrad`` leaves (never densified here)."""
+    _, treedef, _, _ = target._signature(args)
+    spans: dict[int, tuple[int, Any]] = {}  # argument position -> (first leaf, subtree)
+    start = 0
+    for pos, child in zip(target._dynamic_positions(len(args)), treedef.children):
+        spans[pos] = (start, child)
+        start += child.num_leaves
+    flags = [False] * start
+    for i in nums:
+        if i not in spans:
+            raise TangentError(f"forward_grad: argument {i} is static and has no gradient",
+                               hint="drop it from argnums or static_argnums")
+        first, child = spans[i]
+        flags[first:first + child.num_leaves] = [True] * child.num_leaves
+    mask = tuple(flags)
+    draw_specs = []
+    for shape, dtype in specs:  # leaf order: depth-first over nums, as the dense path
+        core = shape[1:]
+        if len(core) >= 2:
+            draw_specs.append(((k, (core[0] + math.prod(core[1:])) * r), dtype))
+        else:
+            draw_specs.append((shape, dtype))
+    drawn = sampler.draw_many(draw_specs, xp, step=step)
+    inputs_of: dict[int, list[Any]] = {}  # leaf position -> its tangent inputs
+    parts: list[tuple[int, Any]] = []  # per drawn leaf: (position, (a, b) or dense v)
+    p = 0
+    for i in nums:
+        first, child = spans[i]
+        for j in range(first, first + child.num_leaves):
+            core, arr = specs[p][0][1:], drawn[p]
+            if len(core) >= 2:
+                m = core[0] * r
+                a = arr[:, :m].reshape(k, core[0], r)
+                b = arr[:, m:].reshape(k, math.prod(core[1:]), r)
+                if r > 1:
+                    a *= 1.0 / math.sqrt(r)
+                inputs_of[j] = [a, b]
+                parts.append((j, (a, b)))
+            else:
+                inputs_of[j] = [arr]
+                parts.append((j, arr))
+            p += 1
+    tangent_inputs = [x for j in sorted(inputs_of) for x in inputs_of[j]]
+    value, touts = target.jvp_leaves(args, mask, (k,), r, tangent_inputs)
+    jv = touts[0] if touts else None
+    aux = None
+    if has_aux:
+        value, aux = value
+    if np.ndim(value) != 0 or jv is None:
+        raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
+                           hint="reduce the output, e.g. return np.mean(loss)")
+    grads, p = [], 0
+    for i in nums:
+        _, child = spans[i]
+        g = []
+        for _ in range(child.num_leaves):
+            shape = specs[p][0][1:]
+            part = parts[p][1]
+            if isinstance(part, tuple):
+                a, b = part
+                if k == 1:
+                    g.append(LowRankGrad(xp.multiply(a[0], jv[0], out=a[0]), b[0], shape))
+                else:  # Σ_k (d_k / K) a_k b_kᵀ: the factors side by side, rank K·r
+                    a = a * (jv / k)[:, None, None]
+                    u = xp.ascontiguousarray(xp.transpose(a, (1, 0, 2))).reshape(shape[0], k * r)
+                    v = xp.ascontiguousarray(xp.transpose(b, (1, 0, 2))).reshape(b.shape[1], k * r)
+                    g.append(LowRankGrad(u, v, shape))
+            elif k == 1:
+                g.append(xp.multiply(part[0], jv[0], out=part[0]))
+            else:
+                g.append(xp.tensordot(jv, part, axes=1) / k)
+            p += 1
+        grads.append(tree_unflatten(child, g))
+    return (value, aux) if has_aux else value, grads[0] if single else tuple(grads)
 
 
 def _namespace(compiled: Compiled, params: Sequence[Any]) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ad import jvp_graph, vjp_graph
+from .ad.lowrank import LowRankInput
 from .ir import Graph, Var
 from .transforms import optimize
 
@@ -30,13 +31,19 @@ class PrimalMode:
 @dataclass(frozen=True)
 class JVPMode:
     """Outputs and their tangents: ``mask`` says which input leaves carry tangents,
-    ``batch`` is ``()`` or ``(K,)`` for K directions at once."""
+    ``batch`` is ``()`` or ``(K,)`` for K directions at once; ``rank > 0`` gives every
+    tangent leaf of ndim >= 2 the low-rank kind (``ad.lowrank``: two factor inputs)."""
 
     mask: tuple[bool, ...]
     batch: tuple[int, ...] = ()
+    rank: int = 0
 
     def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
-        fused, out_float = jvp_graph(primal, self.mask, self.batch)
+        kinds = None
+        if self.rank:
+            kind = LowRankInput(self.rank)
+            kinds = [kind if m and len(v.aval.shape) >= 2 else None for v, m in zip(primal.inputs, self.mask)]
+        fused, out_float = jvp_graph(primal, self.mask, self.batch, kinds)
         return optimize(fused), out_float
 
 

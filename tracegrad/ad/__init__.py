@@ -5,6 +5,7 @@
 - ``vjp``: reverse mode, ``vjp_graph`` (a forward replay, then the rules in reverse);
 - ``tangents``: the tangent protocol (``Tangent``; kinds ``Zero``, ``Dense``), the direction
   axes (``directions()``) and the combinators rules use;
+- ``lowrank``: the low-rank kind ``LowRank`` (``Ẇ = a bᵀ``) and its input ``LowRankInput``;
 - ``linear``: named linear maps (``LinearMap``), which tangent kinds may exploit;
 - ``rules``: helpers that write a primitive's rules in a line (``defjvp_unary``, ``defjvp``,
   ``deflinear``, ``defbilinear``, ``defmultilinear``).
@@ -15,9 +16,10 @@ reaches them through ``tracing.dispatch.numpy_namespace()``, never by importing 
 
 from .jvp import JVPInterpreter, jvp_graph
 from .linear import LinearMap
+from .lowrank import LowRank, LowRankInput
 from .replay import Interpreter, bind_node, replay
 from .tangents import Dense, DenseInput, Tangent, Zero
 from .vjp import ForwardInterpreter, vjp_graph
 
-__all__ = ["Dense", "DenseInput", "ForwardInterpreter", "Interpreter", "JVPInterpreter", "LinearMap", "Tangent",
-           "Zero", "bind_node", "jvp_graph", "replay", "vjp_graph"]
+__all__ = ["Dense", "DenseInput", "ForwardInterpreter", "Interpreter", "JVPInterpreter", "LinearMap", "LowRank",
+           "LowRankInput", "Tangent", "Zero", "bind_node", "jvp_graph", "replay", "vjp_graph"]

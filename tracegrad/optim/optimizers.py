@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._namespace import array_namespace  # re-exported: optimizers and the trainer use it
+from ..structured import LowRankGrad
 from ..tree import TreeDef, tree_flatten, tree_map, tree_unflatten
 from .schedules import LearningRate, constant, cosine_decay, exponential_decay, resolve_lr
 
@@ -179,6 +180,12 @@ def sgd(lr: LearningRate, weight_decay: float = 0.0) -> Optimizer:
         g_leaves = _leaves(grads, treedef, "grads")
         out = []
         for p, g in zip(p_leaves, g_leaves):
+            if isinstance(g, LowRankGrad):  # p <- (1 - lr wd) p - lr u vᵀ: one rank-R update in place
+                p = _owned(p, g.u)
+                if wd:
+                    p *= 1.0 - lr_t * wd
+                out.append(g.add_to(p, -lr_t))
+                continue
             p = _owned(p, g)
             g = _read(g, p)
             xp, d = array_namespace(p), ws.get(p, 0)
@@ -221,19 +228,31 @@ def momentum(
         v_leaves = _leaves(state.velocity, treedef, "momentum velocity")
         new_p, new_v = [], []
         for p, g, v in zip(p_leaves, g_leaves, v_leaves):
-            p = _owned(p, g, v)
-            g, v = _read(g, p), _owned(_read(v, p))
+            low = g if isinstance(g, LowRankGrad) else None  # applied as rank-R updates in place
+            p = _owned(p, v) if low is not None else _owned(p, g, v)
+            v = _owned(_read(v, p))
+            g = None if low is not None else _read(g, p)
             xp, d = array_namespace(p), ws.get(p, 0)
             if wd:  # g + wd * p, kept in a second buffer
                 g_wd = ws.get(p, 1)
                 xp.multiply(p, wd, out=g_wd)
-                g_wd += g
+                if low is not None:
+                    low.add_to(g_wd)
+                    low = None
+                else:
+                    g_wd += g
                 g = g_wd
             v *= beta  # v <- beta * v + g
-            v += g
+            if low is not None:
+                low.add_to(v)
+            else:
+                v += g
             if nesterov:  # step g + beta * v
                 xp.multiply(v, beta, out=d)
-                d += g
+                if low is not None:
+                    low.add_to(d)
+                else:
+                    d += g
                 d *= lr_t
             else:
                 xp.multiply(v, lr_t, out=d)
@@ -292,6 +311,9 @@ def adam(
         v_leaves = _leaves(state.nu, treedef, "adam nu")
         new_p, new_m, new_v = [], [], []
         for p, g, m, v in zip(p_leaves, g_leaves, m_leaves, v_leaves):
+            if isinstance(g, LowRankGrad):  # the moments need the dense estimate: a kept buffer
+                p = _owned(p, m, v)
+                g = g.dense(out=ws.get(p, 2)) if g.dtype == p.dtype else np.asarray(g, dtype=p.dtype)
             p = _owned(p, g, m, v)
             xp = array_namespace(p)
             g, m, v = _read(g, p), _owned(_read(m, p)), _owned(_read(v, p))

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from .. import numpy as tnp
+from ..api import TANGENT_KINDS, value_and_grad
 from ..api import compile as tg_compile
-from ..api import value_and_grad
 from ..backends import to_device, to_host
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
 from ..errors import OutputExistsError, TrainingDivergedError
@@ -105,7 +105,7 @@ RUN_FILES = ("metrics.csv", "metrics.jsonl", "plot.png", "config.json", "summary
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
-                 "distribution", "seed", "model_kwargs", "mode")
+                 "distribution", "seed", "model_kwargs", "mode", "tangents")
 
 
 @dataclass
@@ -129,6 +129,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     directions: int = 1
     distribution: str = "rademacher"  # unbiased like normal, ~15x cheaper to draw (docs/benchmarks.md)
+    tangents: str = "dense"  # "rank1": weight tangents a bᵀ (ad/lowrank.py), applied as rank-1 updates
     backend: str = "numpy"
     seed: int = 0
     eval_every: int = 200
@@ -177,6 +178,11 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.resume and self.out is None:
             raise ValueError("resume needs an output folder (out) to find the checkpoint in")
+        if self.tangents not in TANGENT_KINDS:
+            raise ValueError(f"unknown tangents {self.tangents!r}; choose one of {', '.join(TANGENT_KINDS)}")
+        if self.mode == "backprop" and self.tangents != "dense":
+            raise ValueError(f"tangents={self.tangents!r} applies to forward gradients only; backprop computes "
+                             "the exact gradient (drop --tangents, or use --mode forward)")
         if self.mode == "backprop" and self.directions != 1:
             raise ValueError(f"directions={self.directions} applies to forward gradients only; "
                              "backprop computes the exact gradient (drop --directions, or use "
@@ -305,7 +311,7 @@ class Trainer:
         loss = cross_entropy_loss(self.model.apply)
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
         self.estimate = forward_grad(self.loss_fn, argnums=0, directions=cfg.directions,
-                                     distribution=cfg.distribution, seed=cfg.seed)
+                                     distribution=cfg.distribution, seed=cfg.seed, tangents=cfg.tangents)
         if cfg.mode == "backprop":  # the exact gradient of the same loss; the (unused) sampler
             sampler = self.estimate.sampler  # stays so checkpoints keep the same fields
             self.estimate = value_and_grad(self.loss_fn, argnums=0)
