@@ -10,7 +10,8 @@ applied to ``(1/K) Σ_n d_n ⊙ u_n`` (for ``x @ W``: ``xᵀ(d ⊙ u)``).
 Directions: ``K * G`` tangents per layer, drawn counter-based like ``forward_grad``'s
 (``(seed, step, layer, direction)``). With ``groups=G`` direction ``(k, g)`` is zero outside
 block ``g`` of each layer's units (features of a matmul, channels of a conv2d): G
-block-sparse directions, each unit perturbed by exactly one, so no ``1/G``; they reduce the
+block-sparse directions, each unit perturbed by exactly one, so no ``1/G`` (a layer narrower
+than G gets one unit per block); they reduce the
 variance like G directions. ``G`` equal to a layer's width with Rademacher tangents and only
 that layer perturbed gives its exact gradient. All of it is unbiased for the objective the
 function computes, as long as the loss of example b depends only on example b: checked
@@ -101,12 +102,13 @@ def _input_kinds(entry: Any) -> list[bool]:
 
 
 def _restrict_to_groups(u: np.ndarray, k: int, g: int, axis: int) -> None:
-    """Zero direction ``(k, g)`` (row ``k * G + g``) outside block ``g`` of the units on ``axis``."""
+    """Zero direction ``(k, g)`` (row ``k * G + g``) outside block ``g`` of the units on ``axis``
+        (in place): every unit is perturbed by exactly one of the G directions of each k."""
     ax = (axis % (u.ndim - 1)) + 1  # axis counts within the point's shape; u has directions in front
     width = u.shape[ax]
-    if g > width:
-        raise ValueError(f"groups={g} exceeds a layer's {width} units")
-    block = (np.arange(width) * g) // width  # unit j belongs to block j * G // width
+    # unit j belongs to block j * G' // width, G' = min(G, width): a layer narrower than G (the
+    # output layer) gets one unit per block and the directions past its width skip it
+    block = (np.arange(width) * min(g, width)) // width
     keep = (block[None, :] == (np.arange(u.shape[0]) % g)[:, None]).astype(u.dtype)  # (K*G, width)
     shape = [1] * u.ndim
     shape[0], shape[ax] = u.shape[0], width

@@ -110,15 +110,16 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
                 pure_ancestors(a, acc)
         acc.append(n)
 
+    for node in graph.nodes:  # first: everything computed from parameters alone
+        var_ins = [a for a in node.inputs if isinstance(a, Var)]
+        if var_ins and all(a in pure for a in var_ins):
+            pure.update(node.outputs)
     points: list[Point] = []
     claimed: set[Node] = set()
     for node in graph.nodes:
         var_ins = [a for a in node.inputs if isinstance(a, Var)]
         touched = [a for a in var_ins if a in pure]
-        if not touched or node in claimed:
-            continue
-        if all(a in pure for a in var_ins):
-            pure.update(node.outputs)
+        if not touched or node in claimed or all(a in pure for a in var_ins):
             continue
         name = node.primitive.name
         if name in LINEAR_PRIMITIVES and len(touched) == 1 and len(var_ins) == 2:
