@@ -65,17 +65,20 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
         calls[0] += 1
         leaves, treedef, sig, static = compiled._signature(args)
         nums, wrt, spans = compiled._grad_mask(args, leaves, treedef, argnums)
-        entry, leaves = compiled._entry(args, ActivityMode(wrt, n, bool(mask), k))
+        entry, leaves = compiled._entry(args, ActivityMode(wrt, n, bool(mask), k, g_count))
         shapes = _point_shapes(entry)
         key = (treedef, sig, static, wrt)
         if check_separable and key not in checked:
             _check_separable(compiled, args, wrt, leaves, shapes, sampler)
             checked.add(key)
-        specs = [((n,) + shape, dtype) for shape, dtype, _ in shapes]
+        specs = [((int(np.prod(shape[:2])),) + shape[2:] if axis is None else shape, dtype)
+                 for shape, dtype, axis in shapes]
         us = sampler.draw_many(specs, np, step=int(step))
-        if g_count > 1:
-            for u, (shape, _, axis) in zip(us, shapes):
-                _restrict_to_groups(u, k, g_count, axis)
+        for i, (shape, _, axis) in enumerate(shapes):
+            if axis is None:  # block-sparse layer: only the blocks are drawn
+                us[i] = us[i].reshape(shape)
+            elif g_count > 1:
+                _restrict_to_groups(us[i], k, g_count, axis)
         outs = entry.executable(*leaves, *us)
         value, grads_flat = outs[0], outs[1:-1]
         where = {leaf: j for j, leaf in enumerate(i for i, m in enumerate(wrt) if m)}
@@ -88,12 +91,14 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
     return estimate
 
 
-def _point_shapes(entry: Any) -> list[tuple[tuple[int, ...], np.dtype, int]]:
-    """(shape, dtype, group axis) of each injection point, from the tangent inputs' avals."""
+def _point_shapes(entry: Any) -> list[tuple[tuple[int, ...], np.dtype, int | None]]:
+    """(tangent input shape, dtype, group axis) of each injection point, from the tangent
+    inputs; the axis is None for a block-sparse input ``(K, G, B, w/G)``."""
     out = []
     for v, kind in zip(entry.graph.inputs, _input_kinds(entry)):
         if kind:
-            out.append((tuple(v.aval.shape[1:]), np.dtype(v.aval.dtype), 1 if v.hint.endswith("_conv") else -1))
+            axis = None if v.hint.endswith("_blocks") else 1 if v.hint.endswith("_conv") else -1
+            out.append((tuple(v.aval.shape), np.dtype(v.aval.dtype), axis))
     return out
 
 
@@ -116,13 +121,14 @@ def _restrict_to_groups(u: np.ndarray, k: int, g: int, axis: int) -> None:
 
 
 def _check_separable(compiled: Compiled, args: tuple, wrt: tuple[bool, ...], leaves: list[Any],
-                     shapes: list[tuple[tuple[int, ...], np.dtype, int]], sampler: DirectionSampler) -> None:
+                     shapes: list[tuple[tuple[int, ...], np.dtype, int | None]], sampler: DirectionSampler) -> None:
     """Direction b perturbs example b only: the per-example derivatives must be diagonal."""
-    batch = shapes[0][0][0]
+    batch = shapes[0][0][2] if shapes[0][2] is None else shapes[0][0][1]
     entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1))
     rng = np.random.default_rng(0)
     us = []
-    for shape, dtype, _ in shapes:
+    for shape, dtype, _ in _point_shapes(entry):
+        shape = shape[1:]
         u = np.zeros((batch,) + shape, dtype)
         for b in range(batch):
             u[b, b] = rng.standard_normal(shape[1:])

@@ -80,15 +80,17 @@ class HessianMode:
 class ActivityMode:
     """Activity-perturbed forward gradients (``ad.perturb``): the value, one estimate per
     ``wrt`` leaf and the per-example directional derivatives, for ``directions`` tangents per
-    injection point (``average`` independent ones; ``mask``: masked by the next op's derivative)."""
+    injection point (``average`` independent ones, ``groups`` block-sparse ones each; ``mask``:
+    masked by the next op's derivative)."""
 
     wrt: tuple[bool, ...]
     directions: int
     mask: bool = False
     average: int = 1
+    groups: int = 1
 
     def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
-        graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average)
+        graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average, self.groups)
         return optimize(graph), [True]
 
 

@@ -202,37 +202,109 @@ def _per_example(graph: Graph, producer: dict[Var, Node]) -> tuple[Var, float]:
         hint="return np.mean(per_example_losses) or the (B,) vector itself")
 
 
+class Blocks(T.Tangent):
+    """G block-sparse directions of a ``(B, w)`` pre-activation, K times: ``blocks`` is
+    ``(K, G, B, w/G)``; direction ``k*G + g`` is block g of the last axis, zero elsewhere.
+    Scaling by a ``(B, w)`` factor stays blockwise, and ``v @ W`` is one group-batched product
+    ``(K, G, B, w/G) x (G, w/G, n)`` — the cost of one dense tangent, not G."""
+
+    __slots__ = ("_aval", "blocks")
+
+    def __init__(self, blocks: Any, aval: Aval):
+        self.blocks, self._aval = blocks, aval
+
+    @property
+    def aval(self) -> Aval:
+        return self._aval
+
+    def _kgbj(self) -> tuple[int, int, int, int]:
+        k, g, b, j = self.blocks.shape
+        return k, g, b, j
+
+    def dense(self) -> Any:
+        tnp = numpy_namespace()
+        k, g, b, j = self._kgbj()
+        eye = np.eye(g, dtype=self._aval.dtype).reshape(1, g, 1, g, 1)
+        return tnp.reshape(tnp.multiply(tnp.expand_dims(self.blocks, 3), eye), (k * g, b, g * j))
+
+    def scale(self, factor: Any, out: Aval) -> T.Tangent:
+        tnp = numpy_namespace()
+        if out.shape != self._aval.shape or tuple(np.shape(factor)) != self._aval.shape:
+            return super().scale(factor, out)
+        _, g, b, j = self._kgbj()
+        f = tnp.transpose(tnp.reshape(factor, (b, g, j)), (1, 0, 2))
+        return Blocks(tnp.multiply(self.blocks, f), out)
+
+    def map(self, lm: Any, out: Aval) -> T.Tangent:
+        w = lm.params.get("w") if lm.name == "matmul_left" else None
+        if w is None or len(np.shape(w)) != 2 or not out.is_float:
+            return super().map(lm, out)
+        tnp = numpy_namespace()
+        k, g, b, j = self._kgbj()
+        n = np.shape(w)[1]
+        # a batched matmul over the G groups (BLAS per group): (G, K*B, w/G) @ (G, w/G, n)
+        lhs = tnp.reshape(tnp.transpose(self.blocks, (1, 0, 2, 3)), (g, k * b, j))
+        r = tnp.matmul(lhs, tnp.reshape(w, (g, j, n)))
+        r = tnp.transpose(tnp.reshape(r, (g, k, b, n)), (1, 0, 2, 3))
+        return T.Dense(tnp.reshape(r, (k * g, b, n))).fit(out)
+
+    def neg(self) -> T.Tangent:
+        return Blocks(-self.blocks, self._aval)
+
+    def fit(self, out: Aval) -> T.Tangent:
+        if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
+            return self
+        return super().fit(out)
+
+
+def blockable(point: Point, groups: int) -> bool:
+    """Whether ``point`` takes block-sparse tangents: a ``(B, w)`` matmul output, G | w."""
+    shape = point.out.aval.shape
+    return groups > 1 and point.base.primitive.name == "matmul" and len(shape) == 2 and shape[1] % groups == 0
+
+
 class ActivityInterpreter(JVPInterpreter):
     """Forward mode with tangents injected at the points: ``u[i]`` (a dense tangent
     ``(N,) + z.shape``) is added at point i's output, or, masked, at its consumer's operand."""
 
-    def __init__(self, analysis: Analysis, us: Sequence[Any], mask: bool):
-        self.at_out = {p.out: i for i, p in enumerate(analysis.points) if not (mask and p.consumer)}
-        self.at_consumer = {p.consumer: i for i, p in enumerate(analysis.points) if mask and p.consumer}
+    def __init__(self, analysis: Analysis, us: Sequence[T.Tangent], mask: bool):
+        self.at_out = {p.out: i for i, p in enumerate(analysis.points) if p.consumer is None}
+        self.at_consumer = {p.consumer: i for i, p in enumerate(analysis.points) if p.consumer is not None}
         self.points = analysis.points
+        self.mask = mask
         self.us = list(us)
-        self.used: list[Any] = list(us)  # the tangent actually injected (masked or not)
+        self.used: list[T.Tangent] = list(us)  # the tangent the estimate multiplies (masked or not)
 
     def node(self, node: Node, values: list[Any]) -> list[tuple[Any, T.Tangent]]:
         i = self.at_consumer.get(node)
         if i is not None:
+            # the consumer f is elementwise and linear in its tangent: its output tangent is
+            # f'(z) ⊙ (ż + u) = JVP(ż) + f'(z) ⊙ u, and masking (u -> [f' != 0] ⊙ u) leaves the
+            # second term unchanged; the kind of u survives the scaling (block-sparse stays so)
             z = self.points[i].out
-            m = _derivative_mask(node, values, z)
-            self.used[i] = self.us[i] * m
-            values = [(p, T.add(z.aval, t, T.Dense(self.used[i])) if a is z else t)
-                      for a, (p, t) in zip(node.inputs, values)]
+            fprime = _derivative(node, values, z)
+            (p, t), = super().node(node, values)
+            if self.mask:
+                self.used[i] = self.us[i].scale(_nonzero(fprime, z), z.aval)
+            return [(p, T.add(node.outputs[0].aval, t, self.us[i].scale(fprime, node.outputs[0].aval)))]
         outs = super().node(node, values)
         for k, v in enumerate(node.outputs):
             i = self.at_out.get(v)
             if i is not None:
                 p, t = outs[k]
-                outs[k] = (p, T.add(v.aval, t, T.Dense(self.us[i])))
+                outs[k] = (p, T.add(v.aval, t, self.us[i]))
         return outs
 
 
-def _derivative_mask(node: Node, values: list[Any], z: Var) -> Any:
-    """``[f'(z) != 0]`` for the elementwise ``node`` ``f``: its JVP rule with a tangent of ones
-    on every operand that is ``z`` (zero on the others), one direction."""
+def _nonzero(fprime: Any, z: Var) -> Any:
+    """The mask ``[f'(z) != 0]`` in ``z``'s dtype."""
+    tnp = numpy_namespace()
+    return tnp.astype(tnp.not_equal(fprime, 0), z.aval.dtype)
+
+
+def _derivative(node: Node, values: list[Any], z: Var) -> Any:
+    """``f'(z)`` for the elementwise ``node`` ``f``: its JVP rule with a tangent of ones on
+    every operand that is ``z`` (zero on the others), one direction."""
     tnp = numpy_namespace()
     primals = [p for p, _ in values]
     with T.directions_context(()):
@@ -240,16 +312,17 @@ def _derivative_mask(node: Node, values: list[Any], z: Var) -> Any:
         ones = tnp.ones_like(zp)
         tans = [T.Dense(ones) if a is z else T.Zero(a.aval) for a in node.inputs]
         _, t = node.primitive.jvp(primals, tans, **node.params)
-        d = t.dense()
-    return tnp.astype(tnp.not_equal(d, 0), z.aval.dtype)
+        return t.dense()
 
 
 def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: bool = False,
-                   average: int = 1) -> Graph:
+                   average: int = 1, groups: int = 1) -> Graph:
     """Build the one-execution activity-perturbation graph.
 
     Inputs: the primal inputs, then one tangent ``(directions,) + z.shape`` per point (in
-    ``analyze`` order; hint ``activity_u{i}`` plus ``_conv`` for conv2d points). Outputs: the
+    ``analyze`` order; hint ``activity_u{i}`` plus ``_conv`` for conv2d points), or, where
+    ``groups`` G > 1 divides a matmul layer's width w, its blocks ``(directions / G, G, B, w / G)``
+    (hint suffix ``_blocks``: direction ``k*G + g`` is block g, zero elsewhere). Outputs: the
     value (the mean of the per-example losses when the function returns them), one estimate
     per ``True`` in ``wrt``, then ``d`` of shape ``(directions, B)``. ``average``: the number of
     independent directions the estimate averages over (``directions // groups``)."""
@@ -257,9 +330,16 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
     tnp = numpy_namespace()
     builder = GraphBuilder(graph.name + "_activity")
     primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
-    us = [builder.new_input(Aval((directions,) + p.out.aval.shape, p.out.aval.dtype),
-                            f"activity_u{i}" + ("_conv" if p.base.primitive.name == "conv2d" else ""), "tangent")
-          for i, p in enumerate(analysis.points)]
+    us: list[T.Tangent] = []
+    for i, p in enumerate(analysis.points):
+        aval = p.out.aval
+        if blockable(p, groups):
+            shape = (directions // groups, groups, aval.shape[0], aval.shape[1] // groups)
+            us.append(Blocks(builder.new_input(Aval(shape, aval.dtype), f"activity_u{i}_blocks", "tangent"), aval))
+        else:
+            suffix = "_conv" if p.base.primitive.name == "conv2d" else ""
+            us.append(T.Dense(builder.new_input(Aval((directions,) + aval.shape, aval.dtype),
+                                                f"activity_u{i}{suffix}", "tangent")))
     interp = ActivityInterpreter(analysis, us, mask)
     with T.directions_context((directions,)):
         read = replay(graph, builder, interp, [(p, T.Zero(v.aval)) for p, v in zip(primals, graph.inputs)])
@@ -270,14 +350,19 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
         value = read(graph.outputs[0])[0]
         if graph.outputs[0] is analysis.per_example and analysis.per_example.aval.ndim == 1:
             value = tnp.mean(value)
-    factor = analysis.scale / average
-    params = {v for v, w in zip(graph.inputs, wrt) if w}
-    cts: dict[Var, Any] = {}
-    for point, u in zip(analysis.points, interp.used):
-        nd = len(point.out.aval.shape)
-        dd = tnp.reshape(d, d.shape + (1,) * (nd - 1)) if nd > 1 else d
-        ct = tnp.multiply(tnp.sum(tnp.multiply(dd, u), axis=0), factor)
-        _local_vjp(point, ct, read, cts, builder, params)
+        factor = analysis.scale / average
+        params = {v for v, w in zip(graph.inputs, wrt) if w}
+        cts: dict[Var, Any] = {}
+        for point, u in zip(analysis.points, interp.used):
+            shape = point.out.aval.shape
+            if isinstance(u, Blocks):  # block g of the cotangent: sum_k d[k, g] ⊙ u[k, g]
+                k, g, b, _ = u.blocks.shape
+                ct = tnp.einsum("kgb,kgbj->bgj", tnp.reshape(d, (k, g, b)), u.blocks)
+                ct = tnp.reshape(ct, shape)
+            else:
+                dd = tnp.reshape(d, d.shape + (1,) * (len(shape) - 1)) if len(shape) > 1 else d
+                ct = tnp.sum(tnp.multiply(dd, u.dense()), axis=0)
+            _local_vjp(point, tnp.multiply(ct, factor), read, cts, builder, params)
     grads = []
     for v, wanted in zip(graph.inputs, wrt):
         if wanted:
