@@ -46,7 +46,7 @@ from .jvp import JVPInterpreter
 from .replay import replay
 from .vjp import _accumulate
 
-__all__ = ["ActivityInterpreter", "Analysis", "Point", "activity_graph", "analyze"]
+__all__ = ["ActivityInterpreter", "Analysis", "Blocks", "Point", "activity_graph", "analyze"]
 
 LINEAR_PRIMITIVES = ("matmul", "conv2d")
 SCALES = ("mul", "div", "neg")
@@ -345,8 +345,8 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
         read = replay(graph, builder, interp, [(p, T.Zero(v.aval)) for p, v in zip(primals, graph.inputs)])
         _, loss_t = read(analysis.per_example)
         d = T.instantiate(loss_t)  # (N, B, ...) -> (N, B): a per-example loss may be a sum
-        if aval_ndim(d) > 2:
-            d = tnp.sum(d, axis=tuple(range(2, aval_ndim(d))))
+        if len(d.shape) > 2:
+            d = tnp.sum(d, axis=tuple(range(2, len(d.shape))))
         value = read(graph.outputs[0])[0]
         if graph.outputs[0] is analysis.per_example and analysis.per_example.aval.ndim == 1:
             value = tnp.mean(value)
@@ -368,10 +368,6 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
         if wanted:
             grads.append(cts[v] if v in cts else np.zeros(v.aval.shape, v.aval.dtype))
     return builder.build([value, *grads, d])
-
-
-def aval_ndim(x: Any) -> int:
-    return len(x.shape)
 
 
 def _local_vjp(point: Point, ct: Any, read: Any, cts: dict[Var, Any], builder: GraphBuilder,
