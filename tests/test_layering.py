@@ -21,7 +21,7 @@ PKG = Path(__file__).resolve().parents[1] / "tracegrad"
 
 BOTTOM = {"errors", "_namespace", "random", "structured"}
 CORE = BOTTOM | {"tree", "ir", "tracing", "ad", "ops", "numpy", "transforms", "backends", "viz", "modes",
-                 "api", "forward_grad", "jacobians", "testing", "custom"}
+                 "api", "forward_grad", "activity", "jacobians", "testing", "custom"}
 # layer -> the layers it may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"modes", "ad", "transforms", "backends", "tracing", "ir", "tree"} | BOTTOM,
     "forward_grad": {"api", "backends", "tree"} | BOTTOM,
     "custom": {"ad", "tracing", "ir", "tree"} | BOTTOM,
+    "activity": {"api", "modes", "forward_grad", "tree"} | BOTTOM,
     "jacobians": {"api", "ir", "tree"} | BOTTOM,
     "testing": {"api", "backends", "tree", "numpy", "ir", "tracing"} | BOTTOM,
     # the layers built on the public API

@@ -1,6 +1,6 @@
 """tracegrad: a tracing compiler for forward-mode automatic differentiation.
 
-Public API: ``compile``, ``jvp``, ``forward_grad``, ``grad``, ``value_and_grad``,
+Public API: ``compile``, ``jvp``, ``forward_grad``, ``activity_grad``, ``grad``, ``value_and_grad``,
 ``jacfwd``, ``jacrev``, ``hessian``, ``custom_jvp``/``custom_vjp`` (user rules), pytree registration and the ``numpy`` namespace. The training stack (``tracegrad.train``, ``nn``, ``optim``, ``data``)
 loads on first use, so ``import tracegrad; tracegrad.train.fit(...)`` works while a plain
 ``import tracegrad`` stays light (no matplotlib, no tqdm).
@@ -8,6 +8,7 @@ loads on first use, so ``import tracegrad; tracegrad.train.fit(...)`` works whil
 
 from . import numpy
 from . import ops as _ops  # noqa: F401  (registers every primitive)
+from .activity import activity_grad
 from .api import Compiled, compile, grad, jvp, value_and_grad
 from .custom import custom_jvp, custom_vjp
 from .forward_grad import forward_grad
@@ -37,5 +38,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Compiled", "Graph", "__version__", "compile", "custom_jvp", "custom_vjp", "forward_grad", "grad", "hessian", "jacfwd", "jacrev",
+__all__ = ["Compiled", "Graph", "__version__", "activity_grad", "compile", "custom_jvp", "custom_vjp", "forward_grad", "grad", "hessian", "jacfwd", "jacrev",
            "jvp", "numpy", "register_dataclass", "register_pytree_node", "value_and_grad"]

@@ -127,8 +127,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="dense tangents, or rank-1 weight tangents a bᵀ (cheaper JVP, applied as a rank-1 "
                         f"update; default {d.tangents})")
     p.add_argument("--backend", choices=BACKENDS, help=f"(default {d.backend})")
-    p.add_argument("--mode", choices=MODES,
-                   help=f"forward gradients, or exact gradients by backprop for comparison (default {d.mode})")
+    p.add_argument("--mode", "--estimator", choices=MODES, dest="mode",
+                   help="forward: weight-perturbed forward gradients; activity: tangents at each layer's "
+                        "pre-activation (tracegrad.activity_grad); backprop: exact gradients, for comparison "
+                        f"(default {d.mode})")
+    p.add_argument("--groups", type=_positive_int, metavar="G",
+                   help=f"with --estimator activity: G block-sparse tangents per layer (default {d.groups})")
+    p.add_argument("--mask", action="store_true", default=None,
+                   help="with --estimator activity: mask the tangents by the activation's derivative")
     p.add_argument("--seed", type=_nonneg_int, metavar="S",
                    help=f"seed of the initialization, batches and directions (default {d.seed})")
     p.add_argument("--out", metavar="DIR",
@@ -151,7 +157,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 _TRAIN_OPTIONS = ("model", "data", "data_dir", "steps", "epochs", "batch_size", "optimizer", "lr",
                   "schedule", "weight_decay", "directions", "distribution", "backend", "seed", "eval_every",
-                  "checkpoint_every", "mode", "tangents")
+                  "checkpoint_every", "mode", "tangents", "groups", "mask")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -246,10 +252,12 @@ def _run_train(args: argparse.Namespace) -> int:
               else f"{trainer.total_steps} steps")
     say(f"data: {_describe_data(config, ds)}")
     say(f"training {config.model} on {config.data} with "
-        f"{'forward gradients' if config.mode == 'forward' else 'backprop'}: {config.optimizer} "
+        f"{ {'forward': 'forward gradients', 'activity': 'activity-perturbed forward gradients'}.get(config.mode, 'backprop')}: {config.optimizer} "
         f"lr={config.lr:g} ({config.schedule}), {length} of batch {config.batch_size}, "
         + (f"K={config.directions} {config.distribution} {config.tangents} direction(s), "
            if config.mode == "forward" else "")
+        + (f"K={config.directions} {config.distribution} direction(s), " if config.mode == "activity" else "")
+        + (f"G={config.groups} group(s){', masked' if config.mask else ''}, " if config.mode == "activity" else "")
         + f"seed {config.seed} -> {config.out}")
     if trainer.defaults_used:
         say("defaults in use for " + f"{config.model} on {config.data}: "

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from .ad import jvp_graph, vjp_graph
 from .ad.lowrank import LowRankInput
+from .ad.perturb import activity_graph
 from .ir import Graph, Var
 from .transforms import optimize
 
-__all__ = ["PRIMAL", "HessianMode", "JVPMode", "Mode", "PrimalMode", "VJPCotangentMode", "VJPMode"]
+__all__ = ["PRIMAL", "ActivityMode", "HessianMode", "JVPMode", "Mode", "PrimalMode", "VJPCotangentMode", "VJPMode"]
 
 
 @dataclass(frozen=True)
@@ -82,5 +83,23 @@ class HessianMode:
         return optimize(fused), out_float
 
 
-Mode = PrimalMode | JVPMode | VJPMode | VJPCotangentMode | HessianMode
+@dataclass(frozen=True)
+class ActivityMode:
+    """Activity-perturbed forward gradients (``ad.perturb``): the value, one estimate per
+    ``wrt`` leaf and the per-example directional derivatives, for ``directions`` tangents per
+    injection point (``average`` independent ones, ``groups`` block-sparse ones each; ``mask``:
+    masked by the next op's derivative)."""
+
+    wrt: tuple[bool, ...]
+    directions: int
+    mask: bool = False
+    average: int = 1
+    groups: int = 1
+
+    def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
+        graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average, self.groups)
+        return optimize(graph), [True]
+
+
+Mode = ActivityMode | PrimalMode | JVPMode | VJPMode | VJPCotangentMode | HessianMode
 PRIMAL = PrimalMode()

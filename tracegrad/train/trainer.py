@@ -48,6 +48,7 @@ import numpy as np
 
 from .. import numpy as tnp
 from ..api import TANGENT_KINDS, value_and_grad
+from ..activity import activity_grad
 from ..api import compile as tg_compile
 from ..backends import to_device, to_host
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
@@ -80,7 +81,8 @@ __all__ = [
 ]
 
 MODELS = ("logreg", "mlp", "cnn")
-MODES = ("forward", "backprop")  # forward-gradient estimate, or the exact gradient by reverse mode
+MODES = ("forward", "backprop", "activity")  # weight-perturbed forward gradient, exact gradient by reverse
+# mode, or activity-perturbed forward gradient (tracegrad.activity_grad; with groups and mask)
 DEFAULT_STEPS = 2000  # used when neither steps nor epochs is given (~70 epochs of digits)
 
 # Per-model, per-data-set optimizer and learning rate, used for the fields a config leaves
@@ -105,7 +107,7 @@ RUN_FILES = ("metrics.csv", "metrics.jsonl", "plot.png", "config.json", "summary
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
-                 "distribution", "seed", "model_kwargs", "mode", "tangents")
+                 "distribution", "seed", "model_kwargs", "mode", "tangents", "groups", "mask")
 
 
 @dataclass
@@ -144,6 +146,8 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     mode: str = "forward"
     overwrite: bool = False
+    groups: int = 1  # mode "activity": G block-sparse tangents per layer
+    mask: bool = False  # mode "activity": tangents masked by the activation's derivative
 
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self``."""
@@ -165,7 +169,7 @@ class TrainConfig:
         if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and self.epochs > 0
                                             and math.isfinite(self.epochs)):
             raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
-        for name in ("batch_size", "directions", "eval_every", "checkpoint_every", "log_every",
+        for name in ("batch_size", "directions", "groups", "eval_every", "checkpoint_every", "log_every",
                      "eval_batch_size", "keep_checkpoints"):
             positive_int(name, getattr(self, name))
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
@@ -180,6 +184,9 @@ class TrainConfig:
             raise ValueError("resume needs an output folder (out) to find the checkpoint in")
         if self.tangents not in TANGENT_KINDS:
             raise ValueError(f"unknown tangents {self.tangents!r}; choose one of {', '.join(TANGENT_KINDS)}")
+        if self.mode == "activity" and self.tangents != "dense":
+            raise ValueError(f"tangents={self.tangents!r} perturbs weights; activity perturbation perturbs the "
+                             "pre-activations (drop --tangents, or use --mode forward)")
         if self.mode == "backprop" and self.tangents != "dense":
             raise ValueError(f"tangents={self.tangents!r} applies to forward gradients only; backprop computes "
                              "the exact gradient (drop --tangents, or use --mode forward)")
@@ -187,6 +194,8 @@ class TrainConfig:
             raise ValueError(f"directions={self.directions} applies to forward gradients only; "
                              "backprop computes the exact gradient (drop --directions, or use "
                              "--mode forward)")
+        if self.mode != "activity" and (self.groups != 1 or self.mask):
+            raise ValueError("groups and mask apply to activity perturbation only (--estimator activity)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,6 +321,9 @@ class Trainer:
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
         self.estimate = forward_grad(self.loss_fn, argnums=0, directions=cfg.directions,
                                      distribution=cfg.distribution, seed=cfg.seed, tangents=cfg.tangents)
+        if cfg.mode == "activity":  # tangents at the pre-activations; same counter-based sampler
+            self.estimate = activity_grad(self.loss_fn, argnums=0, directions=cfg.directions, groups=cfg.groups,
+                                          mask=cfg.mask, distribution=cfg.distribution, seed=cfg.seed)
         if cfg.mode == "backprop":  # the exact gradient of the same loss; the (unused) sampler
             sampler = self.estimate.sampler  # stays so checkpoints keep the same fields
             self.estimate = value_and_grad(self.loss_fn, argnums=0)
@@ -434,8 +446,9 @@ class Trainer:
         if plot and self.config.plot and self.history.rows:
             cfg = self.config
             title = (f"{cfg.model} on {cfg.data}: {cfg.optimizer} lr={cfg.lr:g}, "
-                     + (f"K={cfg.directions} forward-gradient directions"
-                        if cfg.mode == "forward" else "backprop"))
+                     + (f"K={cfg.directions} forward-gradient directions" if cfg.mode == "forward"
+                        else f"activity perturbation K={cfg.directions} G={cfg.groups}"
+                        + (" masked" if cfg.mask else "") if cfg.mode == "activity" else "backprop"))
             self.history.plot(self.out_dir / "plot.png",
                               title=title if note is None else f"{title}\n{note}")
 

@@ -1,0 +1,396 @@
+"""Activity perturbation (Ren, Kornblith, Liao and Hinton 2023): forward gradients whose
+tangents are injected at pre-activations instead of weights.
+
+Weight perturbation perturbs every weight, so its variance grows with the parameter count.
+Activity perturbation perturbs each layer's *pre-activation* ``z = x @ W + b`` (or
+``conv2d(x, W) + b``) with a fresh per-example tangent ``u``, pushes all of them forward to
+the per-example losses in one execution, reads the per-example directional derivatives
+``d[n, b] = ∇_{z_b} ℓ_b · u_{n,b}`` (summed over the perturbed layers) and forms each
+parameter's estimate from the producing node's *own* VJP rule with the cotangent
+``(1/K) Σ_n d_n ⊙ u_n`` — for ``x @ W`` that is ``xᵀ (d ⊙ u)``: a local product, never a
+backward pass through the network. ``E[u uᵀ] = I`` and independent layers make it unbiased.
+
+This module is the third interpreter on ``replay.replay``: ``ActivityInterpreter`` is a
+``JVPInterpreter`` whose parameters carry zero tangents and which adds the injected tangent
+at each *point* (the output of a node linear in a parameter, extended over a following
+bias add). Options:
+
+- ``mask``: when a point's only differentiable use is an elementwise op ``f`` (ReLU), the
+  tangent is multiplied by ``[f'(z) != 0]`` — the gradient is zero there anyway, so the
+  estimate stays unbiased and loses that noise;
+- groups: the caller zeroes ``u`` outside one block of units per direction (``G`` block-sparse
+  directions, see ``tracegrad.activity``); nothing here depends on it.
+
+Requirements, checked with errors naming the user's line: every use of a differentiated
+parameter ends in a point (a parameter used elsewhere — a weight decay term, an elementwise
+gain — would get no estimate), every point has the batch as its leading axis, and the
+function returns per-example losses ``(B,)`` or ``c * sum`` / ``mean`` of them. That the
+loss of example b depends only on example b's activations is a numerical property; the
+caller checks it once per input signature (``tracegrad.activity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import GradientError
+from ..ir import Aval, Graph, Literal, Node, Var
+from ..tracing.dispatch import numpy_namespace
+from ..tracing.tracer import GraphBuilder
+from . import tangents as T
+from .jvp import JVPInterpreter
+from .replay import replay
+from .vjp import _accumulate
+
+__all__ = ["ActivityInterpreter", "Analysis", "Blocks", "Point", "activity_graph", "analyze"]
+
+LINEAR_PRIMITIVES = ("matmul", "conv2d")
+SCALES = ("mul", "div", "neg")
+
+
+@dataclass
+class Point:
+    """One injection point: ``base`` (the node linear in a parameter), optionally the bias
+    ``add`` that follows it; ``out`` is the perturbed pre-activation; ``consumer`` the
+    elementwise node whose derivative masks the tangent (None: no mask possible)."""
+
+    base: Node
+    bias: Node | None
+    out: Var
+    consumer: Node | None = None
+    param_nodes: list[Node] = field(default_factory=list)  # parameter-only nodes feeding it
+
+    @property
+    def group_axis(self) -> int:
+        """The axis of units that groups split: channels for conv2d, features for matmul."""
+        return 1 if self.base.primitive.name == "conv2d" else -1
+
+
+@dataclass
+class Analysis:
+    """What ``analyze`` found: the points, the per-example loss vector and its scale in the
+    returned value (``value = scale * sum_b loss[b]``)."""
+
+    points: list[Point]
+    per_example: Var
+    scale: float
+    batch: int
+
+
+def _source_of(graph: Graph, v: Var) -> Any:
+    return next((n.source for n in graph.nodes if v in n.outputs), None)
+
+
+def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
+    """Find the injection points and the per-example losses of ``graph``, or raise a
+    ``GradientError`` naming the line that makes activity perturbation impossible."""
+    if len(graph.outputs) != 1 or not graph.outputs[0].aval.is_float:
+        raise GradientError(f"activity perturbation needs a function returning per-example losses (B,) or their "
+                            f"mean; {graph.name} returns {len(graph.outputs)} outputs",
+                            hint="return the vector of per-example losses, or np.mean of it")
+    params = {v for v, w in zip(graph.inputs, wrt) if w}
+    pure: set[Var] = set(params)  # values computed from parameters (and constants) alone
+    uses: dict[Var, list[Node]] = {}
+    for node in graph.nodes:
+        for a in node.inputs:
+            if isinstance(a, Var):
+                uses.setdefault(a, []).append(node)
+    producer = {v: n for n in graph.nodes for v in n.outputs}
+
+    def pure_ancestors(v: Var, acc: list[Node]) -> None:
+        n = producer.get(v)
+        if n is None or n in acc:
+            return
+        for a in n.inputs:
+            if isinstance(a, Var) and a in pure:
+                pure_ancestors(a, acc)
+        acc.append(n)
+
+    for node in graph.nodes:  # first: everything computed from parameters alone
+        var_ins = [a for a in node.inputs if isinstance(a, Var)]
+        if var_ins and all(a in pure for a in var_ins):
+            pure.update(node.outputs)
+    points: list[Point] = []
+    claimed: set[Node] = set()
+    for node in graph.nodes:
+        var_ins = [a for a in node.inputs if isinstance(a, Var)]
+        touched = [a for a in var_ins if a in pure]
+        if not touched or node in claimed or all(a in pure for a in var_ins):
+            continue
+        name = node.primitive.name
+        if name in LINEAR_PRIMITIVES and len(touched) == 1 and len(var_ins) == 2:
+            out = node.outputs[0]
+            bias = None
+            users = uses.get(out, [])
+            if len(users) == 1 and users[0].primitive.name == "add":
+                other = [a for a in users[0].inputs if a is not out]
+                if len(other) == 1 and isinstance(other[0], Var) and other[0] in pure \
+                        and users[0].outputs[0].aval.shape == out.aval.shape:
+                    bias = users[0]
+                    claimed.add(bias)
+            point = Point(node, bias, bias.outputs[0] if bias is not None else out)
+            for n in (node, bias):
+                if n is not None:
+                    for a in n.inputs:
+                        if isinstance(a, Var) and a in pure:
+                            pure_ancestors(a, point.param_nodes)
+            points.append(point)
+            continue
+        what = f"{name} (a parameter used outside x @ W, conv2d(x, W) and their bias add)"
+        raise GradientError(
+            f"activity perturbation cannot estimate this use of a parameter: {what}", source=node.source,
+            hint="perturb only layers of the form x @ W + b / conv2d(x, W) + b; compute other parameter terms "
+                 "(weight decay, gains) separately, or use forward_grad / grad")
+    for v, w in zip(graph.inputs, wrt):
+        if w and v in graph.outputs:
+            raise GradientError("activity perturbation: a differentiated parameter is returned as the output")
+    if not points:
+        raise GradientError(f"activity perturbation found no layer x @ W or conv2d(x, W) with a differentiated "
+                            f"parameter W in {graph.name}", hint="differentiate the weights (argnums) of a network")
+
+    per_example, scale = _per_example(graph, producer)
+    batch = per_example.aval.shape[0]
+    for p in points:
+        if not p.out.aval.shape or p.out.aval.shape[0] != batch:
+            raise GradientError(
+                f"activity perturbation: this layer's output has shape {p.out.aval.shape}, whose leading axis is "
+                f"not the batch of {batch} examples of the per-example losses", source=p.base.source,
+                hint="put the batch first (x @ W with x of shape (B, n))")
+    for p in points:  # the mask: the one differentiable use, if elementwise and shape-preserving
+        users = [n for n in uses.get(p.out, []) if n.primitive.differentiable and any(o.aval.is_float for o in n.outputs)]
+        if len(users) == 1 and users[0].primitive.elementwise and users[0].outputs[0].aval.shape == p.out.aval.shape:
+            p.consumer = users[0]
+    return Analysis(points, per_example, scale, batch)
+
+
+def _per_example(graph: Graph, producer: dict[Var, Node]) -> tuple[Var, float]:
+    """The per-example loss vector and ``c`` with value = c * sum(vector): the output itself
+    when it is a vector (the value reported is then its mean), else the operand of the sum
+    (over every axis) that a mean or a scaled sum ends in."""
+    out = graph.outputs[0]
+    if not isinstance(out, Var):
+        raise GradientError("activity perturbation: the function returns a constant")
+    if out.aval.ndim == 1:
+        return out, 1.0 / out.aval.shape[0]
+    scale, v = 1.0, out
+    while True:
+        node = producer.get(v)
+        if node is None:
+            break
+        name = node.primitive.name
+        lits = [a for a in node.inputs if isinstance(a, Literal)]
+        vars_ = [a for a in node.inputs if isinstance(a, Var)]
+        if name == "neg":
+            scale, v = -scale, vars_[0]
+        elif name in ("mul", "div") and len(lits) == 1 and len(vars_) == 1 and np.ndim(lits[0].value) == 0:
+            c = float(lits[0].value)
+            if name == "div" and node.inputs[1] is not lits[0]:
+                break
+            scale, v = (scale / c if name == "div" else scale * c), vars_[0]
+        elif name == "reduce_sum" and v.aval.ndim == 0 and vars_ and vars_[0].aval.ndim >= 1:
+            return vars_[0], scale
+        else:
+            break
+    raise GradientError(
+        "activity perturbation needs per-example losses: the function must return the vector of per-example "
+        "losses or their mean (or a scaled sum), but its value is not a sum over examples",
+        source=_source_of(graph, out),
+        hint="return np.mean(per_example_losses) or the (B,) vector itself")
+
+
+class Blocks(T.Tangent):
+    """G block-sparse directions of a ``(B, w)`` pre-activation, K times: ``blocks`` is
+    ``(K, G, B, w/G)``; direction ``k*G + g`` is block g of the last axis, zero elsewhere.
+    Scaling by a ``(B, w)`` factor stays blockwise, and ``v @ W`` is one group-batched product
+    ``(K, G, B, w/G) x (G, w/G, n)`` — the cost of one dense tangent, not G."""
+
+    __slots__ = ("_aval", "blocks")
+
+    def __init__(self, blocks: Any, aval: Aval):
+        self.blocks, self._aval = blocks, aval
+
+    @property
+    def aval(self) -> Aval:
+        return self._aval
+
+    def _kgbj(self) -> tuple[int, int, int, int]:
+        k, g, b, j = self.blocks.shape
+        return k, g, b, j
+
+    def dense(self) -> Any:
+        tnp = numpy_namespace()
+        k, g, b, j = self._kgbj()
+        eye = np.eye(g, dtype=self._aval.dtype).reshape(1, g, 1, g, 1)
+        return tnp.reshape(tnp.multiply(tnp.expand_dims(self.blocks, 3), eye), (k * g, b, g * j))
+
+    def scale(self, factor: Any, out: Aval) -> T.Tangent:
+        tnp = numpy_namespace()
+        if out.shape != self._aval.shape or tuple(np.shape(factor)) != self._aval.shape:
+            return super().scale(factor, out)
+        _, g, b, j = self._kgbj()
+        f = tnp.transpose(tnp.reshape(factor, (b, g, j)), (1, 0, 2))
+        return Blocks(tnp.multiply(self.blocks, f), out)
+
+    def map(self, lm: Any, out: Aval) -> T.Tangent:
+        w = lm.params.get("w") if lm.name == "matmul_left" else None
+        if w is None or len(np.shape(w)) != 2 or not out.is_float:
+            return super().map(lm, out)
+        tnp = numpy_namespace()
+        k, g, b, j = self._kgbj()
+        n = np.shape(w)[1]
+        # a batched matmul over the G groups (BLAS per group): (G, K*B, w/G) @ (G, w/G, n)
+        lhs = tnp.reshape(tnp.transpose(self.blocks, (1, 0, 2, 3)), (g, k * b, j))
+        r = tnp.matmul(lhs, tnp.reshape(w, (g, j, n)))
+        r = tnp.transpose(tnp.reshape(r, (g, k, b, n)), (1, 0, 2, 3))
+        return T.Dense(tnp.reshape(r, (k * g, b, n))).fit(out)
+
+    def neg(self) -> T.Tangent:
+        return Blocks(-self.blocks, self._aval)
+
+    def fit(self, out: Aval) -> T.Tangent:
+        if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
+            return self
+        return super().fit(out)
+
+
+def blockable(point: Point, groups: int) -> bool:
+    """Whether ``point`` takes block-sparse tangents: a ``(B, w)`` matmul output, G | w."""
+    shape = point.out.aval.shape
+    return groups > 1 and point.base.primitive.name == "matmul" and len(shape) == 2 and shape[1] % groups == 0
+
+
+class ActivityInterpreter(JVPInterpreter):
+    """Forward mode with tangents injected at the points: ``u[i]`` (a dense tangent
+    ``(N,) + z.shape``) is added at point i's output, or, masked, at its consumer's operand."""
+
+    def __init__(self, analysis: Analysis, us: Sequence[T.Tangent], mask: bool):
+        self.at_out = {p.out: i for i, p in enumerate(analysis.points) if p.consumer is None}
+        self.at_consumer = {p.consumer: i for i, p in enumerate(analysis.points) if p.consumer is not None}
+        self.points = analysis.points
+        self.mask = mask
+        self.us = list(us)
+        self.used: list[T.Tangent] = list(us)  # the tangent the estimate multiplies (masked or not)
+
+    def node(self, node: Node, values: list[Any]) -> list[tuple[Any, T.Tangent]]:
+        i = self.at_consumer.get(node)
+        if i is not None:
+            # the consumer f is elementwise and linear in its tangent: its output tangent is
+            # f'(z) ⊙ (ż + u) = JVP(ż) + f'(z) ⊙ u, and masking (u -> [f' != 0] ⊙ u) leaves the
+            # second term unchanged; the kind of u survives the scaling (block-sparse stays so)
+            z = self.points[i].out
+            fprime = _derivative(node, values, z)
+            (p, t), = super().node(node, values)
+            if self.mask:
+                self.used[i] = self.us[i].scale(_nonzero(fprime, z), z.aval)
+            return [(p, T.add(node.outputs[0].aval, t, self.us[i].scale(fprime, node.outputs[0].aval)))]
+        outs = super().node(node, values)
+        for k, v in enumerate(node.outputs):
+            i = self.at_out.get(v)
+            if i is not None:
+                p, t = outs[k]
+                outs[k] = (p, T.add(v.aval, t, self.us[i]))
+        return outs
+
+
+def _nonzero(fprime: Any, z: Var) -> Any:
+    """The mask ``[f'(z) != 0]`` in ``z``'s dtype."""
+    tnp = numpy_namespace()
+    return tnp.astype(tnp.not_equal(fprime, 0), z.aval.dtype)
+
+
+def _derivative(node: Node, values: list[Any], z: Var) -> Any:
+    """``f'(z)`` for the elementwise ``node`` ``f``: its JVP rule with a tangent of ones on
+    every operand that is ``z`` (zero on the others), one direction."""
+    tnp = numpy_namespace()
+    primals = [p for p, _ in values]
+    with T.directions_context(()):
+        zp = primals[node.inputs.index(z)]
+        ones = tnp.ones_like(zp)
+        tans = [T.Dense(ones) if a is z else T.Zero(a.aval) for a in node.inputs]
+        _, t = node.primitive.jvp(primals, tans, **node.params)
+        return t.dense()
+
+
+def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: bool = False,
+                   average: int = 1, groups: int = 1) -> Graph:
+    """Build the one-execution activity-perturbation graph.
+
+    Inputs: the primal inputs, then one tangent ``(directions,) + z.shape`` per point (in
+    ``analyze`` order; hint ``activity_u{i}`` plus ``_conv`` for conv2d points), or, where
+    ``groups`` G > 1 divides a matmul layer's width w, its blocks ``(directions / G, G, B, w / G)``
+    (hint suffix ``_blocks``: direction ``k*G + g`` is block g, zero elsewhere). Outputs: the
+    value (the mean of the per-example losses when the function returns them), one estimate
+    per ``True`` in ``wrt``, then ``d`` of shape ``(directions, B)``. ``average``: the number of
+    independent directions the estimate averages over (``directions // groups``)."""
+    analysis = analyze(graph, wrt)
+    tnp = numpy_namespace()
+    builder = GraphBuilder(graph.name + "_activity")
+    primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
+    us: list[T.Tangent] = []
+    for i, p in enumerate(analysis.points):
+        aval = p.out.aval
+        if blockable(p, groups):
+            shape = (directions // groups, groups, aval.shape[0], aval.shape[1] // groups)
+            us.append(Blocks(builder.new_input(Aval(shape, aval.dtype), f"activity_u{i}_blocks", "tangent"), aval))
+        else:
+            suffix = "_conv" if p.base.primitive.name == "conv2d" else ""
+            us.append(T.Dense(builder.new_input(Aval((directions,) + aval.shape, aval.dtype),
+                                                f"activity_u{i}{suffix}", "tangent")))
+    interp = ActivityInterpreter(analysis, us, mask)
+    with T.directions_context((directions,)):
+        read = replay(graph, builder, interp, [(p, T.Zero(v.aval)) for p, v in zip(primals, graph.inputs)])
+        _, loss_t = read(analysis.per_example)
+        d = T.instantiate(loss_t)  # (N, B, ...) -> (N, B): a per-example loss may be a sum
+        if len(d.shape) > 2:
+            d = tnp.sum(d, axis=tuple(range(2, len(d.shape))))
+        value = read(graph.outputs[0])[0]
+        if graph.outputs[0] is analysis.per_example and analysis.per_example.aval.ndim == 1:
+            value = tnp.mean(value)
+        factor = analysis.scale / average
+        params = {v for v, w in zip(graph.inputs, wrt) if w}
+        cts: dict[Var, Any] = {}
+        for point, u in zip(analysis.points, interp.used):
+            shape = point.out.aval.shape
+            if isinstance(u, Blocks):  # block g of the cotangent: sum_k d[k, g] ⊙ u[k, g]
+                k, g, b, _ = u.blocks.shape
+                ct = tnp.einsum("kgb,kgbj->bgj", tnp.reshape(d, (k, g, b)), u.blocks)
+                ct = tnp.reshape(ct, shape)
+            else:
+                dd = tnp.reshape(d, d.shape + (1,) * (len(shape) - 1)) if len(shape) > 1 else d
+                ct = tnp.sum(tnp.multiply(dd, u.dense()), axis=0)
+            _local_vjp(point, tnp.multiply(ct, factor), read, cts, builder, params)
+    grads = []
+    for v, wanted in zip(graph.inputs, wrt):
+        if wanted:
+            grads.append(cts[v] if v in cts else np.zeros(v.aval.shape, v.aval.dtype))
+    return builder.build([value, *grads, d])
+
+
+def _local_vjp(point: Point, ct: Any, read: Any, cts: dict[Var, Any], builder: GraphBuilder,
+               params: set[Var]) -> None:
+    """Turn the cotangent of the point's output into cotangents of the parameters, with the
+    VJP rules of the point's own nodes (bias add, the linear node, parameter-only nodes
+    such as a bias reshape) — never touching the rest of the network."""
+    local: dict[Var, Any] = {point.out: ct}
+    nodes = [point.base] + ([point.bias] if point.bias is not None else [])
+    order = point.param_nodes + nodes
+    keep = {point.base.outputs[0]} | {v for n in point.param_nodes for v in n.outputs}
+    for node in reversed(order):
+        out_ct = local.pop(node.outputs[0], None) if not node.primitive.multiple_results else None
+        if out_ct is None:
+            continue
+        builder.current_source = node.source
+        prim = node.primitive
+        in_cts = prim.vjp(out_ct, [read(a)[0] for a in node.inputs], read(node.outputs[0])[0], **node.params)
+        for a, c in zip(node.inputs, in_cts):
+            if c is None or not isinstance(a, Var):
+                continue
+            if a in keep:
+                _accumulate(local, a, c, prim.name)
+            elif a in params:  # a differentiated input; anything else (the activation x) is dropped
+                _accumulate(cts, a, c, prim.name)
+    builder.current_source = None
