@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from .. import numpy as tnp
-from ..api import TANGENT_KINDS, value_and_grad
 from ..activity import activity_grad
+from ..api import TANGENT_KINDS, value_and_grad
 from ..api import compile as tg_compile
 from ..backends import to_device, to_host
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
