@@ -33,10 +33,10 @@ import numpy as np
 
 from ..errors import TraceError
 from ..ir import SourceInfo
-from .source import _is_internal
+from .source import user_frame_source
 from .tracer import GraphBuilder, Tracer
 
-__all__ = ["LeakedTracerWarning", "check_arguments_unchanged", "check_leaks", "no_random_draws"]
+__all__ = ["LeakedTracerWarning", "check_arguments_unchanged", "check_leaks", "no_random_draws", "user_frame_source"]
 
 _RANDOM_TYPES = (np.random.RandomState, np.random.Generator)
 _lock = threading.Lock()
@@ -46,17 +46,6 @@ _originals: dict[str, Any] = {}
 
 class LeakedTracerWarning(UserWarning):
     """A traced value outlived the trace that made it (stored outside the function)."""
-
-
-def user_frame_source(frame: Any) -> SourceInfo | None:
-    """The innermost frame at or above ``frame`` that is user code."""
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not _is_internal(filename):
-            lineno = frame.f_lineno
-            return SourceInfo(filename, lineno, frame.f_code.co_name, linecache.getline(filename, lineno))
-        frame = frame.f_back
-    return None
 
 
 def _record(name: str) -> None:

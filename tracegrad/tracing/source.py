@@ -13,6 +13,7 @@ import functools
 import linecache
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,11 @@ def _is_internal(filename: str) -> bool:
 
 def user_source(depth: int = 1) -> SourceInfo | None:
     """The innermost frame outside tracegrad's machinery, as a ``SourceInfo``."""
-    frame = sys._getframe(depth)
+    return user_frame_source(sys._getframe(depth))
+
+
+def user_frame_source(frame: Any) -> SourceInfo | None:
+    """The innermost frame at or above ``frame`` that is user code."""
     while frame is not None:
         filename = frame.f_code.co_filename
         if not _is_internal(filename):
