@@ -204,11 +204,13 @@ def _numpy(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
         loss, prob = softmax_ce(h)
         return (loss, prob, acts) if keep else loss
 
-    def jvp(t: dict[str, Any]) -> tuple[float, float]:
+    def jvp_with(t: dict[str, Any], weight_side: Any) -> tuple[float, float]:
+        """Loss and JVP; ``weight_side(h, t_w)`` is ``h @ Ẇ`` for the tangent kind at hand."""
         h, dh = x, None
         for i, (w, b) in enumerate(layers):
             z = h @ p[w] + p[b]
-            dz = h @ t[w] + t[b]
+            dz = weight_side(h, t[w])
+            dz += t[b]
             if dh is not None:
                 dz += dh @ p[w]
             if i < len(layers) - 1:
@@ -218,6 +220,9 @@ def _numpy(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
                 h, dh = z, dz
         loss, prob = softmax_ce(h)
         return loss, float((np.sum(prob * dh) - dh[rows, y].sum()) / n)
+
+    def jvp(t: dict[str, Any]) -> tuple[float, float]:
+        return jvp_with(t, lambda h, tw: h @ tw)
 
     def draw(dist: str) -> dict[str, Any]:
         out = {}
@@ -237,21 +242,7 @@ def _numpy(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
 
     def jvp_r1(t: dict[str, Any]) -> tuple[float, float]:
         """Weights' tangents a bᵀ: x @ (a bᵀ) = (x @ a) bᵀ, two thin products."""
-        h, dh = x, None
-        for i, (w, b) in enumerate(layers):
-            z = h @ p[w] + p[b]
-            ta, tb = t[w]
-            dz = np.multiply.outer(h @ ta, tb)
-            dz += t[b]
-            if dh is not None:
-                dz += dh @ p[w]
-            if i < len(layers) - 1:
-                mask = z > 0
-                h, dh = z * mask, dz * mask
-            else:
-                h, dh = z, dz
-        loss, prob = softmax_ce(h)
-        return loss, float((np.sum(prob * dh) - dh[rows, y].sum()) / n)
+        return jvp_with(t, lambda h, tw: np.multiply.outer(h @ tw[0], tw[1]))
 
     def draw_r1(dist: str) -> dict[str, Any]:
         flat = {}
