@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -244,15 +245,30 @@ def _run_train(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     config = _train_config(args)
+    if "PMI_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
+        from .train.distributed import launcher_size
+
+        size = launcher_size()
+        if size > 1 and not (config.workers == size and config.engine == "mpi"):
+            raise CLIError(f"this command was started as {size} MPI processes, but it asks for "
+                           f"--workers {config.workers}" + (" --engine local" if config.engine == "local" else "")
+                           + f": each process would train alone and overwrite the others' files; pass "
+                           f"--workers {size} (engine mpi), or start one process")
     if config.workers > 1 and config.engine == "mpi":
         from .train import distributed
 
         if not distributed.under_mpi_launcher():  # start the N workers, each running this command
             return distributed.launch(args.argv, config.workers)
+
         world = distributed.join_world(config.workers)
         with distributed.abort_on_failure(world, passes=(_training_interrupted(),)):
             return _train(args, config, start, world.rank)
     return _train(args, config, start, 0)
+
+
+def _secondary_worker() -> bool:
+    distributed = sys.modules.get("tracegrad.train.distributed")  # loaded only by data-parallel runs
+    return distributed is not None and distributed.secondary_worker()
 
 
 def _training_interrupted() -> type[BaseException]:
@@ -298,8 +314,9 @@ def _train(args: argparse.Namespace, config: Any, start: float, rank: int) -> in
     result = trainer.run()
     total = time.perf_counter() - start
     if trainer.engine is not None:  # equal on every worker (checked), printed by each
-        print(f"worker {rank} of {config.workers}: parameter hash {trainer.param_hash} after step "
-              f"{result.step}", flush=True)
+        who = (f"worker {rank} of {config.workers}" if config.engine == "mpi"
+               else f"{config.workers} workers (local engine)")
+        print(f"{who}: parameter hash {trainer.param_hash} after step {result.step}", flush=True)
         if rank:
             return 0
     summary = {"model": config.model, "data": config.data, "data_dir": config.data_dir,
@@ -668,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"{exc.name} is not available in this installation of tracegrad", 1)
         raise
     except TrainingInterrupted as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr, flush=True)
+        if not _secondary_worker():  # every worker stops at the same step; rank 0 says so
+            print(f"{PROG}: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_status
     except _Interrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)

@@ -68,7 +68,9 @@ __all__ = [
     "MPIWorld",
     "join_world",
     "launch",
+    "launcher_size",
     "param_hash",
+    "secondary_worker",
     "under_mpi_launcher",
 ]
 
@@ -138,6 +140,14 @@ def under_mpi_launcher() -> bool:
     return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
+def launcher_size() -> int:
+    """How many processes the MPI launcher that started this one started (1 when none)."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
 _WORLD: list[MPIWorld] = []  # joined once per process
 
 
@@ -167,6 +177,11 @@ def join_world(workers: int) -> MPIWorld:
             f.write(f"{world.rank} {os.getpid()} {MPI.Get_processor_name()}\n")
     _WORLD[:] = [world]
     return world
+
+
+def secondary_worker() -> bool:
+    """Whether this process is an MPI worker other than rank 0 (which alone reports)."""
+    return bool(_WORLD) and _WORLD[0].rank != 0
 
 
 @contextlib.contextmanager

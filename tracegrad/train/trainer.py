@@ -57,6 +57,7 @@ from ..forward_grad import DISTRIBUTIONS, forward_grad
 from ..optim import OPTIMIZERS, SCHEDULES, array_namespace, make_optimizer
 from .checkpoint import (
     CheckpointError,
+    checkpoint_path,
     clean_stale_temporaries,
     list_checkpoints,
     load_latest_checkpoint,
@@ -457,7 +458,7 @@ class Trainer:
         if self.engine is not None:
             self.param_hash = self.engine.verify(self.params, self.step)
             if not self.writes:
-                self.last_checkpoint = self.out_dir / f"ckpt-{self.step}.npz"  # rank 0's file
+                self.last_checkpoint = checkpoint_path(self.out_dir, self.step)  # rank 0 writes it
                 return self.last_checkpoint
         self.last_checkpoint = save_checkpoint(
             self.out_dir, step=self.step, params=to_host(self.params), opt_state=to_host(self.opt_state),

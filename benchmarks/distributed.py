@@ -1,0 +1,187 @@
+"""Data-parallel forward gradients: bytes per step, step time and its breakdown, and a model.
+
+Measure (MNIST-sized MLP 784-1024-1024-10, 1.86M float32 parameters, global batch 64,
+random inputs, Adam, K=1; dense and rank-1 tangents; data-parallel backprop for reference):
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/distributed.py --json n1.json
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python benchmarks/distributed.py --json n2.json
+
+Each prints, per tangent kind, the median step time of rank 0 split into JVP (its own
+shard), allgather wait, and regenerate + combine, the optimizer update, and the bytes this
+worker sent per step; under mpiexec also the latency of an allgather of 8·(K+2) bytes and of
+an all-reduce of the 1.86M-float estimate. Then
+
+    python benchmarks/distributed.py --predict n1.json n2.json
+
+prints the model: per-step time and time to 80% test accuracy for N = 8..64 workers on
+separate machines linked at 1 and 10 Gbit/s, for the seeds exchange with dense and rank-1
+tangents, the dense exchange, and data-parallel backprop's all-reduce. Everything for N > 2
+is a prediction from the measured costs, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tracegrad as tg
+from tracegrad.nn.models import build_model
+from tracegrad.optim import adam
+from tracegrad.train import cross_entropy_loss
+from tracegrad.train.distributed import DataParallel, MPIWorld, under_mpi_launcher
+
+BATCH = 64
+HIDDEN = [1024, 1024]
+# Steps to 80% MNIST test accuracy. Forward gradients, one Rademacher direction per step,
+# Adam 3e-4, batch 64: 80% is passed between steps 7,500 and 10,000 (docs/experiments.md),
+# taken as 8,750. Backprop (SGD 0.1) is at 96% after 600 steps (same page); 300 steps to
+# 80% is an assumption. With M = N·K directions per step the model assumes the extra steps
+# come from the estimator's variance, which falls as 1/M: S(M) = S_BP + (S_FG1 - S_BP) / M.
+S_FG1, S_BP = 8750, 300
+ALPHA = 25e-6  # assumed one-way latency of a small message between machines (TCP, Ethernet), s
+LINKS = (1e9, 10e9)  # bit/s
+
+
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs))
+
+
+def measure(rounds: int, world: object | None) -> dict:
+    workers = 1 if world is None else world.size  # type: ignore[attr-defined]
+    model = build_model("mlp", 784, 10, hidden=HIDDEN)
+    r = np.random.default_rng(0)
+    x = r.random((BATCH, 784), dtype=np.float32)
+    y = r.integers(0, 10, BATCH)
+    loss = tg.compile(cross_entropy_loss(model.apply))
+    nparams = sum(int(np.size(v)) for v in tg.tree.tree_leaves(model.init(0)))
+    out: dict = {"workers": workers, "params": nparams, "batch": BATCH, "rounds": rounds}
+    for tangents in ("dense", "rank1"):
+        params = model.init(0)
+        opt = adam(1e-4)
+        state = opt.init(params)
+        engine = DataParallel(loss, workers=workers, tangents=tangents, world=world)
+        rows = []
+        for step in range(rounds + 2):
+            before = dict(engine.times)
+            sent = engine.bytes_sent
+            t0 = time.perf_counter()
+            _, grads = engine.step(params, state, x, y, step)
+            t1 = time.perf_counter()
+            params, state = opt.update_inplace(grads, state, params)
+            t2 = time.perf_counter()
+            if step >= 2:  # compile and first-touch excluded
+                row = {k: engine.times[k] - before[k] for k in engine.times}
+                row.update(step=t2 - t0, optimizer=t2 - t1, bytes=engine.bytes_sent - sent)
+                rows.append(row)
+        out[tangents] = {k: _median([row[k] for row in rows]) for k in rows[0]}
+    # backprop on this worker's shard (the data-parallel reference), and the collectives
+    params = model.init(0)
+    vg = tg.compile(cross_entropy_loss(model.apply)).value_and_grad
+    b = BATCH // workers
+    times = []
+    for _ in range(rounds + 2):
+        t0 = time.perf_counter()
+        vg(params, x[:b], y[:b])
+        times.append(time.perf_counter() - t0)
+    out["backprop_shard"] = _median(times[2:])
+    if world is not None:
+        row = np.zeros(3)
+        times = []
+        for _ in range(2000):
+            t0 = time.perf_counter()
+            world.allgather(row)  # type: ignore[attr-defined]
+            times.append(time.perf_counter() - t0)
+        out["allgather_24B"] = _median(times[100:])
+        buf = np.zeros(nparams, np.float32)
+        times = []
+        for _ in range(rounds + 2):
+            t0 = time.perf_counter()
+            world.allreduce_sum(buf)  # type: ignore[attr-defined]
+            times.append(time.perf_counter() - t0)
+        out["allreduce_params"] = _median(times[2:])
+    return out
+
+
+def report(m: dict) -> None:
+    print(f"N={m['workers']}, {m['params']:,} parameters, global batch {m['batch']}, medians of {m['rounds']}")
+    for tangents in ("dense", "rank1"):
+        t = m[tangents]
+        print(f"  {tangents:5s}: step {1e3 * t['step']:7.2f} ms = JVP {1e3 * t['jvp']:6.2f} + allgather wait "
+              f"{1e3 * t['exchange']:6.3f} + regenerate+combine {1e3 * t['combine']:6.2f} + optimizer "
+              f"{1e3 * t['optimizer']:6.2f}; sent {t['bytes']:.0f} B/step")
+    print(f"  backprop on the shard: {1e3 * m['backprop_shard']:.2f} ms")
+    if "allgather_24B" in m:
+        print(f"  allgather 24 B: {1e6 * m['allgather_24B']:.1f} us; all-reduce {m['params']:,} float32: "
+              f"{1e3 * m['allreduce_params']:.2f} ms")
+
+
+def predict(m1: dict, m2: dict) -> None:
+    """The model, from the N=1 and N=2 measurements (K=1)."""
+    p = m1["params"]
+
+    def fit(key_of):  # t(b) = t0 + s·b from the batch-64 (N=1) and batch-32 (N=2) points
+        a, b = key_of(m1), key_of(m2)
+        s = (a - b) / (BATCH - BATCH // 2)
+        return lambda batch: max(a - s * BATCH, 0.0) + s * batch
+
+    def ring_allreduce(n: int, bw: float) -> float:
+        return 2 * (n - 1) * ALPHA + 2 * (n - 1) / n * 4 * p * 8 / bw
+
+    def allgather(n: int, bw: float) -> float:
+        return math.ceil(math.log2(n)) * ALPHA + n * 24 * 8 / bw
+
+    bp = fit(lambda m: m["backprop_shard"])
+    opt = m1["dense"]["optimizer"]
+    print("| N | link | FG seeds, dense tangents | FG seeds, rank-1 | FG dense exchange (rank-1 JVP) | "
+          "backprop all-reduce | time to 80%: FG rank-1 seeds | backprop |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in (8, 16, 32, 64):
+        for bw in LINKS:
+            cols = []
+            for tangents in ("dense", "rank1"):
+                jvp = fit(lambda m, t=tangents: m[t]["jvp"])
+                per_dir = m2[tangents]["combine"] - m1[tangents]["combine"]  # one more worker's direction
+                t = jvp(BATCH / n) + m1[tangents]["combine"] + (n - 1) * per_dir + opt + allgather(n, bw)
+                cols.append(t)
+            jvp1 = fit(lambda m: m["rank1"]["jvp"])
+            dense_x = jvp1(BATCH / n) + m1["rank1"]["combine"] + ring_allreduce(n, bw) + m1["rank1"]["optimizer"]
+            backprop = bp(BATCH / n) + ring_allreduce(n, bw) + opt
+            steps_fg = S_BP + (S_FG1 - S_BP) / n
+            print(f"| {n} | {bw / 1e9:g} Gbit/s | {1e3 * cols[0]:.1f} ms | {1e3 * cols[1]:.1f} ms | "
+                  f"{1e3 * dense_x:.1f} ms | {1e3 * backprop:.1f} ms | {steps_fg * cols[1]:.1f} s "
+                  f"({steps_fg:.0f} steps) | {S_BP * backprop:.1f} s ({S_BP} steps) |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--json", type=Path, help="write the measurements here (rank 0)")
+    ap.add_argument("--predict", nargs=2, type=Path, metavar=("N1_JSON", "N2_JSON"))
+    args = ap.parse_args()
+    if args.predict:
+        predict(*(json.loads(p.read_text()) for p in args.predict))
+        return
+    world = None
+    if under_mpi_launcher():
+        from mpi4py import MPI
+
+        world = MPIWorld(MPI.COMM_WORLD)
+        if world.size == 1:
+            world = None
+    m = measure(args.rounds, world)
+    if world is None or world.rank == 0:
+        report(m)
+        if args.json:
+            args.json.write_text(json.dumps(m, indent=1))
+
+
+if __name__ == "__main__":
+    main()
