@@ -1,7 +1,8 @@
 """Data-parallel forward gradients: bytes per step, step time and its breakdown, and a model.
 
 Measure (MNIST-sized MLP 784-1024-1024-10, 1.86M float32 parameters, global batch 64,
-random inputs, Adam, K=1; dense and rank-1 tangents; data-parallel backprop for reference):
+random inputs, SGD (or --optimizer adam), K=1; dense and rank-1 tangents; data-parallel
+backprop for reference):
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/distributed.py --json n1.json
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python benchmarks/distributed.py --json n2.json
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tracegrad as tg
 from tracegrad.nn.models import build_model
-from tracegrad.optim import adam
+from tracegrad.optim import adam, sgd
 from tracegrad.train import cross_entropy_loss
 from tracegrad.train.distributed import DataParallel, MPIWorld, under_mpi_launcher
 
@@ -54,7 +55,7 @@ def _median(xs: list[float]) -> float:
     return float(np.median(xs))
 
 
-def measure(rounds: int, world: object | None) -> dict:
+def measure(rounds: int, world: object | None, optimizer: str = "sgd") -> dict:
     workers = 1 if world is None else world.size  # type: ignore[attr-defined]
     model = build_model("mlp", 784, 10, hidden=HIDDEN)
     r = np.random.default_rng(0)
@@ -62,10 +63,10 @@ def measure(rounds: int, world: object | None) -> dict:
     y = r.integers(0, 10, BATCH)
     loss = tg.compile(cross_entropy_loss(model.apply))
     nparams = sum(int(np.size(v)) for v in tg.tree.tree_leaves(model.init(0)))
-    out: dict = {"workers": workers, "params": nparams, "batch": BATCH, "rounds": rounds}
+    out: dict = {"workers": workers, "params": nparams, "batch": BATCH, "rounds": rounds, "optimizer": optimizer}
     for tangents in ("dense", "rank1"):
         params = model.init(0)
-        opt = adam(1e-4)
+        opt = adam(1e-4) if optimizer == "adam" else sgd(1e-4)
         state = opt.init(params)
         engine = DataParallel(loss, workers=workers, tangents=tangents, world=world)
         rows = []
@@ -111,7 +112,8 @@ def measure(rounds: int, world: object | None) -> dict:
 
 
 def report(m: dict) -> None:
-    print(f"N={m['workers']}, {m['params']:,} parameters, global batch {m['batch']}, medians of {m['rounds']}")
+    print(f"N={m['workers']}, {m['params']:,} parameters, global batch {m['batch']}, {m['optimizer']}, "
+          f"medians of {m['rounds']} steps")
     for tangents in ("dense", "rank1"):
         t = m[tangents]
         print(f"  {tangents:5s}: step {1e3 * t['step']:7.2f} ms = JVP {1e3 * t['jvp']:6.2f} + allgather wait "
@@ -164,6 +166,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--json", type=Path, help="write the measurements here (rank 0)")
+    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                    help="sgd applies rank-1 estimates as rank-1 updates; adam densifies them (default sgd)")
     ap.add_argument("--predict", nargs=2, type=Path, metavar=("N1_JSON", "N2_JSON"))
     args = ap.parse_args()
     if args.predict:
@@ -176,7 +180,7 @@ def main() -> None:
         world = MPIWorld(MPI.COMM_WORLD)
         if world.size == 1:
             world = None
-    m = measure(args.rounds, world)
+    m = measure(args.rounds, world, args.optimizer)
     if world is None or world.rank == 0:
         report(m)
         if args.json:

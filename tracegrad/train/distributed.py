@@ -361,12 +361,17 @@ class DataParallel:
                 self.world.bcast(leaf)
                 self.bytes_sent += leaf.nbytes if self.rank == 0 else 0
 
-    def verify(self, params: Any, step: int) -> str:
+    def verify(self, params: Any, step: int, opt_state: Any = None) -> str:
         """This worker's parameter hash, checked against every other worker's (one
-        allgather of 8 bytes): raises ``DistributedError`` when they differ."""
-        digest = param_hash(params)
+        allgather of 8 bytes): raises ``DistributedError`` when they differ. With the dense
+        exchange rank 0's parameters and optimizer state are broadcast first (its all-reduce
+        may round differently per rank), so a checkpoint holds what every worker continues
+        from."""
         if self.local:
-            return digest
+            return param_hash(params)
+        if self.exchange == "dense":
+            self._broadcast(params, opt_state)
+        digest = param_hash(params)
         table = self.world.allgather(np.array([int(digest, 16)], np.uint64))
         hashes = [f"{int(h):016x}" for h in table[:, 0]]
         if len(set(hashes)) != 1:

@@ -456,7 +456,7 @@ class Trainer:
         if self.out_dir is None:
             raise CheckpointError("this run has no output folder (out=None); nothing to save into")
         if self.engine is not None:
-            self.param_hash = self.engine.verify(self.params, self.step)
+            self.param_hash = self.engine.verify(self.params, self.step, self.opt_state)
             if not self.writes:
                 self.last_checkpoint = checkpoint_path(self.out_dir, self.step)  # rank 0 writes it
                 return self.last_checkpoint
@@ -705,7 +705,7 @@ class Trainer:
         if test_loss is None or self.history.rows[-1]["step"] != self.step:
             test_loss, test_acc = self.evaluate()
         if self.engine is not None:
-            self.param_hash = self.engine.verify(self.params, self.step)
+            self.param_hash = self.engine.verify(self.params, self.step, self.opt_state)
         self._write_metrics(plot=True)
         return TrainResult(params=self.params, step=self.step, train_time=self.train_time,
                            total_time=time.perf_counter() - start, test_loss=test_loss,
