@@ -215,13 +215,17 @@ def _hashes(output):
 
 
 @needs_mpi
-def test_mpiexec_workers_are_identical_and_equal_the_local_engine(tmp_path):
-    proc = _cli([*_ARGS, "--steps", "15", "--out", str(tmp_path / "mpi")])
+@pytest.mark.parametrize("exchange, tangents", [("seeds", "rank1"), ("dense", "dense")])
+def test_mpiexec_workers_are_identical_and_equal_the_local_engine(tmp_path, exchange, tangents):
+    args = [*_ARGS, "--steps", "15", "--out", str(tmp_path / "mpi"), "--exchange", exchange]
+    args[args.index("--tangents") + 1] = tangents
+    proc = _cli(args)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     hashes = _hashes(out)
     assert set(hashes) == {"0", "1"} and hashes["0"] == hashes["1"], out
-    local = Trainer(_cfg(tmp_path, steps=15, directions=2, optimizer=None, lr=None, out=None)).run()
+    local = Trainer(_cfg(tmp_path, steps=15, optimizer=None, lr=None, out=None, exchange=exchange,
+                         tangents=tangents)).run()
     assert hashes["0"] == param_hash(local.params)
     assert not list(tmp_path.glob("mpi/*rank*"))  # rank 1 wrote nothing of its own
     assert sorted(p.name for p in (tmp_path / "mpi").iterdir()) == [
@@ -246,7 +250,7 @@ def _pid_of_rank(rank, marker):
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
 def test_a_killed_worker_stops_the_job_with_its_rank_and_resume_continues(tmp_path):
     out_dir = tmp_path / "killed"
-    args = [*_ARGS, "--steps", "150", "--checkpoint-every", "10", "--out", str(out_dir)]
+    args = [*_ARGS, "--steps", "120", "--checkpoint-every", "10", "--out", str(out_dir)]
     proc = _cli(args)
     deadline = time.monotonic() + 90
     while not list(out_dir.glob("ckpt-*.npz")) and time.monotonic() < deadline and proc.poll() is None:
@@ -262,5 +266,5 @@ def test_a_killed_worker_stops_the_job_with_its_rank_and_resume_continues(tmp_pa
     assert resumed.returncode == 0, out
     hashes = _hashes(out)
     assert hashes["0"] == hashes["1"]
-    local = Trainer(_cfg(tmp_path, steps=150, optimizer=None, lr=None, out=None)).run()
+    local = Trainer(_cfg(tmp_path, steps=120, optimizer=None, lr=None, out=None)).run()
     assert hashes["0"] == param_hash(local.params)
