@@ -27,6 +27,7 @@ import numpy as np
 __all__ = ["LowRankGrad"]
 
 _BLOCK_ELEMENTS = 8192  # NumPy fallback without SciPy: row blocks of at most this many elements
+_ORDERED_BLOCK_ELEMENTS = 32768  # ordered sums: two blocks of 128 KiB (float32) stay in L2
 
 
 class LowRankGrad:
@@ -109,16 +110,17 @@ class LowRankGrad:
         return target
 
     def _ordered_sum(self, target: np.ndarray, alpha: float) -> np.ndarray:
-        """``target += alpha * Σ_j u[:, j] ⊗ v[:, j]``, term by term in column order: per row
-        block, ``acc = u_0 ⊗ v_0; acc += u_1 ⊗ v_1; ...; acc *= alpha; block += acc``."""
+        """``target += Σ_j (alpha u[:, j]) ⊗ v[:, j]``, term by term in column order: per row
+        block, ``acc = u'_0 ⊗ v_0; acc += u'_1 ⊗ v_1; ...; block += acc``."""
         flat = target.reshape(self.shape[0], -1)
         u = self.u.astype(target.dtype, copy=False)
+        if alpha != 1:  # alpha folded into u: O(d0·R) instead of a pass over the parameter
+            u = u * target.dtype.type(alpha)
         v = self.v.astype(target.dtype, copy=False)
         cols = flat.shape[1]
-        rows = max(1, _BLOCK_ELEMENTS // max(1, cols))
+        rows = max(1, _ORDERED_BLOCK_ELEMENTS // max(1, cols))
         acc = np.empty((min(rows, flat.shape[0]), cols), target.dtype)
         tmp = np.empty_like(acc) if self.rank > 1 else acc
-        alpha = target.dtype.type(alpha)
         for s in range(0, flat.shape[0], rows):
             e = min(flat.shape[0], s + rows)
             a, t = acc[:e - s], tmp[:e - s]
@@ -126,8 +128,6 @@ class LowRankGrad:
             for j in range(1, self.rank):
                 np.multiply.outer(u[s:e, j], v[:, j], out=t)
                 a += t
-            if alpha != 1:
-                a *= alpha
             flat[s:e] += a
         return target
 
