@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tracegrad as tg
 from tracegrad.nn.models import build_model
 from tracegrad.optim import adam, sgd
+from tracegrad.structured import LowRankGrad
 from tracegrad.train import cross_entropy_loss
 from tracegrad.train.distributed import DataParallel, MPIWorld, under_mpi_launcher
 
@@ -53,6 +54,60 @@ LINKS = (1e9, 10e9)  # bit/s
 
 def _median(xs: list[float]) -> float:
     return float(np.median(xs))
+
+
+def _time(fn, rounds: int) -> float:
+    """Median seconds of ``fn()`` over ``rounds`` calls after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return _median(times)
+
+
+SHARDS = (64, 32, 16, 8, 4, 2, 1)  # a global batch of 64 over N = 1..64 workers
+TERMS = 8  # per-direction costs from combining/applying 1 and TERMS workers' directions
+
+
+def components(model, loss, x, y, rounds: int, optimizer: str) -> dict:
+    """The costs the model is built from, each timed alone in this one process: the JVP and
+    backprop at every shard size; regenerating one other worker's direction; combining and
+    applying 1 and TERMS directions (their difference / (TERMS - 1) is the cost per extra
+    direction). For rank-1 tangents also the apply through BLAS (one gemm for all terms,
+    not what the engine does: its reduction order is the BLAS library's)."""
+    params = model.init(0)
+    leaves, treedef = tg.tree.tree_flatten(params)
+    specs = [(leaf.shape, leaf.dtype) for leaf in leaves]
+    vg = loss.value_and_grad
+    out: dict = {"backprop": {b: _time(lambda b=b: vg(params, x[:b], y[:b]), rounds) for b in SHARDS}}
+    coeffs = np.full((TERMS, 1), 1e-3)
+    for tangents in ("dense", "rank1"):
+        engine = DataParallel(loss, workers=TERMS, tangents=tangents)
+        est = engine.estimate
+        d = {"jvp": {b: _time(lambda b=b, e=est: e.derivatives(params, x[:b], y[:b], step=0), rounds)
+                     for b in SHARDS}}
+        d["regenerate"] = _time(lambda e=est: e.regenerate(specs, 0, 1), rounds)
+        parts = [est.regenerate(specs, 0, w) for w in range(TERMS)]
+        for n in (1, TERMS):
+            def combine(n=n, e=engine, ps=parts):
+                return e._combine(leaves, coeffs, ps.__getitem__, range(n))
+
+            d[f"combine_{n}"] = _time(combine, rounds)
+            variants = {"apply": combine()}
+            if tangents == "rank1":
+                variants["apply_blas"] = [LowRankGrad(g.u, g.v, g.shape) if isinstance(g, LowRankGrad) else g
+                                          for g in variants["apply"]]
+            for name, g in variants.items():
+                opt = adam(1e-4) if optimizer == "adam" else sgd(1e-4)
+                p = model.init(0)
+                grads = tg.tree.tree_unflatten(treedef, g)
+                state = opt.init(p)
+                d[f"{name}_{n}"] = _time(lambda g=grads, o=opt, p=p, st=state: o.update_inplace(g, st, p), rounds)
+        out[tangents] = d
+    return out
 
 
 def measure(rounds: int, world: object | None, optimizer: str = "sgd") -> dict:
@@ -86,13 +141,9 @@ def measure(rounds: int, world: object | None, optimizer: str = "sgd") -> dict:
     # backprop on this worker's shard (the data-parallel reference), and the collectives
     params = model.init(0)
     vg = tg.compile(cross_entropy_loss(model.apply)).value_and_grad
-    b = BATCH // workers
-    times = []
-    for _ in range(rounds + 2):
-        t0 = time.perf_counter()
-        vg(params, x[:b], y[:b])
-        times.append(time.perf_counter() - t0)
-    out["backprop_shard"] = _median(times[2:])
+    out["backprop_shard"] = _time(lambda: vg(params, x[:BATCH // workers], y[:BATCH // workers]), rounds)
+    if world is None:
+        out["components"] = components(model, loss, x, y, rounds, optimizer)
     if world is not None:
         row = np.zeros(3)
         times = []
@@ -126,40 +177,54 @@ def report(m: dict) -> None:
 
 
 def predict(m1: dict, m2: dict) -> None:
-    """The model, from the N=1 and N=2 measurements (K=1)."""
-    p = m1["params"]
+    """The model, from the components timed in the N=1 run (K=1), checked against the
+    measured N=2 step; then N = 8..64 on separate machines."""
+    p, c = m1["params"], m1["components"]
 
-    def fit(key_of):  # t(b) = t0 + s·b from the batch-64 (N=1) and batch-32 (N=2) points
-        a, b = key_of(m1), key_of(m2)
-        s = (a - b) / (BATCH - BATCH // 2)
-        return lambda batch: max(a - s * BATCH, 0.0) + s * batch
+    def ring_allreduce(n: int, bw: float, alpha: float = ALPHA) -> float:
+        return 2 * (n - 1) * alpha + 2 * (n - 1) / n * 4 * p * 8 / bw
 
-    def ring_allreduce(n: int, bw: float) -> float:
-        return 2 * (n - 1) * ALPHA + 2 * (n - 1) / n * 4 * p * 8 / bw
+    def allgather(n: int, bw: float, alpha: float = ALPHA) -> float:
+        return math.ceil(math.log2(n)) * alpha + n * 24 * 8 / bw
 
-    def allgather(n: int, bw: float) -> float:
-        return math.ceil(math.log2(n)) * ALPHA + n * 24 * 8 / bw
+    def fg_seeds(tangents: str, n: int, gather: float, apply: str = "apply") -> float:
+        d = c[tangents]
+        per_dir = (d["regenerate"] + (d[f"combine_{TERMS}"] - d["combine_1"]) / (TERMS - 1)
+                   + max(d[f"{apply}_{TERMS}"] - d[f"{apply}_1"], 0.0) / (TERMS - 1))
+        return d["jvp"][str(BATCH // n)] + d["combine_1"] + d[f"{apply}_1"] + (n - 1) * per_dir + gather
 
-    bp = fit(lambda m: m["backprop_shard"])
-    opt = m1["dense"]["optimizer"]
-    print("| N | link | FG seeds, dense tangents | FG seeds, rank-1 | FG dense exchange (rank-1 JVP) | "
-          "backprop all-reduce | time to 80%: FG rank-1 seeds | backprop |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def fg_dense(tangents: str, n: int, reduce: float) -> float:
+        d = c[tangents]
+        return d["jvp"][str(BATCH // n)] + d["combine_1"] + c["dense"]["apply_1"] + reduce
+
+    def backprop(n: int, reduce: float) -> float:
+        return c["backprop"][str(BATCH // n)] + c["dense"]["apply_1"] + reduce
+
+    print("Per-direction costs (ms):", ", ".join(
+        f"{t}: JVP b64 {1e3 * c[t]['jvp']['64']:.1f}, regenerate {1e3 * c[t]['regenerate']:.2f}, combine "
+        f"{1e3 * (c[t][f'combine_{TERMS}'] - c[t]['combine_1']) / (TERMS - 1):.2f}, apply "
+        f"{1e3 * (c[t][f'apply_{TERMS}'] - c[t]['apply_1']) / (TERMS - 1):.2f}" for t in ("dense", "rank1"))
+          + f"; rank-1 apply through one BLAS gemm: {1e3 * c['rank1']['apply_blas_1']:.2f} ms for 1 term, "
+          f"{1e3 * c['rank1'][f'apply_blas_{TERMS}']:.2f} ms for {TERMS}")
+    if "allgather_24B" in m2:
+        print("N=2 on this machine, model vs measured step (ms):", ", ".join(
+            f"{t} {1e3 * fg_seeds(t, 2, m2['allgather_24B']):.1f} vs {1e3 * m2[t]['step']:.1f}"
+            for t in ("dense", "rank1")))
+    print()
+    print("| N | link | FG seeds, dense tangents | FG seeds, rank-1 | FG seeds, rank-1, BLAS apply | "
+          "FG dense exchange, rank-1 JVP | backprop + all-reduce | time to 80%: FG rank-1 seeds (BLAS) | "
+          "backprop |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in (8, 16, 32, 64):
         for bw in LINKS:
-            cols = []
-            for tangents in ("dense", "rank1"):
-                jvp = fit(lambda m, t=tangents: m[t]["jvp"])
-                per_dir = m2[tangents]["combine"] - m1[tangents]["combine"]  # one more worker's direction
-                t = jvp(BATCH / n) + m1[tangents]["combine"] + (n - 1) * per_dir + opt + allgather(n, bw)
-                cols.append(t)
-            jvp1 = fit(lambda m: m["rank1"]["jvp"])
-            dense_x = jvp1(BATCH / n) + m1["rank1"]["combine"] + ring_allreduce(n, bw) + m1["rank1"]["optimizer"]
-            backprop = bp(BATCH / n) + ring_allreduce(n, bw) + opt
+            seeds = [fg_seeds(t, n, allgather(n, bw)) for t in ("dense", "rank1")]
+            blas = fg_seeds("rank1", n, allgather(n, bw), "apply_blas")
+            dense_x = fg_dense("rank1", n, ring_allreduce(n, bw))
+            bp = backprop(n, ring_allreduce(n, bw))
             steps_fg = S_BP + (S_FG1 - S_BP) / n
-            print(f"| {n} | {bw / 1e9:g} Gbit/s | {1e3 * cols[0]:.1f} ms | {1e3 * cols[1]:.1f} ms | "
-                  f"{1e3 * dense_x:.1f} ms | {1e3 * backprop:.1f} ms | {steps_fg * cols[1]:.1f} s "
-                  f"({steps_fg:.0f} steps) | {S_BP * backprop:.1f} s ({S_BP} steps) |")
+            print(f"| {n} | {bw / 1e9:g} Gbit/s | {1e3 * seeds[0]:.1f} ms | {1e3 * seeds[1]:.1f} ms | "
+                  f"{1e3 * blas:.1f} ms | {1e3 * dense_x:.1f} ms | {1e3 * bp:.1f} ms | {steps_fg * seeds[1]:.0f} s "
+                  f"({steps_fg * blas:.0f} s), {steps_fg:.0f} steps | {S_BP * bp:.0f} s, {S_BP} steps |")
 
 
 def main() -> None:
