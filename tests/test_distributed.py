@@ -268,3 +268,22 @@ def test_a_killed_worker_stops_the_job_with_its_rank_and_resume_continues(tmp_pa
     assert hashes["0"] == hashes["1"]
     local = Trainer(_cfg(tmp_path, steps=120, optimizer=None, lr=None, out=None)).run()
     assert hashes["0"] == param_hash(local.params)
+
+
+@needs_mpi
+def test_an_error_on_one_worker_aborts_the_job_instead_of_hanging(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from tracegrad.train.distributed import abort_on_failure, join_world\n"
+        "world = join_world(2)\n"
+        "with abort_on_failure(world):\n"
+        "    if world.rank == 1:\n"
+        "        raise OSError('disk full')\n"
+        "    world.allgather(np.zeros(3))  # rank 0 waits here for a worker that is gone\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, str(script)], env=env, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    assert "worker 1 of 2 failed: disk full; stopping all workers (exit status 1)" in proc.stderr

@@ -205,6 +205,7 @@ def abort_on_failure(world: MPIWorld, *, passes: tuple[type[BaseException], ...]
             traceback.print_exc()
         print(f"tracegrad: error: worker {world.rank} of {world.size} failed: {text}; stopping all "
               f"workers (exit status {status})", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # mpiexec forwards output asynchronously; an abort at once can drop the line
         world.abort(status)
         raise  # not reached: MPI_Abort ends the process
 
