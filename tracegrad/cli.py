@@ -219,7 +219,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     try:
         config.validate()
     except ValueError as exc:  # a bad combination of options: a usage error
-        raise CLIError(str(exc).replace("directions=", "--directions ")) from None
+        raise CLIError(str(exc).replace("directions=", "--directions ").replace("workers=", "--workers ")) from None
     if args.resume:  # options that would silently continue a different run: a usage error
         from .train.trainer import resume_conflict
 
