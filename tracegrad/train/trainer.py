@@ -594,7 +594,7 @@ class Trainer:
         if self.engine is None:
             return self._stop_signal is not None
         if self.engine.stop_signal is not None:
-            self._stop_signal = self.engine.stop_signal
+            self._stop_signal, self.engine.stop_signal = self.engine.stop_signal, None
             return True
         return False
 
