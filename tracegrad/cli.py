@@ -261,7 +261,7 @@ def _run_train(args: argparse.Namespace) -> int:
             return distributed.launch(args.argv, config.workers)
 
         world = distributed.join_world(config.workers)
-        with distributed.abort_on_failure(world, passes=(_training_interrupted(),)):
+        with distributed.abort_on_failure(world, passes=_agreed_failures()):
             return _train(args, config, start, world.rank)
     return _train(args, config, start, 0)
 
@@ -271,10 +271,12 @@ def _secondary_worker() -> bool:
     return distributed is not None and distributed.secondary_worker()
 
 
-def _training_interrupted() -> type[BaseException]:
-    from .train.trainer import TrainingInterrupted
+def _agreed_failures() -> tuple[type[BaseException], ...]:
+    """What every data-parallel worker raises at the same step, from the same (exchanged) loss
+    and the same parameters: these end each worker normally instead of aborting the job."""
+    from .train.trainer import TrainingDivergedError, TrainingInterrupted
 
-    return TrainingInterrupted
+    return TrainingInterrupted, TrainingDivergedError
 
 
 def _train(args: argparse.Namespace, config: Any, start: float, rank: int) -> int:
@@ -638,7 +640,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _fail(message: str, status: int = 2) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    if not _secondary_worker():  # data-parallel workers fail together (divergence); rank 0 says so
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
     return status
 
 
