@@ -192,17 +192,17 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
                 if isinstance(part, Factors):
                     a, b = part.a, part.b
                     if k == 1:
-                        g.append(LowRankGrad(xp_of(a).multiply(a[0], jv[0], out=a[0]), b[0], part.shape))
+                        g.append(LowRankGrad(array_namespace(a).multiply(a[0], jv[0], out=a[0]), b[0], part.shape))
                     else:  # Σ_k (d_k / K) a_k b_kᵀ: the factors side by side, rank K·r
-                        xp = xp_of(a)
+                        xp = array_namespace(a)
                         a = a * (jv / k)[:, None, None]
                         u = xp.ascontiguousarray(xp.transpose(a, (1, 0, 2))).reshape(part.shape[0], -1)
                         v = xp.ascontiguousarray(xp.transpose(b, (1, 0, 2))).reshape(b.shape[1], -1)
                         g.append(LowRankGrad(u, v, part.shape))
                 elif k == 1:  # scale the freshly drawn tangent in place: no parameter-sized temporary
-                    g.append(xp_of(part).multiply(part[0], jv[0], out=part[0]))
+                    g.append(array_namespace(part).multiply(part[0], jv[0], out=part[0]))
                 else:
-                    g.append(xp_of(part).tensordot(jv, part, axes=1) / k)
+                    g.append(array_namespace(part).tensordot(jv, part, axes=1) / k)
             grads.append(tree_unflatten(tree, g))
             start += count
         return value, grads[0] if single else tuple(grads)
@@ -273,11 +273,6 @@ def draw_tangents(sampler: DirectionSampler, specs: Sequence[tuple[tuple[int, ..
     drawn = sampler.draw_many(draw_specs, xp, step=step, worker=worker)
     return [split_factors(arr, shape[1:], rank) if rank and len(shape) >= 3 else arr
             for (shape, _), arr in zip(specs, drawn)]
-
-
-def xp_of(x: Any) -> Any:
-    """The array namespace of ``x`` (CuPy imported only when ``x`` is a CuPy array)."""
-    return array_namespace(x)
 
 
 def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], parts: list[Any],
