@@ -197,6 +197,18 @@ def test_mpi_engine_outside_mpiexec_says_how_to_launch(tmp_path, monkeypatch):
         join_world(2)
 
 
+def test_without_mpi_the_errors_say_what_to_install(monkeypatch):
+    from tracegrad.train import distributed
+
+    monkeypatch.setattr(distributed, "_WORLD", [])
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import fails as if not installed
+    with pytest.raises(distributed.DistributedError, match=r"needs mpi4py: pip install 'tracegrad\[mpi\]'.*--engine local"):
+        distributed.join_world(2)
+    monkeypatch.setattr(distributed, "find_mpiexec", lambda: None)
+    with pytest.raises(distributed.DistributedError, match=r"--workers 2 needs mpiexec: pip install 'tracegrad\[mpi\]'"):
+        distributed.launch(["train", "--workers", "2"], 2)
+
+
 # -- with MPI ----------------------------------------------------------------------------------
 needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or find_mpiexec() is None,
                                reason="mpi4py/mpiexec not installed (pip install 'tracegrad[mpi]')")
