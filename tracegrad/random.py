@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTRIBUTIONS", "direction_key", "fill", "mix64", "sample"]
+__all__ = ["DISTRIBUTIONS", "direction_key", "fill", "leaf_key", "mix64", "sample", "step_key"]
 
 DISTRIBUTIONS = ("normal", "rademacher")
 MASK64 = (1 << 64) - 1
@@ -67,6 +67,21 @@ def direction_key(seed: int, step: int, param: int, direction: int) -> int:
             raise ValueError(f"direction coordinates must be >= 0, got {value}")
         key = mix64((key + GOLDEN * (value + 1)) & MASK64)
     return key
+
+
+def step_key(seed: int, step: int) -> int:
+    """The first links of ``direction_key``'s chain, (seed, step): shared by every leaf and
+    direction of a step, so a step hashes them once (``leaf_key`` finishes the chain)."""
+    if step < 0:
+        raise ValueError(f"direction coordinates must be >= 0, got {step}")
+    key = mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
+    return mix64((key + GOLDEN * (int(step) + 1)) & MASK64)
+
+
+def leaf_key(step_key_: int, param: int, direction: int) -> int:
+    """``direction_key(seed, step, param, direction)`` from ``step_key(seed, step)``."""
+    key = mix64((step_key_ + GOLDEN * (param + 1)) & MASK64)
+    return mix64((key + GOLDEN * (direction + 1)) & MASK64)
 
 
 def _hash_blocks(key: int, first: int, h: np.ndarray, t: np.ndarray, base: np.ndarray) -> None:
