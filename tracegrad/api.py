@@ -32,12 +32,14 @@ from .tracing.effects import (
 )
 from .tracing.source import _is_internal
 from .tracing.tracer import MAX_RANK, GraphBuilder, Tracer, aval_of
-from .tree import TreeDef, tree_flatten, tree_map, tree_unflatten
+from .tree import TreeDef, tree_flatten, tree_flatten_signature, tree_map, tree_unflatten
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends import Executable
 
 __all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]
+
+_MAX_FAST = 64  # signatures per compiled function with a steady-state fast path
 
 
 def _leaf_aval(x: Any, where: str) -> Aval:
@@ -104,6 +106,9 @@ class Compiled:
 
         self._backend = get_backend(backend)
         self._cache: dict[Any, _Entry] = {}
+        # steady state: tree_flatten_signature's key -> the primal entry, for calls with no
+        # static or keyword arguments (no TreeDef, aval or mode built per call)
+        self._fast: dict[Any, _Entry] = {}
         self._keyword_variants: dict[Any, Compiled] = {}
         try:
             params = inspect.signature(fn).parameters
@@ -274,7 +279,15 @@ class Compiled:
         if kwargs:
             variant, args = self._with_keywords(args, kwargs)
             return variant(*args)
+        flat = None if self.static_argnums else tree_flatten_signature(args)
+        if flat is not None:
+            entry = self._fast.get(flat[1])
+            if entry is not None:
+                outs = entry.executable.fn(*flat[0])
+                return outs[0] if entry.out_tree.kind == "leaf" else tree_unflatten(entry.out_tree, outs)
         entry, leaves = self._entry(args, PRIMAL)
+        if flat is not None and len(self._fast) < _MAX_FAST:
+            self._fast[flat[1]] = entry
         outs = entry.executable(*leaves)
         return tree_unflatten(entry.out_tree, outs)
 
@@ -316,6 +329,15 @@ class Compiled:
         outs = entry.executable(*leaves, *tangent_inputs)
         n = len(entry.out_float)
         return tree_unflatten(entry.out_tree, outs[:n]), list(outs[n:])
+
+    def jvp_executable(self, args: tuple, mask: tuple[bool, ...], batch: tuple[int, ...],
+                       rank: int) -> tuple[Callable[..., tuple], TreeDef, int]:
+        """What ``jvp_leaves`` runs, for a caller that runs it itself per call (the
+        steady-state path of ``forward_grad``): the generated function (inputs: the dynamic
+        leaves, then the tangent inputs), the output structure and the number of outputs
+        before the tangent outputs."""
+        entry, _ = self._entry(tuple(args), JVPMode(tuple(mask), tuple(batch), int(rank)))
+        return entry.executable.fn, entry.out_tree, len(entry.out_float)
 
     def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[Any, Any]:
         """The scalar output and its gradient with respect to ``args[argnums]`` (reverse mode),

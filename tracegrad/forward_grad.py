@@ -29,7 +29,7 @@ from ._namespace import array_namespace
 from .api import Compiled, compile, tangent_rank, with_aux
 from .errors import TangentError
 from .structured import LowRankGrad
-from .tree import tree_flatten, tree_unflatten
+from .tree import tree_flatten, tree_flatten_signature, tree_unflatten
 
 __all__ = ["DISTRIBUTIONS", "DirectionSampler", "forward_grad"]
 
@@ -152,9 +152,9 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
             step = int(step)
         calls[0] += 1
         if fast and not kwargs:
-            leaves, treedef = tree_flatten(args)
-            key = _plan_key(treedef, leaves)
-            if key is not None:
+            flat = tree_flatten_signature(args)
+            if flat is not None:
+                leaves, key = flat
                 plan = plans.get(key)
                 if plan is not None:
                     return plan(leaves, step)
@@ -218,23 +218,6 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
 
 
 _MAX_PLANS = 64  # signatures with a fast path per estimator (each keeps its buffers)
-_SCALARS = (float, int, bool)
-
-
-def _plan_key(treedef: Any, leaves: list[Any]) -> Any:
-    """The fast path's cache key: the structure and each leaf's (shape, dtype) — or
-    ``None`` when a leaf is not a plain NumPy array or Python scalar (the general path
-    handles, checks and explains those)."""
-    sig = []
-    for x in leaves:
-        t = type(x)
-        if t is np.ndarray:
-            sig.append((x.shape, x.dtype))
-        elif t in _SCALARS:
-            sig.append(t)
-        else:
-            return None
-    return treedef, tuple(sig)
 
 
 class _Plan:
@@ -252,8 +235,6 @@ class _Plan:
 
     def __init__(self, compiled: Compiled, args: tuple, leaves: list[Any], nums: tuple[int, ...], k: int, r: int,
                  sampler: DirectionSampler, has_aux: bool, single: bool, keep: bool):
-        from .modes import JVPMode
-
         spans, start = {}, 0
         _, treedef = tree_flatten(args)
         for pos, child in enumerate(treedef.children):
@@ -267,10 +248,7 @@ class _Plan:
             mask[first:first + child.num_leaves] = [True] * child.num_leaves
             positions.extend(range(first, first + child.num_leaves))
             self.grad_trees.append((child, child.num_leaves))
-        entry, _ = compiled._entry(tuple(args), JVPMode(tuple(mask), (k,), r))
-        self.fn = entry.executable.fn
-        self.out_tree = entry.out_tree
-        self.n_out = len(entry.out_float)
+        self.fn, self.out_tree, self.n_out = compiled.jvp_executable(args, tuple(mask), (k,), r)
         self.k, self.rank, self.has_aux, self.single, self.keep = k, r, has_aux, single, keep
         self.seed, self.distribution = sampler.seed, sampler.distribution
         # per drawn leaf: the drawn array's shape and dtype, and the leaf's shape when it
