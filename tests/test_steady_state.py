@@ -179,3 +179,30 @@ def test_trainer_steps_allocate_no_parameter_sized_buffer(tangents):
     # and the same every step
     assert max(peaks) < largest / 2
     assert max(peaks[6:]) <= max(peaks[:6]) + 4096
+
+
+def test_signature_key_tells_structures_shapes_dtypes_and_scalar_types_apart():
+    from tracegrad.tree import tree_flatten_signature
+
+    a, b = np.ones((2, 3), np.float32), np.ones(3)
+    leaves, key = tree_flatten_signature(({"w": a, "b": b}, [1.0, None], (True,)))
+    assert [x is y for x, y in zip(leaves, [b, a, 1.0, True])] == [True] * 4  # tree_flatten's order
+    assert leaves == tree_flatten(({"w": a, "b": b}, [1.0, None], (True,)))[0]
+    variants = [({"w": a, "b": b},), ({"w": a, "c": b},), ([a, b],), ((a, b),), ({"w": a.astype(np.float64), "b": b},),
+                ({"w": a.T, "b": b},), ({"w": a, "b": 1.0},), ({"w": a, "b": 1},), ({"w": a, "b": None},)]
+    keys = [tree_flatten_signature(v)[1] for v in variants]
+    assert len(set(keys)) == len(keys)
+    assert tree_flatten_signature((np.float32(1.0),)) is None  # NumPy scalars take the general path
+
+
+def test_compiled_fast_path_answers_like_the_general_path():
+    import tracegrad as tg
+
+    f = tg.compile(lambda p, s: (p["w"] * s).sum() + p["b"].sum())
+    p = {"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3)}
+    assert f(p, 2.0) == 33.0
+    assert f(p, 3) == 48.0  # an int scalar: its own signature
+    assert f({"w": np.ones((2, 3), np.float32), "b": np.ones(3, np.float32)}, 1.0) == np.float32(9.0)
+    assert f(p, 2.0) == 33.0 and f(p, 0.5) == 10.5  # cached: the value of a traced scalar still counts
+    with pytest.raises(tg.errors.ArgumentTypeError):
+        f({"w": "x", "b": np.ones(3)}, 1.0)
