@@ -185,7 +185,7 @@ def test_signature_key_tells_structures_shapes_dtypes_and_scalar_types_apart():
     from tracegrad.tree import tree_flatten_signature
 
     a, b = np.ones((2, 3), np.float32), np.ones(3)
-    leaves, key = tree_flatten_signature(({"w": a, "b": b}, [1.0, None], (True,)))
+    leaves, _ = tree_flatten_signature(({"w": a, "b": b}, [1.0, None], (True,)))
     assert [x is y for x, y in zip(leaves, [b, a, 1.0, True])] == [True] * 4  # tree_flatten's order
     assert leaves == tree_flatten(({"w": a, "b": b}, [1.0, None], (True,)))[0]
     variants = [({"w": a, "b": b},), ({"w": a, "c": b},), ([a, b],), ((a, b),), ({"w": a.astype(np.float64), "b": b},),

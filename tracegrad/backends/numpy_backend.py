@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..transforms.schedule import schedule
+from ..transforms.share import share_conv_inputs
 from .base import Executable
 from .emit import compile_source, emit_function
 
@@ -28,7 +29,9 @@ class NumpyBackend:
     def compile(self, graph: Graph) -> Executable:
         # Memory-aware node order: the emitter frees each temporary after its last use, so
         # the order decides how many are alive at once (transforms/schedule.py).
-        graph = schedule(graph, inplace=self.inplace)
+        # convolutions of one input (a JVP's primal and weight-tangent products) share one
+        # im2col (transforms/share.py)
+        graph = schedule(share_conv_inputs(graph), inplace=self.inplace)
         emitted = emit_function(graph, _lower, module="np", inplace=self.inplace)
         namespace: dict[str, Any] = {"np": np}
         for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
