@@ -206,3 +206,26 @@ def test_compiled_fast_path_answers_like_the_general_path():
     assert f(p, 2.0) == 33.0 and f(p, 0.5) == 10.5  # cached: the value of a traced scalar still counts
     with pytest.raises(tg.errors.ArgumentTypeError):
         f({"w": "x", "b": np.ones(3)}, 1.0)
+
+
+def test_value_and_grad_fast_path_answers_like_the_general_path():
+    import tracegrad as tg
+
+    p, x, y = _problem(np.float64)
+    vg = tg.value_and_grad(_loss)
+    vg_xp = tg.value_and_grad(lambda x, p, y: _loss(p, x, y), argnums=(1, 0))
+    for scale in (1.0, 0.5, 2.0):  # calls 2 and 3 take the cached path
+        q = {k: v * scale for k, v in p.items()}
+        value, g = vg(q, x, y)
+        v_ref, g_ref = tg.value_and_grad(_loss)(q, x, y)  # a fresh one: general path
+        assert value == v_ref
+        for k in p:
+            np.testing.assert_array_equal(g[k], g_ref[k])
+        value2, (gp, gx) = vg_xp(x, q, y)
+        assert value2 == v_ref and gx.shape == x.shape
+        for k in p:
+            np.testing.assert_array_equal(gp[k], g_ref[k])
+    eps = 1e-6
+    d = np.zeros_like(x)
+    d[0, 0] = 1.0
+    np.testing.assert_allclose(gx[0, 0], (_loss(q, x + eps * d, y) - _loss(q, x - eps * d, y)) / (2 * eps), rtol=1e-5)

@@ -109,6 +109,7 @@ class Compiled:
         # steady state: tree_flatten_signature's key -> the primal entry, for calls with no
         # static or keyword arguments (no TreeDef, aval or mode built per call)
         self._fast: dict[Any, _Entry] = {}
+        self._fast_grad: dict[Any, tuple] = {}  # the same for value_and_grad, keyed with argnums
         self._keyword_variants: dict[Any, Compiled] = {}
         try:
             params = inspect.signature(fn).parameters
@@ -343,15 +344,32 @@ class Compiled:
         """The scalar output and its gradient with respect to ``args[argnums]`` (reverse mode),
         from one execution of the fused forward+backward graph. The gradient has the pytree
         structure of that argument (a tuple of them when ``argnums`` is a tuple)."""
+        flat = None if self.static_argnums else tree_flatten_signature(args)
+        if flat is not None:
+            fast = self._fast_grad.get((flat[1], argnums))
+            if fast is not None:  # steady state: the entry and output positions worked out before
+                fn, out_tree, n, picks, single = fast
+                outs = fn(*flat[0])
+                value = outs[0] if out_tree.kind == "leaf" else tree_unflatten(out_tree, outs[:n])
+                grads = [outs[ks[0]] if td.kind == "leaf" else tree_unflatten(td, [outs[k] for k in ks])
+                         for td, ks in picks]
+                return value, grads[0] if single else tuple(grads)
         leaves, treedef, _, _ = self._signature(args)
         nums, mask, spans = self._grad_mask(args, leaves, treedef, argnums)
         entry, leaves = self._entry(args, VJPMode(mask))
         outs = entry.executable(*leaves)
         n = len(entry.out_float)
         where = {leaf: k for k, leaf in enumerate(i for i, m in enumerate(mask) if m)}
-        grads = [tree_unflatten(td, [outs[n + where[j]] for j in range(start, start + td.num_leaves)])
+        picks = [(td, [n + where[j] for j in range(start, start + td.num_leaves)])
                  for start, td in (spans[i] for i in nums)]
+        grads = [tree_unflatten(td, [outs[k] for k in ks]) for td, ks in picks]
         value = tree_unflatten(entry.out_tree, outs[:n])
+        if flat is not None and len(self._fast_grad) < _MAX_FAST:
+            try:
+                self._fast_grad[(flat[1], argnums)] = (entry.executable.fn, entry.out_tree, n, picks,
+                                                       isinstance(argnums, int))
+            except TypeError:  # unhashable argnums (a list): no fast path
+                pass
         return value, grads[0] if isinstance(argnums, int) else tuple(grads)
 
     def vjp(self, args: Sequence[Any], cotangents: Callable[[list[Aval | None]], list[Any]],

@@ -101,7 +101,7 @@ def _fill_normal(key: int, out: np.ndarray, first_pair: int) -> None:
     """Pairs ``first_pair ..`` of the direction into float32 ``out`` (even length)."""
     pairs = out.size // 2
     chunk = min(_CHUNK, pairs)
-    base = np.arange(chunk, dtype=np.uint64) * np.uint64(GOLDEN)
+    base = _base(chunk)
     h, t = np.empty(chunk, np.uint64), np.empty(chunk, np.uint64)
     r, a = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
     o2 = out.reshape(pairs, 2)
@@ -126,12 +126,27 @@ def _fill_normal(key: int, out: np.ndarray, first_pair: int) -> None:
         oo *= rr[:, None]
 
 
+_BASES: dict[int, np.ndarray] = {}  # chunk length -> arange(chunk) * golden (read-only, shared)
+
+
+def _base(chunk: int) -> np.ndarray:
+    """``arange(chunk) * golden``, kept: a training step asks for the same few lengths every
+    time, and building it is a noticeable part of filling a small leaf."""
+    base = _BASES.get(chunk)
+    if base is None:
+        base = np.arange(chunk, dtype=np.uint64) * np.uint64(GOLDEN)
+        base.flags.writeable = False
+        if len(_BASES) < 256:
+            _BASES[chunk] = base
+    return base
+
+
 def _fill_rademacher(key: int, out: np.ndarray, first_block: int) -> None:
     """Elements ``64 * first_block ..`` of the direction into ``out`` (length a multiple of 64
     except possibly the last piece)."""
     blocks = -(-out.size // 64)
     chunk = min(_CHUNK, blocks)
-    base = np.arange(chunk, dtype=np.uint64) * np.uint64(GOLDEN)
+    base = _base(chunk)
     h, t = np.empty(chunk, np.uint64), np.empty(chunk, np.uint64)
     for s in range(0, blocks, chunk):
         m = min(chunk, blocks - s)
