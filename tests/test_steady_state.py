@@ -229,3 +229,23 @@ def test_value_and_grad_fast_path_answers_like_the_general_path():
     d = np.zeros_like(x)
     d[0, 0] = 1.0
     np.testing.assert_allclose(gx[0, 0], (_loss(q, x + eps * d, y) - _loss(q, x - eps * d, y)) / (2 * eps), rtol=1e-5)
+
+
+def test_jvp_fast_path_answers_like_the_general_path():
+    import tracegrad as tg
+
+    p, x, y = _problem(np.float64)
+    f = tg.compile(_loss)
+    rng = np.random.default_rng(5)
+    for _ in range(3):  # calls 2 and 3 take the cached path
+        v = {k: rng.standard_normal(a.shape) for k, a in p.items()}
+        v_part = {"w0": v["w0"], "b0": None, "w1": v["w1"], "b1": None}  # a None subtree: constant
+        for tangent in (v, v_part):
+            value, jv = f.jvp((p, x, y), (tangent, None, None))
+            v_ref, jv_ref = tg.compile(_loss).jvp((p, x, y), (tangent, None, None))
+            assert value == v_ref and jv == jv_ref
+        batched = {k: np.stack([a, 2 * a]) for k, a in v.items()}
+        _, jvb = f.jvp((p, x, y), (batched, None, None), batched=True)
+        np.testing.assert_allclose(jvb, [jv_ref_full := f.jvp((p, x, y), (v, None, None))[1], 2 * jv_ref_full])
+    with pytest.raises(tg.errors.TangentError):  # a new signature is checked again
+        f.jvp((p, x, y), ({k: a.astype(np.float32) for k, a in v.items()}, None, None))

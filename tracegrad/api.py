@@ -110,6 +110,7 @@ class Compiled:
         # static or keyword arguments (no TreeDef, aval or mode built per call)
         self._fast: dict[Any, _Entry] = {}
         self._fast_grad: dict[Any, tuple] = {}  # the same for value_and_grad, keyed with argnums
+        self._fast_jvp: dict[Any, _Entry] = {}  # and for jvp, keyed with the tangents' signature
         self._keyword_variants: dict[Any, Compiled] = {}
         try:
             params = inspect.signature(fn).parameters
@@ -299,6 +300,13 @@ class Compiled:
         each tangent output gets the same leading axis."""
         _check_tuples(primals, tangents)
         primals, tangents = tuple(primals), tuple(tangents)
+        flat = flat_t = None
+        if not self.static_argnums and len(primals) == len(tangents):
+            flat, flat_t = tree_flatten_signature(primals), tree_flatten_signature(tangents)
+            if flat is not None and flat_t is not None:
+                fast = self._fast_jvp.get((flat[1], flat_t[1], batched))
+                if fast is not None:  # steady state: checked when this signature was first seen
+                    return self._run_jvp(fast, flat[0], flat_t[0])
         if len(primals) != len(tangents):
             raise TangentError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents",
                                hint="pass one tangent (or None) per primal argument")
@@ -314,7 +322,13 @@ class Compiled:
         batch = _check_tangents(leaves, t_leaves, lambda: self._leaf_names(treedef, len(primals)), batched)
         mask = tuple(t is not None for t in t_leaves)
         entry, leaves = self._entry(primals, JVPMode(mask, batch))
-        outs = entry.executable(*leaves, *[t for t in t_leaves if t is not None])
+        if flat is not None and flat_t is not None and len(self._fast_jvp) < _MAX_FAST:
+            self._fast_jvp[(flat[1], flat_t[1], batched)] = entry
+        return self._run_jvp(entry, leaves, [t for t in t_leaves if t is not None])
+
+    @staticmethod
+    def _run_jvp(entry: _Entry, leaves: Sequence[Any], tangent_leaves: Sequence[Any]) -> tuple[Any, Any]:
+        outs = entry.executable.fn(*leaves, *tangent_leaves)
         n = len(entry.out_float)
         it = iter(outs[n:])
         out_t = [next(it) if f else None for f in entry.out_float]
