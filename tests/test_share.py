@@ -31,24 +31,27 @@ def _convs(source: str) -> int:
 def test_jvp_convolutions_share_their_input_and_keep_the_numbers(tangents):
     p, x = _args()
     f = tg.compile(_net)
+    # the listing keeps the JVP's own five convolutions (primal, input tangent and weight
+    # tangent of layer 2; primal and weight tangent of layer 1) ...
     graph = f.jvp_graph(p, x, argnums=0, directions=2, tangents=tangents)
-    # primal + weight tangent of each layer merged; the input tangent of layer 2 stays apart
+    assert sum(n.primitive.name == "conv2d" for n in graph.nodes) == 5
+    # ... the generated code merges each layer's primal and weight-tangent products
     assert _convs(f.source(p, x, jvp=True, argnums=0, directions=2, tangents=tangents)) == 3
-    assert sum(n.primitive.name == "conv2d" for n in graph.nodes) == 3
-    graph.validate()
-    # the same graph without the pass (interpreted op by op) gives the same outputs
+    shared = share_conv_inputs(graph)
+    assert sum(n.primitive.name == "conv2d" for n in shared.nodes) == 3
+    shared.validate()
+    # the generated (merged) code computes what the un-merged graph computes
     from tracegrad.modes import JVPMode
 
     rng = np.random.default_rng(1)
-    ins = [rng.standard_normal(v.aval.shape) for v in graph.inputs]
-    ins[2] = x  # inputs: p_c0, p_c1, x, then the tangent inputs
-    ins[0], ins[1] = p["c0"], p["c1"]
-    merged = graph.interpret(*ins)
+    tangent_inputs = [rng.standard_normal(v.aval.shape) for v in graph.inputs[3:]]  # p_c0, p_c1, x first
     mode = JVPMode((True, True, False), (2,), 1 if tangents == "rank1" else 0)
-    primal = f._trace(*f._avals((p, x))[1:3], (), 2)[0]
-    unshared = mode.build(primal)[0]
-    assert sum(n.primitive.name == "conv2d" for n in unshared.nodes) == 5
-    for a, b in zip(merged, unshared.interpret(*ins)):
+    fn, _, _ = f.jvp_executable((p, x), mode.mask, mode.batch, mode.rank)
+    merged = fn(p["c0"], p["c1"], x, *tangent_inputs)
+    expected = graph.interpret(p["c0"], p["c1"], x, *tangent_inputs)
+    for a, b in zip(merged, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(shared.interpret(p["c0"], p["c1"], x, *tangent_inputs), expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
