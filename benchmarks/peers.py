@@ -35,8 +35,9 @@ counter is reset (``/proc/self/clear_refs``) and the peak above the warm RSS ove
 steps is reported (Linux only; glibc's mmap threshold is fixed at 128 KiB so that freed large
 buffers leave the RSS instead of staying cached in the heap).
 
-Run (the docs/benchmarks.md table):
-    taskset -c 0 python benchmarks/peers.py --markdown /tmp/peers.md
+Run (the docs/benchmarks.md table; not under ``taskset`` yourself — the pinned workers pin
+themselves, and a pinned parent would pin the default-threads workers too):
+    python benchmarks/peers.py --tangents rank1 --markdown /tmp/peers.md
 Quick look:
     python benchmarks/peers.py --workloads mlp:64 --rounds 5 --threads pinned --no-memory
 """

@@ -153,16 +153,16 @@ def mlp_jvp(params_b1, params_b2, params_w1, params_w2, x, y, params_b1_dot, par
     o = np.reshape(params_b2_dot, (2, 1, 2))              # reshape
     p = np.add(m, o, out=m)                               # add
     del m, o
-    q = np.max(n, axis=(1,), keepdims=True)               # reduce_max
+    q = np.maximum.reduce(n, axis=(1,), keepdims=True)    # reduce_max
     r = q                                                 # stop_gradient
     del q
     s = n - r                                             # sub
     t = np.exp(s, out=s)                                  # exp
     del s
     u = p * t                                             # mul
-    v = np.sum(t, axis=(1,), keepdims=True)               # reduce_sum
+    v = np.add.reduce(t, axis=(1,), keepdims=True)        # reduce_sum
     del t
-    w = np.sum(u, axis=(2,), keepdims=True)               # reduce_sum
+    w = np.add.reduce(u, axis=(2,), keepdims=True)        # reduce_sum
     del u
     z = np.log(v)                                         # log
     aa = np.divide(1, v, out=v)                           # div
@@ -184,9 +184,9 @@ def mlp_jvp(params_b1, params_b2, params_w1, params_w2, x, y, params_b1_dot, par
     del ag
     aj = np.take_along_axis(af, ai, axis=2)               # take_along_axis
     del af, ai
-    ak = np.sum(ah, axis=(0, 1))                          # reduce_sum
+    ak = np.add.reduce(ah, axis=(0, 1))                   # reduce_sum
     del ah
-    al = np.sum(aj, axis=(1, 2))                          # reduce_sum
+    al = np.add.reduce(aj, axis=(1, 2))                   # reduce_sum
     del aj
     am = ak / 5                                           # div
     del ak

@@ -32,12 +32,14 @@ from .tracing.effects import (
 )
 from .tracing.source import _is_internal
 from .tracing.tracer import MAX_RANK, GraphBuilder, Tracer, aval_of
-from .tree import TreeDef, tree_flatten, tree_map, tree_unflatten
+from .tree import TreeDef, tree_flatten, tree_flatten_signature, tree_map, tree_unflatten
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends import Executable
 
 __all__ = ["Compiled", "compile", "grad", "jvp", "value_and_grad"]
+
+_MAX_FAST = 64  # signatures per compiled function with a steady-state fast path
 
 
 def _leaf_aval(x: Any, where: str) -> Aval:
@@ -104,6 +106,11 @@ class Compiled:
 
         self._backend = get_backend(backend)
         self._cache: dict[Any, _Entry] = {}
+        # steady state: tree_flatten_signature's key -> the primal entry, for calls with no
+        # static or keyword arguments (no TreeDef, aval or mode built per call)
+        self._fast: dict[Any, _Entry] = {}
+        self._fast_grad: dict[Any, tuple] = {}  # the same for value_and_grad, keyed with argnums
+        self._fast_jvp: dict[Any, _Entry] = {}  # and for jvp, keyed with the tangents' signature
         self._keyword_variants: dict[Any, Compiled] = {}
         try:
             params = inspect.signature(fn).parameters
@@ -274,7 +281,15 @@ class Compiled:
         if kwargs:
             variant, args = self._with_keywords(args, kwargs)
             return variant(*args)
+        flat = None if self.static_argnums else tree_flatten_signature(args)
+        if flat is not None:
+            entry = self._fast.get(flat[1])
+            if entry is not None:
+                outs = entry.executable.fn(*flat[0])
+                return outs[0] if entry.out_tree.kind == "leaf" else tree_unflatten(entry.out_tree, outs)
         entry, leaves = self._entry(args, PRIMAL)
+        if flat is not None and len(self._fast) < _MAX_FAST:
+            self._fast[flat[1]] = entry
         outs = entry.executable(*leaves)
         return tree_unflatten(entry.out_tree, outs)
 
@@ -285,6 +300,13 @@ class Compiled:
         each tangent output gets the same leading axis."""
         _check_tuples(primals, tangents)
         primals, tangents = tuple(primals), tuple(tangents)
+        flat = flat_t = None
+        if not self.static_argnums and len(primals) == len(tangents):
+            flat, flat_t = tree_flatten_signature(primals), tree_flatten_signature(tangents)
+            if flat is not None and flat_t is not None:
+                fast = self._fast_jvp.get((flat[1], flat_t[1], batched))
+                if fast is not None:  # steady state: checked when this signature was first seen
+                    return self._run_jvp(fast, flat[0], flat_t[0])
         if len(primals) != len(tangents):
             raise TangentError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents",
                                hint="pass one tangent (or None) per primal argument")
@@ -300,7 +322,13 @@ class Compiled:
         batch = _check_tangents(leaves, t_leaves, lambda: self._leaf_names(treedef, len(primals)), batched)
         mask = tuple(t is not None for t in t_leaves)
         entry, leaves = self._entry(primals, JVPMode(mask, batch))
-        outs = entry.executable(*leaves, *[t for t in t_leaves if t is not None])
+        if flat is not None and flat_t is not None and len(self._fast_jvp) < _MAX_FAST:
+            self._fast_jvp[(flat[1], flat_t[1], batched)] = entry
+        return self._run_jvp(entry, leaves, [t for t in t_leaves if t is not None])
+
+    @staticmethod
+    def _run_jvp(entry: _Entry, leaves: Sequence[Any], tangent_leaves: Sequence[Any]) -> tuple[Any, Any]:
+        outs = entry.executable.fn(*leaves, *tangent_leaves)
         n = len(entry.out_float)
         it = iter(outs[n:])
         out_t = [next(it) if f else None for f in entry.out_float]
@@ -317,19 +345,45 @@ class Compiled:
         n = len(entry.out_float)
         return tree_unflatten(entry.out_tree, outs[:n]), list(outs[n:])
 
+    def jvp_executable(self, args: tuple, mask: tuple[bool, ...], batch: tuple[int, ...],
+                       rank: int) -> tuple[Callable[..., tuple], TreeDef, int]:
+        """What ``jvp_leaves`` runs, for a caller that runs it itself per call (the
+        steady-state path of ``forward_grad``): the generated function (inputs: the dynamic
+        leaves, then the tangent inputs), the output structure and the number of outputs
+        before the tangent outputs."""
+        entry, _ = self._entry(tuple(args), JVPMode(tuple(mask), tuple(batch), int(rank)))
+        return entry.executable.fn, entry.out_tree, len(entry.out_float)
+
     def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[Any, Any]:
         """The scalar output and its gradient with respect to ``args[argnums]`` (reverse mode),
         from one execution of the fused forward+backward graph. The gradient has the pytree
         structure of that argument (a tuple of them when ``argnums`` is a tuple)."""
+        flat = None if self.static_argnums else tree_flatten_signature(args)
+        if flat is not None:
+            fast = self._fast_grad.get((flat[1], argnums))
+            if fast is not None:  # steady state: the entry and output positions worked out before
+                fn, out_tree, n, picks, single = fast
+                outs = fn(*flat[0])
+                value = outs[0] if out_tree.kind == "leaf" else tree_unflatten(out_tree, outs[:n])
+                grads = [outs[ks[0]] if td.kind == "leaf" else tree_unflatten(td, [outs[k] for k in ks])
+                         for td, ks in picks]
+                return value, grads[0] if single else tuple(grads)
         leaves, treedef, _, _ = self._signature(args)
         nums, mask, spans = self._grad_mask(args, leaves, treedef, argnums)
         entry, leaves = self._entry(args, VJPMode(mask))
         outs = entry.executable(*leaves)
         n = len(entry.out_float)
         where = {leaf: k for k, leaf in enumerate(i for i, m in enumerate(mask) if m)}
-        grads = [tree_unflatten(td, [outs[n + where[j]] for j in range(start, start + td.num_leaves)])
+        picks = [(td, [n + where[j] for j in range(start, start + td.num_leaves)])
                  for start, td in (spans[i] for i in nums)]
+        grads = [tree_unflatten(td, [outs[k] for k in ks]) for td, ks in picks]
         value = tree_unflatten(entry.out_tree, outs[:n])
+        if flat is not None and len(self._fast_grad) < _MAX_FAST:
+            try:
+                self._fast_grad[(flat[1], argnums)] = (entry.executable.fn, entry.out_tree, n, picks,
+                                                       isinstance(argnums, int))
+            except TypeError:  # unhashable argnums (a list): no fast path
+                pass
         return value, grads[0] if isinstance(argnums, int) else tuple(grads)
 
     def vjp(self, args: Sequence[Any], cotangents: Callable[[list[Aval | None]], list[Any]],

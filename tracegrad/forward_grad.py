@@ -29,7 +29,7 @@ from ._namespace import array_namespace
 from .api import Compiled, compile, tangent_rank, with_aux
 from .errors import TangentError
 from .structured import LowRankGrad
-from .tree import tree_flatten, tree_unflatten
+from .tree import tree_flatten, tree_flatten_signature, tree_unflatten
 
 __all__ = ["DISTRIBUTIONS", "DirectionSampler", "Factors", "draw_tangents", "forward_grad"]
 
@@ -101,7 +101,7 @@ class DirectionSampler:
 def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
                  distribution: str = "normal", seed: int | None = None, backend: str = "numpy",
                  static_argnums: Sequence[int] = (), has_aux: bool = False, tangents: str = "dense",
-                 rank: int | None = None) -> Callable[..., tuple[Any, Any]]:
+                 rank: int | None = None, keep_buffers: bool = False) -> Callable[..., tuple[Any, Any]]:
     """Return ``g(*args, step=None) -> (value, grad_estimate)``: the forward-gradient estimate
     of the gradient of scalar ``fn`` with respect to ``args[argnums]`` (pytrees allowed),
     averaged over ``directions`` random tangents computed in one execution. With
@@ -118,7 +118,15 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
     (``structured.py``) that optimizers apply as one in-place rank-R update
     (``np.asarray(g)`` densifies it). Vectors keep dense tangents. The factors of leaf
     ``p``, direction ``k`` are the first ``(d0 + d1·d2·…)·r`` numbers of the direction of
-    ``(seed, step, p, k)`` (``a`` first, scaled by ``1/sqrt(r)``), so E[vec(Ẇ)vec(Ẇ)ᵀ] = I."""
+    ``(seed, step, p, k)`` (``a`` first, scaled by ``1/sqrt(r)``), so E[vec(Ẇ)vec(Ẇ)ᵀ] = I.
+
+    Steady state: after the first call of an input signature, later calls of it on NumPy
+    take a fast path (``_Plan``) that skips the pytree checks and signature work and runs
+    the generated code directly. With ``keep_buffers=True`` the tangents are drawn into
+    buffers kept across calls and the estimate is formed in them, so a step allocates no
+    parameter-sized array — but the arrays of an estimate are then overwritten by the next
+    call: consume it first (the trainer applies it at once). By default every call returns
+    fresh arrays."""
     if int(directions) < 1:
         raise ValueError(f"directions must be >= 1, got {directions}")
     k = int(directions)
@@ -134,17 +142,16 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
     nums = (argnums,) if single else tuple(argnums)
 
     calls = [0]
+    plans: dict[Any, _Plan] = {}
+    fast = compiled.backend == "numpy" and not compiled.static_argnums
 
     def derive(*args: Any, step: int | None = None, worker: int = 0,
                **kwargs: Any) -> tuple[Any, Any, list[Any], list[tuple[Any, int]]]:
-        """The value, the K directional derivatives ``jv``, the tangents of every
-        differentiated leaf (depth-first: a ``(K, *shape)`` array, or ``Factors`` for a
-        low-rank leaf) and the tree of each argument in ``nums`` with its leaf count."""
-        if step is None:
-            step = calls[0]
-        elif int(step) < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        calls[0] += 1
+        """The general path (checks every argument, any namespace, keyword arguments): the
+        value, the K directional derivatives ``jv``, the tangents of every differentiated
+        leaf (depth-first: a ``(K, *shape)`` array, or ``Factors`` for a low-rank leaf) and
+        the tree of each argument in ``nums`` with its leaf count."""
+        step = _next_step(step)
         target = compiled
         if kwargs:  # traced keyword arguments ride after the positional ones (never differentiated)
             target, args = compiled._with_keywords(args, kwargs)
@@ -163,7 +170,7 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
                 specs.append(((k,) + tuple(np.shape(leaf)), dtype))
             trees.append((tree, len(leaves)))
         xp = _namespace(compiled, [args[i] for i in nums])
-        parts = draw_tangents(sampler, specs, xp, int(step), low_rank, worker=worker)
+        parts = draw_tangents(sampler, specs, xp, step, low_rank, worker=worker)
         if low_rank:
             value, jv, trees = _structured(target, args, nums, parts, low_rank)
         else:
@@ -183,7 +190,33 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
                                hint="reduce the output, e.g. return np.mean(loss)")
         return value, jv, parts, trees
 
+    def _next_step(step: int | None) -> int:
+        """The step of this call (the explicit one, else the count of calls so far)."""
+        if step is None:
+            step = calls[0]
+        elif type(step) is not int or step < 0:
+            if int(step) < 0:
+                raise ValueError(f"step must be >= 0, got {step}")
+            step = int(step)
+        calls[0] += 1
+        return step
+
     def estimate(*args: Any, step: int | None = None, **kwargs: Any) -> tuple[Any, Any]:
+        if fast and not kwargs:
+            flat = tree_flatten_signature(args)
+            if flat is not None:
+                leaves, key = flat
+                plan = plans.get(key)
+                if plan is not None:
+                    return plan(leaves, _next_step(step))
+                if len(plans) < _MAX_PLANS:
+                    value_grads = _estimate(args, step, kwargs)
+                    plans[key] = _Plan(compiled, args, leaves, nums, k, low_rank, sampler, has_aux, single,
+                                       keep_buffers)
+                    return value_grads
+        return _estimate(args, step, kwargs)
+
+    def _estimate(args: tuple, step: int | None, kwargs: dict[str, Any]) -> tuple[Any, Any]:
         value, jv, parts, trees = derive(*args, step=step, **kwargs)
         grads, start = [], 0
         for tree, count in trees:
@@ -273,6 +306,99 @@ def draw_tangents(sampler: DirectionSampler, specs: Sequence[tuple[tuple[int, ..
     drawn = sampler.draw_many(draw_specs, xp, step=step, worker=worker)
     return [split_factors(arr, shape[1:], rank) if rank and len(shape) >= 3 else arr
             for (shape, _), arr in zip(specs, drawn)]
+
+
+_MAX_PLANS = 64  # signatures with a fast path per estimator (each keeps its buffers)
+
+
+class _Plan:
+    """The steady-state executor of one input signature: everything the general path
+    works out per call (which leaves get tangents, their shapes, the compiled entry, the
+    order of the generated function's inputs, the output structure) fixed once, so a
+    call is: draw the tangents, run the generated code, scale the tangents into the
+    estimate. The numbers are the general path's exactly (same keys, same graph).
+
+    Built after a successful general-path call of the same signature, so every check
+    that call made holds for this one too (the key pins structure, shapes and dtypes)."""
+
+    __slots__ = ("buffers", "distribution", "fn", "grad_trees", "has_aux", "k", "keep", "n_out", "out_tree",
+                 "parts", "rank", "seed", "single", "specs", "tangent_order")
+
+    def __init__(self, compiled: Compiled, args: tuple, leaves: list[Any], nums: tuple[int, ...], k: int, r: int,
+                 sampler: DirectionSampler, has_aux: bool, single: bool, keep: bool):
+        spans, start = {}, 0
+        _, treedef = tree_flatten(args)
+        for pos, child in enumerate(treedef.children):
+            spans[pos] = (start, child)
+            start += child.num_leaves
+        mask = [False] * len(leaves)
+        positions: list[int] = []  # flat leaf position of drawn leaf p (p in nums order)
+        self.grad_trees = []
+        for i in nums:
+            first, child = spans[i]
+            mask[first:first + child.num_leaves] = [True] * child.num_leaves
+            positions.extend(range(first, first + child.num_leaves))
+            self.grad_trees.append((child, child.num_leaves))
+        self.fn, self.out_tree, self.n_out = compiled.jvp_executable(args, tuple(mask), (k,), r)
+        self.k, self.rank, self.has_aux, self.single, self.keep = k, r, has_aux, single, keep
+        self.seed, self.distribution = sampler.seed, sampler.distribution
+        # per drawn leaf: the drawn array's shape and dtype, and the leaf's shape when it
+        # is low-rank (its factors are views of the drawn array)
+        self.specs: list[tuple[tuple[int, ...], np.dtype]] = []
+        self.parts: list[tuple[int, ...] | None] = []
+        for j in positions:
+            shape, dtype = tuple(np.shape(leaves[j])), np.dtype(leaves[j].dtype if hasattr(leaves[j], "dtype")
+                                                                 else np.asarray(leaves[j]).dtype)
+            self.specs.append(((k,) + draw_shape(shape, r), dtype))
+            self.parts.append(shape if r and len(shape) >= 2 else None)
+        # the generated function takes the tangent inputs in flat-leaf order
+        self.tangent_order = sorted(range(len(positions)), key=lambda p: positions[p])
+        self.buffers = [np.empty(s, d) for s, d in self.specs] if keep else None
+
+    def __call__(self, leaves: list[Any], step: int) -> tuple[Any, Any]:
+        k, r = self.k, self.rank
+        drawn = self.buffers if self.keep else [np.empty(s, d) for s, d in self.specs]
+        base = tg_random.step_key(self.seed, step)
+        fill, dist = tg_random.fill, self.distribution
+        tangents: list[Any] = []
+        for p, arr in enumerate(drawn):
+            for d in range(k):
+                fill(dist, tg_random.leaf_key(base, p, d), arr[d])
+            shape = self.parts[p]
+            tangents.append(arr if shape is None else split_factors(arr, shape, r))
+        inputs = list(leaves)
+        for p in self.tangent_order:
+            t = tangents[p]
+            if type(t) is Factors:
+                inputs += (t.a, t.b)
+            else:
+                inputs.append(t)
+        outs = self.fn(*inputs)
+        n = self.n_out
+        value = outs[0] if self.out_tree.kind == "leaf" else tree_unflatten(self.out_tree, outs[:n])
+        jv = outs[n]
+        grads_flat: list[Any] = []
+        for p, t in enumerate(tangents):
+            shape = self.parts[p]
+            if shape is None:
+                if k == 1:
+                    grads_flat.append(np.multiply(t[0], jv[0], out=t[0]))
+                else:
+                    grads_flat.append(np.tensordot(jv, t, axes=1) / k)
+            else:
+                a, b = t.a, t.b
+                if k == 1:
+                    grads_flat.append(LowRankGrad(np.multiply(a[0], jv[0], out=a[0]), b[0], shape))
+                else:
+                    a = a * (jv / k)[:, None, None]
+                    u = np.ascontiguousarray(np.transpose(a, (1, 0, 2))).reshape(shape[0], k * r)
+                    v = np.ascontiguousarray(np.transpose(b, (1, 0, 2))).reshape(b.shape[1], k * r)
+                    grads_flat.append(LowRankGrad(u, v, shape))
+        grads, start = [], 0
+        for tree, count in self.grad_trees:
+            grads.append(grads_flat[start] if tree.kind == "leaf" else tree_unflatten(tree, grads_flat[start:start + count]))
+            start += count
+        return value, grads[0] if self.single else tuple(grads)
 
 
 def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], parts: list[Any],

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTRIBUTIONS", "direction_key", "fill", "mix64", "sample"]
+__all__ = ["DISTRIBUTIONS", "direction_key", "fill", "leaf_key", "mix64", "sample", "step_key"]
 
 DISTRIBUTIONS = ("normal", "rademacher")
 MASK64 = (1 << 64) - 1
@@ -66,15 +66,28 @@ def direction_key(seed: int, step: int, param: int, direction: int, worker: int 
     Worker 0 adds no link to the chain, so its keys are those of a single process and a
     one-worker run keeps today's directions; worker ``r > 0`` adds one more link (salted,
     so it cannot coincide with a longer coordinate chain)."""
-    key = mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
     coords = [int(step), int(param), int(direction), int(worker)]
     if min(coords) < 0:
         raise ValueError(f"direction coordinates must be >= 0, got {min(coords)}")
-    for value in coords[:3]:
-        key = mix64((key + GOLDEN * (value + 1)) & MASK64)
+    key = leaf_key(step_key(seed, coords[0]), coords[1], coords[2])
     if coords[3]:
         key = mix64(((key ^ _WORKER_SALT) + GOLDEN * (coords[3] + 1)) & MASK64)
     return key
+
+
+def step_key(seed: int, step: int) -> int:
+    """The first links of ``direction_key``'s chain, (seed, step): shared by every leaf and
+    direction of a step, so a step hashes them once (``leaf_key`` finishes the chain)."""
+    if step < 0:
+        raise ValueError(f"direction coordinates must be >= 0, got {step}")
+    key = mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
+    return mix64((key + GOLDEN * (int(step) + 1)) & MASK64)
+
+
+def leaf_key(step_key_: int, param: int, direction: int) -> int:
+    """``direction_key(seed, step, param, direction)`` from ``step_key(seed, step)``."""
+    key = mix64((step_key_ + GOLDEN * (param + 1)) & MASK64)
+    return mix64((key + GOLDEN * (direction + 1)) & MASK64)
 
 
 def _hash_blocks(key: int, first: int, h: np.ndarray, t: np.ndarray, base: np.ndarray) -> None:
@@ -94,7 +107,7 @@ def _fill_normal(key: int, out: np.ndarray, first_pair: int) -> None:
     """Pairs ``first_pair ..`` of the direction into float32 ``out`` (even length)."""
     pairs = out.size // 2
     chunk = min(_CHUNK, pairs)
-    base = np.arange(chunk, dtype=np.uint64) * np.uint64(GOLDEN)
+    base = _base(chunk)
     h, t = np.empty(chunk, np.uint64), np.empty(chunk, np.uint64)
     r, a = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
     o2 = out.reshape(pairs, 2)
@@ -119,12 +132,27 @@ def _fill_normal(key: int, out: np.ndarray, first_pair: int) -> None:
         oo *= rr[:, None]
 
 
+_BASES: dict[int, np.ndarray] = {}  # chunk length -> arange(chunk) * golden (read-only, shared)
+
+
+def _base(chunk: int) -> np.ndarray:
+    """``arange(chunk) * golden``, kept: a training step asks for the same few lengths every
+    time, and building it is a noticeable part of filling a small leaf."""
+    base = _BASES.get(chunk)
+    if base is None:
+        base = np.arange(chunk, dtype=np.uint64) * np.uint64(GOLDEN)
+        base.flags.writeable = False
+        if len(_BASES) < 256:
+            _BASES[chunk] = base
+    return base
+
+
 def _fill_rademacher(key: int, out: np.ndarray, first_block: int) -> None:
     """Elements ``64 * first_block ..`` of the direction into ``out`` (length a multiple of 64
     except possibly the last piece)."""
     blocks = -(-out.size // 64)
     chunk = min(_CHUNK, blocks)
-    base = np.arange(chunk, dtype=np.uint64) * np.uint64(GOLDEN)
+    base = _base(chunk)
     h, t = np.empty(chunk, np.uint64), np.empty(chunk, np.uint64)
     for s in range(0, blocks, chunk):
         m = min(chunk, blocks - s)

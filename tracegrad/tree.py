@@ -12,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "TreeDef",
     "register_dataclass",
     "register_pytree_node",
     "tree_flatten",
+    "tree_flatten_signature",
     "tree_leaves",
     "tree_map",
     "tree_structure",
@@ -138,6 +141,51 @@ def tree_flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     leaves: list[Any] = []
     treedef = _flatten_into(tree, leaves)
     return leaves, treedef
+
+
+def _signature_into(node: Any, leaves: list[Any], sig: list[Any]) -> bool:
+    """``tree_flatten_signature``'s walk: append leaves and a flat prefix-order encoding of
+    the structure and of each leaf's (shape, dtype); False on anything but dicts, lists,
+    tuples, None, NumPy arrays and Python scalars."""
+    t = type(node)
+    if t is np.ndarray:
+        leaves.append(node)
+        sig.append((node.shape, node.dtype))
+        return True
+    if t is dict:
+        keys = sorted(node)
+        sig.append(("dict", tuple(keys)))
+        for k in keys:
+            if not _signature_into(node[k], leaves, sig):
+                return False
+        return True
+    if t is tuple or t is list:
+        sig.append((t, len(node)))
+        for c in node:
+            if not _signature_into(c, leaves, sig):
+                return False
+        return True
+    if node is None:
+        sig.append(None)
+        return True
+    if t is float or t is int or t is bool:
+        leaves.append(node)
+        sig.append(t)
+        return True
+    return False
+
+
+def tree_flatten_signature(tree: Any) -> tuple[list[Any], tuple[Any, ...]] | None:
+    """The leaves of ``tree`` (in ``tree_flatten``'s order) and a hashable key of its
+    structure and every leaf's shape and dtype (type for Python scalars) — the cheap
+    per-call cache key of the steady-state paths, built from plain tuples (no ``TreeDef``
+    objects to construct or hash). ``None`` when the tree holds anything else (registered
+    classes, namedtuples, other array types): callers take their general path then."""
+    leaves: list[Any] = []
+    sig: list[Any] = []
+    if not _signature_into(tree, leaves, sig):
+        return None
+    return leaves, tuple(sig)
 
 
 def _build(td: TreeDef, it: Any) -> Any:

@@ -97,8 +97,14 @@ class _Stack:
     lead_operand: Var  # the (N, F) matmul operand: ``lead`` itself or a reshape of it
 
 
+_CUPY_REDUCTIONS = {"np.add.reduce(": "cp.sum(", "np.maximum.reduce(": "cp.max(", "np.minimum.reduce(": "cp.min("}
+
+
 def _py(text: str) -> str:
-    """A NumPy lowering as CuPy code (``np.`` -> ``cp.``)."""
+    """A NumPy lowering as CuPy code (``np.`` -> ``cp.``; the NumPy backend's ufunc
+    reductions as CuPy's ``sum``/``max``/``min``)."""
+    for numpy_form, cupy_form in _CUPY_REDUCTIONS.items():
+        text = text.replace(numpy_form, cupy_form)
     return re.sub(r"\bnp\.", "cp.", text)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..transforms.schedule import schedule
+from ..transforms.share import share_conv_inputs
 from .base import Executable
 from .emit import compile_source, emit_function
 
@@ -29,9 +30,16 @@ class NumpyBackend:
         # Memory-aware node order: the emitter frees each temporary after its last use, so
         # the order decides how many are alive at once (transforms/schedule.py).
         graph = schedule(graph, inplace=self.inplace)
-        emitted = emit_function(graph, _lower, module="np", inplace=self.inplace)
+        # Convolutions of one input (a JVP's primal and weight-tangent products) share one
+        # im2col (transforms/share.py). A lowering detail, like tg_conv2d itself: the
+        # Executable keeps the graph before it, so listings, roles (primal/tangent) and
+        # statistics show the JVP's own structure; the generated source shows the merge.
+        lowered = share_conv_inputs(graph)
+        if lowered is not graph:
+            lowered = schedule(lowered, inplace=self.inplace)
+        emitted = emit_function(lowered, _lower, module="np", inplace=self.inplace)
         namespace: dict[str, Any] = {"np": np}
-        for node in graph.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
+        for node in lowered.nodes:  # helpers some lowerings call (e.g. tg_conv2d)
             namespace.update(node.primitive.runtime)
         fn, filename = compile_source(emitted, namespace)
         return Executable(graph, emitted.source, fn, filename, self.name)

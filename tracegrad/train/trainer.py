@@ -366,8 +366,11 @@ class Trainer:
 
         loss = cross_entropy_loss(self.model.apply)
         self.loss_fn = tg_compile(loss, backend=cfg.backend)
+        # keep_buffers: the estimate is applied before the next step, so its tangents may live
+        # in buffers kept across steps (no parameter-sized allocation per step)
         self.estimate = forward_grad(self.loss_fn, argnums=0, directions=cfg.directions,
-                                     distribution=cfg.distribution, seed=cfg.seed, tangents=cfg.tangents)
+                                     distribution=cfg.distribution, seed=cfg.seed, tangents=cfg.tangents,
+                                     keep_buffers=True)
         if cfg.mode == "activity":  # tangents at the pre-activations; same counter-based sampler
             self.estimate = activity_grad(self.loss_fn, argnums=0, directions=cfg.directions, groups=cfg.groups,
                                           mask=cfg.mask, distribution=cfg.distribution, seed=cfg.seed)
