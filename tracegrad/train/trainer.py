@@ -110,7 +110,7 @@ RUN_FILES = ("metrics.csv", "metrics.jsonl", "plot.png", "config.json", "summary
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
-                 "distribution", "seed", "model_kwargs", "mode", "estimator", "tangents", "groups", "mask")
+                 "distribution", "seed", "model_kwargs", "estimator", "mode", "tangents", "groups", "mask")
 
 
 @dataclass
