@@ -20,9 +20,9 @@ def _mlp(width=6):
     m = mlp([5, width, width, 3], local_heads=True)
     p = {k: v.astype(np.float64) for k, v in m.init(0).items()}
     rng = np.random.default_rng(1)
-    for k in p:  # biases away from zero: not every ReLU mask is the same
+    for k, v in p.items():  # biases away from zero: not every ReLU mask is the same
         if k.startswith("b"):
-            p[k] = rng.standard_normal(p[k].shape) * 0.3
+            p[k] = rng.standard_normal(v.shape) * 0.3
     return m, p, rng.standard_normal((B, 5)), rng.integers(0, 3, B)
 
 
@@ -106,7 +106,7 @@ def test_cnn_local_heads_unbiased_and_exact_at_the_heads():
     g = tg.activity_grad(model.local_loss, directions=12, mask=True, seed=5, exact_last=True)
     stats = _mean_and_se(g, (p, x, y), 25)
     for k, (mean, se) in stats.items():
-        if k.startswith("head") or k.startswith("fc1"):
+        if k.startswith(("head", "fc1")):
             np.testing.assert_allclose(mean, exact[k], rtol=1e-9, atol=1e-12, err_msg=k)
         else:
             assert np.all(np.abs(mean - exact[k]) <= 5 * se + 1e-12), k
