@@ -57,6 +57,7 @@ from .vjp import _accumulate
 __all__ = ["ActivityInterpreter", "Analysis", "Blocks", "Point", "activity_graph", "analyze"]
 
 LINEAR_PRIMITIVES = ("matmul", "conv2d")
+TAG = "perturb_point"
 SCALES = ("mul", "div", "neg")
 
 
@@ -126,8 +127,22 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
         var_ins = [a for a in node.inputs if isinstance(a, Var)]
         if var_ins and all(a in pure for a in var_ins):
             pure.update(node.outputs)
+    # user-tagged points (tracegrad.perturb_point): the value an automatic point would reach
+    # through parameter-free elementwise ops only is perturbed at the tag instead
+    tags = [n for n in graph.nodes if n.primitive.name == TAG]
+    absorbed: set[Var] = set()
+    for tag in tags:
+        v = tag.inputs[0]
+        while isinstance(v, Var) and len(uses.get(v, [])) == 1 and v in producer:
+            n = producer[v]
+            var_ins = [a for a in n.inputs if isinstance(a, Var)]
+            if not n.primitive.elementwise or len(var_ins) != 1 or var_ins[0] in pure:
+                break
+            v = var_ins[0]
+        absorbed.add(v)
     points: list[Point] = []
     claimed: set[Node] = set()
+    unclaimed: list[Node] = []  # parameter uses outside automatic points: tagged regions must hold them
     for node in graph.nodes:
         var_ins = [a for a in node.inputs if isinstance(a, Var)]
         touched = [a for a in var_ins if a in pure]
@@ -145,6 +160,9 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
                     bias = users[0]
                     claimed.add(bias)
             point = Point(node, bias, bias.outputs[0] if bias is not None else out)
+            if point.out in absorbed:  # perturbed at the tag that follows it
+                unclaimed.extend(n for n in (node, bias) if n is not None)
+                continue
             for n in (node, bias):
                 if n is not None:
                     for a in n.inputs:
@@ -152,11 +170,21 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
                             pure_ancestors(a, point.param_nodes)
             points.append(point)
             continue
-        what = f"{name} (a parameter used outside x @ W, conv2d(x, W) and their bias add)"
+        unclaimed.append(node)
+    if tags:
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        points = _tagged_points(tags, points, pure, producer, pure_ancestors, order) + points
+        points.sort(key=lambda p: order[p.base])
+    in_region = {n for p in points for n in p.param_nodes}
+    for node in unclaimed:
+        if node in in_region:
+            continue
+        what = f"{node.primitive.name} (a parameter used outside x @ W, conv2d(x, W) and their bias add)"
         raise GradientError(
             f"activity perturbation cannot estimate this use of a parameter: {what}", source=node.source,
-            hint="perturb only layers of the form x @ W + b / conv2d(x, W) + b; compute other parameter terms "
-                 "(weight decay, gains) separately, or use forward_grad / grad")
+            hint="perturb only layers of the form x @ W + b / conv2d(x, W) + b, or mark the layer's output with "
+                 "tracegrad.perturb_point(z); compute other parameter terms (weight decay) separately, or use "
+                 "forward_grad / grad")
     for v, w in zip(graph.inputs, wrt):
         if w and v in graph.outputs:
             raise GradientError("activity perturbation: a differentiated parameter is returned as the output")
@@ -187,6 +215,38 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
             p.tail = [n for n in graph.nodes if n.primitive.differentiable and not n.primitive.multiple_results
                       and n.outputs[0] in reach and n.outputs[0] in ancestors and n.outputs[0] is not p.out]
     return Analysis(points, per_example, scale, batch, terms)
+
+
+def _tagged_points(tags: list[Node], auto: list[Point], pure: set[Var], producer: dict[Var, Node],
+                   pure_ancestors: Any, order: dict[Node, int]) -> list[Point]:
+    """One point per ``perturb_point`` node. Its region: the nodes between the tag and the
+    nearest earlier points (automatic or tagged) that use a parameter or a value computed
+    from one inside the region; their VJP rules turn the tag's cotangent into the estimates."""
+    stops = {p.out for p in auto} | {t.outputs[0] for t in tags}
+    out = []
+    for tag in tags:
+        seen: set[Node] = set()
+        todo = [a for a in tag.inputs if isinstance(a, Var)]
+        while todo:  # every node the tag's input is computed from, back to the earlier points
+            v = todo.pop()
+            n = producer.get(v)
+            if n is None or n in seen or v in stops or v in pure:
+                continue
+            seen.add(n)
+            todo.extend(a for a in n.inputs if isinstance(a, Var))
+        region: list[Node] = []
+        made: set[Var] = set()
+        for n in sorted(seen, key=order.__getitem__):  # in graph order
+            ins = [a for a in n.inputs if isinstance(a, Var)]
+            if any(a in pure or a in made for a in ins):
+                for a in ins:
+                    if a in pure:
+                        pure_ancestors(a, region)
+                region.append(n)
+                made.update(n.outputs)
+        region = sorted(dict.fromkeys(region), key=order.__getitem__)
+        out.append(Point(tag, None, tag.outputs[0], param_nodes=region))
+    return out
 
 
 def _terms(per_example: Var, producer: dict[Var, Node]) -> list[Var]:
@@ -476,7 +536,7 @@ def _local_vjp(point: Point, ct: Any, read: Any, cts: dict[Var, Any], builder: G
     keep = {point.base.outputs[0]} | {v for n in point.param_nodes for v in n.outputs}
     for node in reversed(order):
         out_ct = local.pop(node.outputs[0], None) if not node.primitive.multiple_results else None
-        if out_ct is None:
+        if out_ct is None or not node.primitive.differentiable:
             continue
         builder.current_source = node.source
         prim = node.primitive

@@ -606,3 +606,27 @@ stop_gradient_p = declare("stop_gradient", lambda x: x, differentiable=False, el
 def stop_gradient(x: Any) -> Any:
     """The value of ``x``, treated as a constant by differentiation."""
     return bind(stop_gradient_p, x)
+
+
+# activity perturbation (ad/perturb.py): a user-tagged injection point; the identity otherwise
+perturb_point_p = declare("perturb_point", lambda x: x, elementwise=True, flops=no_flops, view=True,
+                          cuda=lambda x: x, fusion="view", cupy=lambda layout, params, n: layout)
+
+
+def perturb_point(x: Any) -> Any:
+    """``x`` itself, marked as an activity-perturbation point for ``tracegrad.activity_grad``: a
+    tangent is injected there besides the automatic points (``x @ W + b``, ``conv2d(x, W) + b``).
+    The parameters used between the nearest earlier points and ``x`` (a user-written layer, a
+    gain after a nonlinearity) get their estimate from the local VJP of those nodes with
+    ``d ⊙ u`` as cotangent; an automatic point whose output reaches ``x`` only through
+    elementwise ops without parameters (``perturb_point(relu(x @ W + b))``) is perturbed at
+    ``x`` instead. Everywhere else (``grad``, ``jvp``, ``forward_grad``, eager NumPy) the identity."""
+    return bind(perturb_point_p, x)
+
+
+def _perturb_point_jvp(primals: list[Any], tangents: list[T.Tangent]) -> tuple[Any, T.Tangent]:
+    return perturb_point(primals[0]), tangents[0]
+
+
+perturb_point_p.jvp = _perturb_point_jvp
+perturb_point_p.vjp = lambda ct, primals, y: (ct,)
