@@ -8,7 +8,8 @@ one execution pushes them all forward and each parameter's estimate is its node'
 applied to ``(1/K) Σ_n d_n ⊙ u_n`` (for ``x @ W``: ``xᵀ(d ⊙ u)``).
 
 Directions: ``K * G`` tangents per layer, drawn counter-based like ``forward_grad``'s
-(``(seed, step, layer, direction)``). With ``groups=G`` direction ``(k, g)`` is zero outside
+(``(seed, step, layer, direction)``; a layer whose G blocks are kept block-sparse draws the G
+blocks of direction k as one array, key ``(seed, step, layer, k)``). With ``groups=G`` direction ``(k, g)`` is zero outside
 block ``g`` of each layer's units (features of a matmul, channels of a conv2d): G
 block-sparse directions, each unit perturbed by exactly one, so no ``1/G`` (a layer narrower
 than G gets one unit per block); they reduce the
@@ -75,13 +76,11 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
         if check_separable and key not in checked and shapes:
             _check_separable(compiled, args, wrt, leaves, shapes, sampler, bool(exact_last))
             checked.add(key)
-        specs = [((int(np.prod(shape[:2])),) + shape[2:] if axis is None else shape, dtype)
-                 for shape, dtype, axis in shapes]
-        us = sampler.draw_many(specs, np, step=int(step))
-        for i, (shape, _, axis) in enumerate(shapes):
-            if axis is None:  # block-sparse layer: only the blocks are drawn
-                us[i] = us[i].reshape(shape)
-            elif g_count > 1:
+        # a block-sparse layer (K, G, B, w/G) draws its K directions' G blocks as one array each
+        # (one counter-based fill of K x B x w numbers, not K x G small ones)
+        us = sampler.draw_many([(shape, dtype) for shape, dtype, _ in shapes], np, step=int(step))
+        for i, (_, _, axis) in enumerate(shapes):
+            if axis is not None and g_count > 1:
                 _restrict_to_groups(us[i], k, g_count, axis)
         outs = entry.executable(*leaves, *us)
         value, grads_flat = outs[0], outs[1:-1]

@@ -375,6 +375,54 @@ class Blocks(T.Tangent):
         return super().fit(out)
 
 
+class BlocksSum(T.Tangent):
+    """``base + blocks``: a dense tangent (the earlier layers' directions, pushed forward) plus
+    this layer's block-sparse one, kept apart so the next matmul maps the blocks group-wise
+    (``Blocks.map``) instead of densifying them — densifying G blocks of a ``(B, w)`` tangent
+    costs a pass over G x B x w numbers, more than the product itself."""
+
+    __slots__ = ("base", "blocks")
+
+    def __init__(self, base: T.Tangent, blocks: Blocks):
+        self.base, self.blocks = base, blocks
+
+    @property
+    def aval(self) -> Aval:
+        return self.blocks.aval
+
+    def dense(self) -> Any:
+        return numpy_namespace().add(self.base.dense(), self.blocks.dense())
+
+    def scale(self, factor: Any, out: Aval) -> T.Tangent:
+        if out.shape != self.aval.shape or tuple(np.shape(factor)) != self.aval.shape:
+            return super().scale(factor, out)
+        scaled = self.blocks.scale(factor, out)
+        if not isinstance(scaled, Blocks):
+            return super().scale(factor, out)
+        return BlocksSum(self.base.scale(factor, out), scaled)
+
+    def map(self, lm: Any, out: Aval) -> T.Tangent:
+        if lm.name != "matmul_left":  # a matmul maps each part; anything else sees the sum
+            return super().map(lm, out)
+        return T.add(out, self.base.map(lm, out), self.blocks.map(lm, out))
+
+    def neg(self) -> T.Tangent:
+        return BlocksSum(self.base.neg(), Blocks(-self.blocks.blocks, self.blocks.aval))
+
+    def fit(self, out: Aval) -> T.Tangent:
+        if out.shape == self.aval.shape and out.dtype == self.aval.dtype:
+            return self
+        return super().fit(out)
+
+
+def _plus(aval: Aval, t: T.Tangent, u: T.Tangent) -> T.Tangent:
+    """``t + u`` at an injection point; a block-sparse ``u`` stays apart from a dense ``t``."""
+    if isinstance(u, Blocks) and isinstance(t, T.Dense) and t.aval.shape == aval.shape == u.aval.shape \
+            and t.aval.dtype == aval.dtype:
+        return BlocksSum(t, u)
+    return T.add(aval, t, u)
+
+
 def blockable(point: Point, groups: int) -> bool:
     """Whether ``point`` takes block-sparse tangents: a ``(B, w)`` matmul output, G | w."""
     shape = point.out.aval.shape
@@ -404,13 +452,13 @@ class ActivityInterpreter(JVPInterpreter):
             (p, t), = super().node(node, values)
             if self.mask:
                 self.used[i] = self.us[i].scale(_nonzero(fprime, z), z.aval)
-            return [(p, T.add(node.outputs[0].aval, t, self.us[i].scale(fprime, node.outputs[0].aval)))]
+            return [(p, _plus(node.outputs[0].aval, t, self.us[i].scale(fprime, node.outputs[0].aval)))]
         outs = super().node(node, values)
         for k, v in enumerate(node.outputs):
             i = self.at_out.get(v)
             if i is not None:
                 p, t = outs[k]
-                outs[k] = (p, T.add(v.aval, t, self.us[i]))
+                outs[k] = (p, _plus(v.aval, t, self.us[i]))
         return outs
 
 
