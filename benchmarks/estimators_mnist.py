@@ -131,7 +131,7 @@ def variance(args: argparse.Namespace) -> None:
 
     ds = load_dataset("mnist", args.data_dir)
     xs, ys = BatchStream(ds.x_train, ds.y_train, 64, 0).next()
-    print(f"| estimator | objective | relative MSE E|ĝ-g|²/|g|² at init | after {args.warm} backprop steps |")
+    print(f"| estimator | objective | relative MSE E|ĝ-g|²/|g|² at init | after {args.warm} exact SGD steps |")
     print("|---|---|---:|---:|")
     for name in args.estimators:
         cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, seed=0,
@@ -158,6 +158,11 @@ def variance(args: argparse.Namespace) -> None:
                 errs.append(float(np.sum((ev - gv) ** 2)))
             cols.append(f"{np.mean(errs) / np.sum(gv ** 2):.4g}")
         objective = "local" if name == "local" else "global"
+        if name == "local":  # how far the local objective's gradient is from the global one
+            glob = tg.grad(lambda p, x, y: tg.numpy.cross_entropy(model.apply(p, x), y))(params, xs, ys)
+            cos = [float(np.sum(g[k] * glob[k]) / np.sqrt(np.sum(g[k] ** 2) * np.sum(glob[k] ** 2)))
+                   for k in ("w0", "w1")]
+            objective += f" (cosine to the global gradient: w0 {cos[0]:.2f}, w1 {cos[1]:.2f})"
         print(f"| {LABELS[name]} | {objective} | {cols[0]} | {cols[1]} |", flush=True)
 
 
