@@ -159,7 +159,11 @@ def variance(args: argparse.Namespace) -> None:
             cols.append(f"{np.mean(errs) / np.sum(gv ** 2):.4g}")
         objective = "local" if name == "local" else "global"
         if name == "local":  # how far the local objective's gradient is from the global one
-            glob = tg.grad(lambda p, x, y: tg.numpy.cross_entropy(model.apply(p, x), y))(params, xs, ys)
+            # the plain model (no stop-gradients) with the shared parameters: the global loss
+            plain = build_model(args.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape)
+            shared = {k: params[k] for k in plain.init(0)}
+            glob = tg.grad(lambda p, x, y, apply=plain.apply: tg.numpy.cross_entropy(apply(p, x), y))(
+                shared, xs, ys)
             cos = [float(np.sum(g[k] * glob[k]) / np.sqrt(np.sum(g[k] ** 2) * np.sum(glob[k] ** 2)))
                    for k in ("w0", "w1")]
             objective += f" (cosine to the global gradient: w0 {cos[0]:.2f}, w1 {cos[1]:.2f})"
