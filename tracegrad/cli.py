@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -154,11 +155,20 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="also report the training time and step at which the test loss first "
                         "reached L (in the final line and summary.json)")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="data-parallel workers, each on 1/N of every batch, exchanging seeds and scalars "
+                        "(default 1; with --engine mpi this starts mpiexec -n N)")
+    p.add_argument("--engine", choices=("mpi", "local"),
+                   help=f"with --workers: one MPI process per worker, or one process playing them all "
+                        f"(default {d.engine})")
+    p.add_argument("--exchange", choices=("seeds", "dense"),
+                   help="with --workers: send each worker's loss and K directional derivatives (seeds), or "
+                        f"all-reduce the estimate (dense) (default {d.exchange})")
 
 
 _TRAIN_OPTIONS = ("model", "data", "data_dir", "steps", "epochs", "batch_size", "optimizer", "lr",
                   "schedule", "weight_decay", "directions", "distribution", "backend", "seed", "eval_every",
-                  "checkpoint_every", "mode", "tangents", "groups", "mask")
+                  "checkpoint_every", "mode", "tangents", "groups", "mask", "workers", "engine", "exchange")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -210,16 +220,14 @@ def _train_config(args: argparse.Namespace) -> Any:
     try:
         config.validate()
     except ValueError as exc:  # a bad combination of options: a usage error
-        raise CLIError(str(exc).replace("directions=", "--directions ")) from None
+        raise CLIError(str(exc).replace("directions=", "--directions ").replace("workers=", "--workers ")) from None
     if args.resume:  # options that would silently continue a different run: a usage error
-        from .train.trainer import _RESUME_FIXED
+        from .train.trainer import resume_conflict
 
-        mine = config.to_dict()
-        for key in _RESUME_FIXED:
-            if key in checkpoint.config and checkpoint.config[key] != mine[key]:
-                raise CLIError(f"{checkpoint.path} was made with {key}={checkpoint.config[key]!r} but "
-                               f"this run has {key}={mine[key]!r}; keep it the same to resume, or "
-                               "pick another --out")
+        conflict = resume_conflict(checkpoint.config, config.to_dict())
+        if conflict is not None:
+            raise CLIError(f"{checkpoint.path} {conflict.replace('workers=', '--workers ')}, or pick "
+                           "another --out")
     return config
 
 
@@ -234,15 +242,54 @@ def _describe_data(config: Any, ds: Any) -> str:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+
+
+    start = time.perf_counter()
+    config = _train_config(args)
+    if "PMI_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
+        from .train.distributed import launcher_size
+
+        size = launcher_size()
+        if size > 1 and not (config.workers == size and config.engine == "mpi"):
+            raise CLIError(f"this command was started as {size} MPI processes, but it asks for "
+                           f"--workers {config.workers}" + (" --engine local" if config.engine == "local" else "")
+                           + f": each process would train alone and overwrite the others' files; pass "
+                           f"--workers {size} (engine mpi), or start one process")
+    if config.workers > 1 and config.engine == "mpi":
+        from .train import distributed
+
+        if not distributed.under_mpi_launcher():  # start the N workers, each running this command
+            return distributed.launch(args.argv, config.workers)
+
+        world = distributed.join_world(config.workers)
+        with distributed.abort_on_failure(world, passes=_agreed_failures()):
+            return _train(args, config, start, world.rank)
+    return _train(args, config, start, 0)
+
+
+def _secondary_worker() -> bool:
+    distributed = sys.modules.get("tracegrad.train.distributed")  # loaded only by data-parallel runs
+    return distributed is not None and distributed.secondary_worker()
+
+
+def _agreed_failures() -> tuple[type[BaseException], ...]:
+    """What every data-parallel worker raises at the same step, from the same (exchanged) loss
+    and the same parameters: these end each worker normally instead of aborting the job."""
+    from .train.trainer import TrainingDivergedError, TrainingInterrupted
+
+    return TrainingInterrupted, TrainingDivergedError
+
+
+def _train(args: argparse.Namespace, config: Any, start: float, rank: int) -> int:
+    """Train ``config`` in this process (worker ``rank`` of a data-parallel run: only rank 0
+    prints progress and writes files; every worker prints its parameter hash)."""
     import json
     from pathlib import Path
 
     from .train import Trainer
     from .train.metrics import atomic_write_bytes
 
-    start = time.perf_counter()
-    config = _train_config(args)
-    say = (lambda s: None) if config.quiet else (lambda s: print(s, flush=True))
+    say = (lambda s: None) if config.quiet or rank else (lambda s: print(s, flush=True))
     try:
         trainer = Trainer(config)
     except KeyboardInterrupt:
@@ -260,6 +307,8 @@ def _run_train(args: argparse.Namespace) -> int:
         + (f"K={config.directions} {config.distribution} direction(s), " if config.mode in ("activity", "local") else "")
         + (f"G={config.groups} group(s){', masked' if config.mask else ''}, "
            if config.mode in ("activity", "local") else "")
+        + (f"{config.workers} workers ({config.engine} engine, {config.exchange} exchange), "
+           if config.workers > 1 else "")
         + f"seed {config.seed} -> {config.out}")
     if trainer.defaults_used:
         say("defaults in use for " + f"{config.model} on {config.data}: "
@@ -268,6 +317,12 @@ def _run_train(args: argparse.Namespace) -> int:
             + " (pass them to change)")
     result = trainer.run()
     total = time.perf_counter() - start
+    if trainer.engine is not None:  # equal on every worker (checked), printed by each
+        who = (f"worker {rank} of {config.workers}" if config.engine == "mpi"
+               else f"{config.workers} workers (local engine)")
+        print(f"{who}: parameter hash {trainer.param_hash} after step {result.step}", flush=True)
+        if rank:
+            return 0
     summary = {"model": config.model, "data": config.data, "data_dir": config.data_dir,
                "train_examples": len(ds.y_train), "test_examples": len(ds.y_test),
                "optimizer": config.optimizer, "lr": config.lr, "schedule": config.schedule,
@@ -275,7 +330,8 @@ def _run_train(args: argparse.Namespace) -> int:
                "distribution": config.distribution, "mode": config.mode, "estimator": config.mode, "tangents": config.tangents,
                "model_kwargs": config.model_kwargs, "steps": result.step,
                "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-               "train_time_s": result.train_time,
+               "train_time_s": result.train_time, "workers": config.workers,
+               "param_hash": trainer.param_hash,
                "ms_per_step": 1e3 * result.train_time / max(result.step, 1)}
     reached = ""
     if args.target_loss is not None:
@@ -586,7 +642,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _fail(message: str, status: int = 2) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    if not _secondary_worker():  # data-parallel workers fail together (divergence); rank 0 says so
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
     return status
 
 
@@ -607,6 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --workers N` re-runs it
     except CLIError as exc:
         return _fail(_one_line(exc))
     except SystemExit as exc:  # --help and --version exit through argparse
@@ -632,7 +690,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"{exc.name} is not available in this installation of tracegrad", 1)
         raise
     except TrainingInterrupted as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr, flush=True)
+        if not _secondary_worker():  # every worker stops at the same step; rank 0 says so
+            print(f"{PROG}: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_status
     except _Interrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)

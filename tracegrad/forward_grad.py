@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from .errors import TangentError
 from .structured import LowRankGrad
 from .tree import tree_flatten, tree_unflatten
 
-__all__ = ["DISTRIBUTIONS", "DirectionSampler", "forward_grad"]
+__all__ = ["DISTRIBUTIONS", "DirectionSampler", "Factors", "draw_tangents", "forward_grad"]
 
 DISTRIBUTIONS = tg_random.DISTRIBUTIONS
 STATE_VERSION = 2  # checkpoints' sampler_state: {"version": 2, "seed": ..., "distribution": ...}
@@ -71,16 +71,18 @@ class DirectionSampler:
             raise ValueError(f"sampler state has seed {state['seed']} and distribution {state['distribution']!r}, "
                              f"this sampler seed {self.seed} and {self.distribution!r}")
 
-    def key(self, step: int, param: int, direction: int) -> int:
+    def key(self, step: int, param: int, direction: int, worker: int = 0) -> int:
         """The 64-bit key of one direction (``random.direction_key``)."""
-        return tg_random.direction_key(self.seed, step, param, direction)
+        return tg_random.direction_key(self.seed, step, param, direction, worker)
 
     def draw_many(self, specs: Sequence[tuple[tuple[int, ...], Any]], xp: Any = np, *,
-                  step: int, first_param: int = 0) -> list[Any]:
+                  step: int, first_param: int = 0, worker: int = 0) -> list[Any]:
         """The tangents of one step: spec ``p`` is ``((K,) + leaf shape, dtype)`` for parameter
-        leaf ``first_param + p``, row ``k`` its direction ``k``. Arrays of namespace ``xp``
-        (NumPy or CuPy; on CuPy all of them come from one kernel launch)."""
-        keys = [[self.key(step, first_param + p, k) for k in range(shape[0])] for p, (shape, _) in enumerate(specs)]
+        leaf ``first_param + p``, row ``k`` its direction ``k`` (of data-parallel ``worker``).
+        Arrays of namespace ``xp`` (NumPy or CuPy; on CuPy all of them come from one kernel
+        launch)."""
+        keys = [[self.key(step, first_param + p, k, worker) for k in range(shape[0])]
+                for p, (shape, _) in enumerate(specs)]
         if xp is np:
             out = []
             for (shape, dtype), ks in zip(specs, keys):
@@ -133,7 +135,11 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
 
     calls = [0]
 
-    def estimate(*args: Any, step: int | None = None, **kwargs: Any) -> tuple[Any, Any]:
+    def derive(*args: Any, step: int | None = None, worker: int = 0,
+               **kwargs: Any) -> tuple[Any, Any, list[Any], list[tuple[Any, int]]]:
+        """The value, the K directional derivatives ``jv``, the tangents of every
+        differentiated leaf (depth-first: a ``(K, *shape)`` array, or ``Factors`` for a
+        low-rank leaf) and the tree of each argument in ``nums`` with its leaf count."""
         if step is None:
             step = calls[0]
         elif int(step) < 0:
@@ -145,7 +151,6 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
         for i in nums:
             if i >= len(args):
                 raise TypeError(f"argnums names argument {i}, but only {len(args)} were passed")
-        tangents: list[Any] = [None] * len(args)
         specs, trees = [], []
         for i in nums:
             leaves, tree = tree_flatten(args[i])
@@ -156,45 +161,125 @@ def forward_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, di
                                        "only floating-point parameters can be differentiated",
                                        hint="pass integer data through an argument not in argnums")
                 specs.append(((k,) + tuple(np.shape(leaf)), dtype))
-            trees.append((i, tree, len(leaves)))
+            trees.append((tree, len(leaves)))
         xp = _namespace(compiled, [args[i] for i in nums])
+        parts = draw_tangents(sampler, specs, xp, int(step), low_rank, worker=worker)
         if low_rank:
-            return _structured(target, args, nums, specs, xp, int(step), k, low_rank, sampler, has_aux, single)
-        drawn = sampler.draw_many(specs, xp, step=int(step))
-        vs_of: dict[int, tuple[list[Any], Any]] = {}
-        start = 0
-        for i, tree, count in trees:
-            vs_of[i] = (drawn[start:start + count], tree)
-            tangents[i] = tree_unflatten(tree, vs_of[i][0])
-            start += count
-        value, jv = target.jvp(tuple(args), tuple(tangents), batched=True)
-        if has_aux:
-            (value, aux), jv = value, jv[0]
-        if np.ndim(value) != 0 or jv is None:
-            raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
+            value, jv, trees = _structured(target, args, nums, parts, low_rank)
+        else:
+            tangents: list[Any] = [None] * len(args)
+            start = 0
+            for i, (tree, count) in zip(nums, trees):
+                tangents[i] = tree_unflatten(tree, parts[start:start + count])
+                start += count
+            value, jv = target.jvp(tuple(args), tuple(tangents), batched=True)
+            if has_aux:
+                jv = jv[0]
+        if has_aux and low_rank:
+            value = tuple(value)
+        if np.ndim(value[0] if has_aux else value) != 0 or jv is None:
+            shape = np.shape(value[0] if has_aux else value)
+            raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {shape}",
                                hint="reduce the output, e.g. return np.mean(loss)")
-        grads = []
-        for i in nums:
-            vs, tree = vs_of[i]
-            if k == 1:  # scale the freshly drawn tangent in place: no parameter-sized temporary
-                g = [xp.multiply(v[0], jv[0], out=v[0]) for v in vs]
-            else:
-                g = [xp.tensordot(jv, v, axes=1) / k for v in vs]
+        return value, jv, parts, trees
+
+    def estimate(*args: Any, step: int | None = None, **kwargs: Any) -> tuple[Any, Any]:
+        value, jv, parts, trees = derive(*args, step=step, **kwargs)
+        grads, start = [], 0
+        for tree, count in trees:
+            g = []
+            for part in parts[start:start + count]:
+                if isinstance(part, Factors):
+                    a, b = part.a, part.b
+                    if k == 1:
+                        g.append(LowRankGrad(array_namespace(a).multiply(a[0], jv[0], out=a[0]), b[0], part.shape))
+                    else:  # Σ_k (d_k / K) a_k b_kᵀ: the factors side by side, rank K·r
+                        xp = array_namespace(a)
+                        a = a * (jv / k)[:, None, None]
+                        u = xp.ascontiguousarray(xp.transpose(a, (1, 0, 2))).reshape(part.shape[0], -1)
+                        v = xp.ascontiguousarray(xp.transpose(b, (1, 0, 2))).reshape(b.shape[1], -1)
+                        g.append(LowRankGrad(u, v, part.shape))
+                elif k == 1:  # scale the freshly drawn tangent in place: no parameter-sized temporary
+                    g.append(array_namespace(part).multiply(part[0], jv[0], out=part[0]))
+                else:
+                    g.append(array_namespace(part).tensordot(jv, part, axes=1) / k)
             grads.append(tree_unflatten(tree, g))
-        return (value, aux) if has_aux else value, grads[0] if single else tuple(grads)
+            start += count
+        return value, grads[0] if single else tuple(grads)
+
+    def derivatives(*args: Any, step: int, worker: int = 0, **kwargs: Any) -> tuple[Any, Any, list[Any]]:
+        """``(value, jv, tangents)``: the value (with aux), the K directional derivatives
+        along the directions of ``(seed, step, leaf, k, worker)`` and those tangents, one
+        entry per differentiated leaf (depth-first): a ``(K, *shape)`` array, or ``Factors``
+        for a low-rank leaf. The data-parallel engine (``train/distributed.py``) sends ``jv``
+        and rebuilds other workers' tangents with ``regenerate``."""
+        value, jv, parts, _ = derive(*args, step=step, worker=worker, **kwargs)
+        return value, jv, parts
+
+    def regenerate(specs: Sequence[tuple[tuple[int, ...], Any]], step: int, worker: int = 0,
+                   xp: Any = np) -> list[Any]:
+        """The tangents ``derivatives`` drew for leaves of ``(shape, dtype)`` ``specs`` at
+        ``(step, worker)``, drawn again from their keys (same numbers, same layout)."""
+        return draw_tangents(sampler, [((k,) + tuple(shape), dtype) for shape, dtype in specs], xp,
+                             int(step), low_rank, worker=worker)
 
     estimate.sampler = sampler  # type: ignore[attr-defined]
     estimate.namespace = lambda *args: _namespace(compiled, [args[i] for i in nums])  # type: ignore[attr-defined]
     estimate.compiled = compiled  # type: ignore[attr-defined]
+    estimate.derivatives = derivatives  # type: ignore[attr-defined]
+    estimate.regenerate = regenerate  # type: ignore[attr-defined]
+    estimate.directions = k  # type: ignore[attr-defined]
+    estimate.rank = low_rank  # type: ignore[attr-defined]
     return estimate
 
 
-def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], specs: list[tuple[tuple[int, ...], Any]],
-                xp: Any, step: int, k: int, r: int, sampler: DirectionSampler, has_aux: bool,
-                single: bool) -> tuple[Any, Any]:
-    """One forward-gradient step with rank-``r`` tangents on the leaves of ndim >= 2: draw
-    the factors (a pure function of ``(seed, step, leaf, direction)``), run the JVP graph on
-    them, and return the estimate with ``LowRankGrad`` leaves (never densified here)."""
+class Factors(NamedTuple):
+    """The rank-``r`` tangents of one leaf of ndim >= 2 for K directions: ``a`` of shape
+    ``(K, shape[0], r)`` (scaled by ``1/sqrt(r)``), ``b`` of shape ``(K, prod(shape[1:]), r)``;
+    direction k is ``reshape(a[k] @ b[k]ᵀ, shape)``."""
+
+    a: Any
+    b: Any
+    shape: tuple[int, ...]
+
+
+def draw_shape(shape: Sequence[int], rank: int) -> tuple[int, ...]:
+    """The numbers one direction of a leaf of ``shape`` takes: the leaf itself (dense), or
+    ``(d0 + d1·d2·…)·r`` (the factors of a rank-``r`` tangent, ``a`` first)."""
+    shape = tuple(int(s) for s in shape)
+    if rank and len(shape) >= 2:
+        return ((shape[0] + math.prod(shape[1:])) * rank,)
+    return shape
+
+
+def split_factors(drawn: Any, shape: Sequence[int], rank: int) -> Factors:
+    """The factors held in ``drawn`` (``(..., (d0 + rest)·r)`` numbers as ``draw_shape``
+    lays them out): views ``a`` (scaled by ``1/sqrt(r)`` in place) and ``b``."""
+    shape = tuple(int(s) for s in shape)
+    m, lead = shape[0] * rank, drawn.shape[:-1]
+    a = drawn[..., :m].reshape(*lead, shape[0], rank)
+    b = drawn[..., m:].reshape(*lead, math.prod(shape[1:]), rank)
+    if rank > 1:
+        a *= 1.0 / math.sqrt(rank)
+    return Factors(a, b, shape)
+
+
+def draw_tangents(sampler: DirectionSampler, specs: Sequence[tuple[tuple[int, ...], Any]], xp: Any, step: int,
+                  rank: int, *, worker: int = 0) -> list[Any]:
+    """The tangents of one step for leaves of ``((K, *shape), dtype)`` ``specs``: a
+    ``(K, *shape)`` array per leaf, or its ``Factors`` when ``rank > 0`` and ndim >= 2 —
+    a pure function of ``(seed, step, leaf, direction, worker)``."""
+    draw_specs = [((shape[0],) + draw_shape(shape[1:], rank), dtype) for shape, dtype in specs]
+    drawn = sampler.draw_many(draw_specs, xp, step=step, worker=worker)
+    return [split_factors(arr, shape[1:], rank) if rank and len(shape) >= 3 else arr
+            for (shape, _), arr in zip(specs, drawn)]
+
+
+def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], parts: list[Any],
+                r: int) -> tuple[Any, Any, list[tuple[Any, int]]]:
+    """The JVP with rank-``r`` tangents on the leaves of ndim >= 2 (``parts``: drawn by
+    ``draw_tangents``): returns the value, the directional derivatives and the subtree of
+    each argument in ``nums`` with its leaf count."""
     _, treedef, _, _ = target._signature(args)
     spans: dict[int, tuple[int, Any]] = {}  # argument position -> (first leaf, subtree)
     start = 0
@@ -209,65 +294,19 @@ def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], specs: lis
         first, child = spans[i]
         flags[first:first + child.num_leaves] = [True] * child.num_leaves
     mask = tuple(flags)
-    draw_specs = []
-    for shape, dtype in specs:  # leaf order: depth-first over nums, as the dense path
-        core = shape[1:]
-        if len(core) >= 2:
-            draw_specs.append(((k, (core[0] + math.prod(core[1:])) * r), dtype))
-        else:
-            draw_specs.append((shape, dtype))
-    drawn = sampler.draw_many(draw_specs, xp, step=step)
     inputs_of: dict[int, list[Any]] = {}  # leaf position -> its tangent inputs
-    parts: list[tuple[int, Any]] = []  # per drawn leaf: (position, (a, b) or dense v)
-    p = 0
+    p, trees = 0, []
     for i in nums:
         first, child = spans[i]
+        trees.append((child, child.num_leaves))
         for j in range(first, first + child.num_leaves):
-            core, arr = specs[p][0][1:], drawn[p]
-            if len(core) >= 2:
-                m = core[0] * r
-                a = arr[:, :m].reshape(k, core[0], r)
-                b = arr[:, m:].reshape(k, math.prod(core[1:]), r)
-                if r > 1:
-                    a *= 1.0 / math.sqrt(r)
-                inputs_of[j] = [a, b]
-                parts.append((j, (a, b)))
-            else:
-                inputs_of[j] = [arr]
-                parts.append((j, arr))
+            part = parts[p]
+            inputs_of[j] = [part.a, part.b] if isinstance(part, Factors) else [part]
             p += 1
     tangent_inputs = [x for j in sorted(inputs_of) for x in inputs_of[j]]
+    k = parts[0].a.shape[0] if isinstance(parts[0], Factors) else parts[0].shape[0]
     value, touts = target.jvp_leaves(args, mask, (k,), r, tangent_inputs)
-    jv = touts[0] if touts else None
-    aux = None
-    if has_aux:
-        value, aux = value
-    if np.ndim(value) != 0 or jv is None:
-        raise TangentError(f"forward_grad needs a function returning a scalar float, got shape {np.shape(value)}",
-                           hint="reduce the output, e.g. return np.mean(loss)")
-    grads, p = [], 0
-    for i in nums:
-        _, child = spans[i]
-        g = []
-        for _ in range(child.num_leaves):
-            shape = specs[p][0][1:]
-            part = parts[p][1]
-            if isinstance(part, tuple):
-                a, b = part
-                if k == 1:
-                    g.append(LowRankGrad(xp.multiply(a[0], jv[0], out=a[0]), b[0], shape))
-                else:  # Σ_k (d_k / K) a_k b_kᵀ: the factors side by side, rank K·r
-                    a = a * (jv / k)[:, None, None]
-                    u = xp.ascontiguousarray(xp.transpose(a, (1, 0, 2))).reshape(shape[0], k * r)
-                    v = xp.ascontiguousarray(xp.transpose(b, (1, 0, 2))).reshape(b.shape[1], k * r)
-                    g.append(LowRankGrad(u, v, shape))
-            elif k == 1:
-                g.append(xp.multiply(part[0], jv[0], out=part[0]))
-            else:
-                g.append(xp.tensordot(jv, part, axes=1) / k)
-            p += 1
-        grads.append(tree_unflatten(child, g))
-    return (value, aux) if has_aux else value, grads[0] if single else tuple(grads)
+    return value, (touts[0] if touts else None), trees
 
 
 def _namespace(compiled: Compiled, params: Sequence[Any]) -> Any:

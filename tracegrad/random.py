@@ -40,6 +40,7 @@ MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
+_WORKER_SALT = 0x3C6EF372FE94F82B  # marks the worker link of a direction key
 _U24 = 5.9604644775390625e-08  # 2**-24
 _TWO_PI = 6.2831853071795865
 _CHUNK = 1 << 15  # pairs (normal) or blocks of 64 (rademacher) per chunk: stays in L2
@@ -57,15 +58,22 @@ def mix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def direction_key(seed: int, step: int, param: int, direction: int) -> int:
-    """The 64-bit key of one direction: a hash chain over the four coordinates, so keys of
-    different coordinates are unrelated (no two directions share a stream or overlap)."""
+def direction_key(seed: int, step: int, param: int, direction: int, worker: int = 0) -> int:
+    """The 64-bit key of one direction: a hash chain over the coordinates, so keys of
+    different coordinates are unrelated (no two directions share a stream or overlap).
+
+    ``worker`` is the data-parallel worker that draws the direction (``train/distributed.py``).
+    Worker 0 adds no link to the chain, so its keys are those of a single process and a
+    one-worker run keeps today's directions; worker ``r > 0`` adds one more link (salted,
+    so it cannot coincide with a longer coordinate chain)."""
     key = mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
-    for field in (step, param, direction):
-        value = int(field)
-        if value < 0:
-            raise ValueError(f"direction coordinates must be >= 0, got {value}")
+    coords = [int(step), int(param), int(direction), int(worker)]
+    if min(coords) < 0:
+        raise ValueError(f"direction coordinates must be >= 0, got {min(coords)}")
+    for value in coords[:3]:
         key = mix64((key + GOLDEN * (value + 1)) & MASK64)
+    if coords[3]:
+        key = mix64(((key ^ _WORKER_SALT) + GOLDEN * (coords[3] + 1)) & MASK64)
     return key
 
 
@@ -167,9 +175,9 @@ def fill(distribution: str, key: int, out: np.ndarray, *, threads: bool = True) 
 
 
 def sample(distribution: str, seed: int, step: int, param: int, direction: int,
-           shape: Sequence[int], dtype: Any = np.float32) -> np.ndarray:
-    """The tangent of ``(seed, step, param, direction)`` as a fresh array of ``shape``."""
+           shape: Sequence[int], dtype: Any = np.float32, *, worker: int = 0) -> np.ndarray:
+    """The tangent of ``(seed, step, param, direction, worker)`` as a fresh array of ``shape``."""
     out = np.empty(tuple(int(s) for s in shape), np.dtype(dtype))
     if math.prod(out.shape) and np.dtype(dtype).kind != "f":
         raise ValueError(f"tangents are floating point, got dtype {np.dtype(dtype)}")
-    return fill(distribution, direction_key(seed, step, param, direction), out)
+    return fill(distribution, direction_key(seed, step, param, direction, worker), out)

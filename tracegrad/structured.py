@@ -9,6 +9,12 @@ optimizers apply it where it lands: ``add_to(p, -lr)`` is one in-place rank-R BL
 else in row blocks of at most 8,192 elements) on the parameter's own memory.
 Anything else reads it as an array (``np.asarray(g)``, ``g.dense()``), so generic code
 stays correct. No tracegrad imports: every layer (optimizers included) may use it.
+
+``ordered=True`` (data-parallel workers, ``train/distributed.py``): ``add_to`` and ``dense``
+sum the R rank-1 terms column by column, in order, with NumPy ufuncs only (an outer product
+and an add per term, on cache-sized row blocks), never a BLAS reduction whose order depends
+on the library, its kernel or its thread count — so every worker that applies the same
+factors gets the same bits.
 """
 
 from __future__ import annotations
@@ -21,21 +27,22 @@ import numpy as np
 __all__ = ["LowRankGrad"]
 
 _BLOCK_ELEMENTS = 8192  # NumPy fallback without SciPy: row blocks of at most this many elements
+_ORDERED_BLOCK_ELEMENTS = 32768  # ordered sums: two blocks of 128 KiB (float32) stay in L2
 
 
 class LowRankGrad:
     """``reshape(u @ vᵀ, shape)`` with ``u`` of shape ``(shape[0], R)`` and ``v`` of shape
     ``(prod(shape[1:]), R)``."""
 
-    __slots__ = ("shape", "u", "v")
+    __slots__ = ("ordered", "shape", "u", "v")
     __array_priority__ = 20
 
-    def __init__(self, u: Any, v: Any, shape: tuple[int, ...]):
+    def __init__(self, u: Any, v: Any, shape: tuple[int, ...], *, ordered: bool = False):
         shape = tuple(int(s) for s in shape)
         if u.ndim != 2 or v.ndim != 2 or u.shape[1] != v.shape[1] \
                 or u.shape[0] != shape[0] or v.shape[0] != math.prod(shape[1:]):
             raise ValueError(f"factors of shapes {u.shape} and {v.shape} do not form a gradient of shape {shape}")
-        self.u, self.v, self.shape = u, v, shape
+        self.u, self.v, self.shape, self.ordered = u, v, shape, bool(ordered)
 
     @property
     def dtype(self) -> np.dtype:
@@ -55,6 +62,15 @@ class LowRankGrad:
 
     def dense(self, out: Any = None) -> Any:
         """The gradient as an array (written into ``out`` when given: a kept buffer)."""
+        if self.ordered and type(self.u) is np.ndarray:
+            if out is None or not (out.dtype == self.u.dtype and out.flags.c_contiguous):
+                dense = self._ordered_sum(np.zeros(self.shape, self.u.dtype), 1.0)
+                if out is None:
+                    return dense
+                out[...] = dense
+                return out
+            out[...] = 0
+            return self._ordered_sum(out, 1.0)
         if out is None:
             return (self.u @ self.v.T).reshape(self.shape)
         if out.dtype == self.u.dtype and out.flags.c_contiguous:
@@ -79,6 +95,8 @@ class LowRankGrad:
             flat = target.reshape(self.shape[0], -1)
             u = self.u.astype(target.dtype, copy=False)
             v = self.v.astype(target.dtype, copy=False)
+            if self.ordered:
+                return self._ordered_sum(target, alpha)
             if _blas_update(flat, u, v, alpha):
                 return target
             rows = max(1, _BLOCK_ELEMENTS // max(1, flat.shape[1]))
@@ -91,8 +109,31 @@ class LowRankGrad:
         target += alpha * self.dense().astype(target.dtype, copy=False)  # CuPy / strided: one temporary
         return target
 
+    def _ordered_sum(self, target: np.ndarray, alpha: float) -> np.ndarray:
+        """``target += Σ_j (alpha u[:, j]) ⊗ v[:, j]``, term by term in column order: per row
+        block, ``acc = u'_0 ⊗ v_0; acc += u'_1 ⊗ v_1; ...; block += acc``."""
+        flat = target.reshape(self.shape[0], -1)
+        u = self.u.astype(target.dtype, copy=False)
+        if alpha != 1:  # alpha folded into u: O(d0·R) instead of a pass over the parameter
+            u = u * target.dtype.type(alpha)
+        v = self.v.astype(target.dtype, copy=False)
+        cols = flat.shape[1]
+        rows = max(1, _ORDERED_BLOCK_ELEMENTS // max(1, cols))
+        acc = np.empty((min(rows, flat.shape[0]), cols), target.dtype)
+        tmp = np.empty_like(acc) if self.rank > 1 else acc
+        for s in range(0, flat.shape[0], rows):
+            e = min(flat.shape[0], s + rows)
+            a, t = acc[:e - s], tmp[:e - s]
+            np.multiply.outer(u[s:e, 0], v[:, 0], out=a)
+            for j in range(1, self.rank):
+                np.multiply.outer(u[s:e, j], v[:, j], out=t)
+                a += t
+            flat[s:e] += a
+        return target
+
     def __repr__(self) -> str:
-        return f"LowRankGrad(shape={self.shape}, rank={self.rank}, dtype={self.dtype})"
+        return (f"LowRankGrad(shape={self.shape}, rank={self.rank}, dtype={self.dtype}"
+                + (", ordered)" if self.ordered else ")"))
 
 
 _BLAS: dict[str, Any] | None = None

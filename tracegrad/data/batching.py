@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .._namespace import array_namespace, is_device_array
+
 __all__ = ["BatchStream", "Batches", "epoch_permutation", "iterate_batches"]
 
 
@@ -120,10 +122,8 @@ class BatchStream:
         # Cache the permutation: regenerating it per batch would cost O(n) each step.
         if self._order_epoch != self.epoch:
             self._order = epoch_permutation(len(self.x), self.seed, self.epoch)
-            if type(self.x).__module__.split(".")[0] == "cupy":  # data on a GPU: index it there
-                import cupy
-
-                self._order = cupy.asarray(self._order)
+            if is_device_array(self.x):  # data on a GPU: index it there
+                self._order = array_namespace(self.x).asarray(self._order)
             self._order_epoch = self.epoch
         return self._order
 

@@ -46,6 +46,14 @@ def _c_float_fn(name: str, f32: str, f64: str) -> str:
     return f"TG_FLOAT_FN(tg_{name}, {f32}, {f64})"
 
 
+def unary_float_op(name: str, c32: str, c64: str) -> Any:
+    """Declare the unary ufunc ``np.<name>`` as a primitive: NumPy lowering to the ufunc itself
+    (values match NumPy to the last bit), ``np.<name>`` dispatch, and a fused-CUDA helper
+    ``tg_<name>`` calling the libm functions ``c32`` (float32) / ``c64`` (float64)."""
+    return declare(name, _call(f"np.{name}"), elementwise=True, numpy_names=(name,),
+                   cuda=_c_call(f"tg_{name}"), cuda_helper=_c_float_fn(name, c32, c64))
+
+
 # ---------------------------------------------------------------- arithmetic
 add_p = declare("add", _binop("+"), elementwise=True, numpy_names=("add",), cuda=_c_binop("+"),
                 units=((1, 0), (0, 0)))
@@ -223,28 +231,19 @@ max_p.vjp = _select_vjp(lambda a, b: greater(a, b))
 min_p.vjp = _select_vjp(lambda a, b: less(a, b))
 
 # ---------------------------------------------------------------- unary math
-exp_p = declare("exp", _call("np.exp"), elementwise=True, numpy_names=("exp",), cuda=_c_call("tg_exp"),
-                cuda_helper=_c_float_fn("exp", "expf", "exp"))
-log_p = declare("log", _call("np.log"), elementwise=True, numpy_names=("log",), cuda=_c_call("tg_log"),
-                cuda_helper=_c_float_fn("log", "logf", "log"))
-log1p_p = declare("log1p", _call("np.log1p"), elementwise=True, numpy_names=("log1p",), cuda=_c_call("tg_log1p"),
-                  cuda_helper=_c_float_fn("log1p", "log1pf", "log1p"))
-expm1_p = declare("expm1", _call("np.expm1"), elementwise=True, numpy_names=("expm1",), cuda=_c_call("tg_expm1"),
-                  cuda_helper=_c_float_fn("expm1", "expm1f", "expm1"))
-sqrt_p = declare("sqrt", _call("np.sqrt"), elementwise=True, numpy_names=("sqrt",), cuda=_c_call("tg_sqrt"),
-                 cuda_helper=_c_float_fn("sqrt", "sqrtf", "sqrt"))
+exp_p = unary_float_op("exp", "expf", "exp")
+log_p = unary_float_op("log", "logf", "log")
+log1p_p = unary_float_op("log1p", "log1pf", "log1p")
+expm1_p = unary_float_op("expm1", "expm1f", "expm1")
+sqrt_p = unary_float_op("sqrt", "sqrtf", "sqrt")
 abs_p = declare("abs", _call("np.abs"), elementwise=True, numpy_names=("abs", "absolute", "fabs"),
                 cuda=_c_call("tg_abs"), cuda_helper=(
                     "template <typename T> __device__ __forceinline__ T tg_abs(T x) { return x < T(0) ? T(-x) : x; }\n"
                     + _c_float_fn("abs", "fabsf", "fabs")))
-sin_p = declare("sin", _call("np.sin"), elementwise=True, numpy_names=("sin",), cuda=_c_call("tg_sin"),
-                cuda_helper=_c_float_fn("sin", "sinf", "sin"))
-cos_p = declare("cos", _call("np.cos"), elementwise=True, numpy_names=("cos",), cuda=_c_call("tg_cos"),
-                cuda_helper=_c_float_fn("cos", "cosf", "cos"))
-tanh_p = declare("tanh", _call("np.tanh"), elementwise=True, numpy_names=("tanh",), cuda=_c_call("tg_tanh"),
-                 cuda_helper=_c_float_fn("tanh", "tanhf", "tanh"))
-arctan_p = declare("arctan", _call("np.arctan"), elementwise=True, numpy_names=("arctan",), cuda=_c_call("tg_arctan"),
-                   cuda_helper=_c_float_fn("arctan", "atanf", "atan"))
+sin_p = unary_float_op("sin", "sinf", "sin")
+cos_p = unary_float_op("cos", "cosf", "cos")
+tanh_p = unary_float_op("tanh", "tanhf", "tanh")
+arctan_p = unary_float_op("arctan", "atanf", "atan")
 # logistic(x) = 1 / (1 + e^-x), written through tanh: exact, and never overflows.
 logistic_p = declare("logistic", lambda x: f"0.5 * np.tanh(0.5 * {x}) + 0.5", elementwise=True, fresh=True,
                      cuda=lambda x: f"0.5f * tg_tanh(0.5f * {x}) + 0.5f")

@@ -15,27 +15,21 @@ from ..ad import tangents as T
 from ..ad.rules import defjvp_unary, defvjp_unary, unbroadcast
 from ..tracing.tracer import aval_of, bind
 from ._rules import declare
-from .elementwise import _c_call, _c_float_fn, _call, add, div, mul, neg, sqrt, sub
-
-
-def _unary(name: str, c32: str, c64: str) -> Any:
-    return declare(name, _call(f"np.{name}"), elementwise=True, numpy_names=(name,),
-                   cuda=_c_call(f"tg_{name}"), cuda_helper=_c_float_fn(name, c32, c64))
-
+from .elementwise import _c_call, _call, add, div, mul, neg, sqrt, sub, unary_float_op
 
 # ---------------------------------------------------------------- unary
-tan_p = _unary("tan", "tanf", "tan")
-arcsin_p = _unary("arcsin", "asinf", "asin")
-arccos_p = _unary("arccos", "acosf", "acos")
-sinh_p = _unary("sinh", "sinhf", "sinh")
-cosh_p = _unary("cosh", "coshf", "cosh")
-arcsinh_p = _unary("arcsinh", "asinhf", "asinh")
-arccosh_p = _unary("arccosh", "acoshf", "acosh")
-arctanh_p = _unary("arctanh", "atanhf", "atanh")
-log2_p = _unary("log2", "log2f", "log2")
-log10_p = _unary("log10", "log10f", "log10")
-exp2_p = _unary("exp2", "exp2f", "exp2")
-cbrt_p = _unary("cbrt", "cbrtf", "cbrt")
+tan_p = unary_float_op("tan", "tanf", "tan")
+arcsin_p = unary_float_op("arcsin", "asinf", "asin")
+arccos_p = unary_float_op("arccos", "acosf", "acos")
+sinh_p = unary_float_op("sinh", "sinhf", "sinh")
+cosh_p = unary_float_op("cosh", "coshf", "cosh")
+arcsinh_p = unary_float_op("arcsinh", "asinhf", "asinh")
+arccosh_p = unary_float_op("arccosh", "acoshf", "acosh")
+arctanh_p = unary_float_op("arctanh", "atanhf", "atanh")
+log2_p = unary_float_op("log2", "log2f", "log2")
+log10_p = unary_float_op("log10", "log10f", "log10")
+exp2_p = unary_float_op("exp2", "exp2f", "exp2")
+cbrt_p = unary_float_op("cbrt", "cbrtf", "cbrt")
 
 
 def tan(x: Any) -> Any: return bind(tan_p, x)

@@ -60,6 +60,7 @@ from ..forward_grad import DISTRIBUTIONS
 from ..optim import OPTIMIZERS, SCHEDULES, array_namespace, make_optimizer
 from .checkpoint import (
     CheckpointError,
+    checkpoint_path,
     clean_stale_temporaries,
     list_checkpoints,
     load_latest_checkpoint,
@@ -110,7 +111,12 @@ RUN_FILES = ("metrics.csv", "metrics.jsonl", "plot.png", "config.json", "summary
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
-                 "distribution", "seed", "model_kwargs", "estimator", "mode", "tangents", "groups", "mask")
+                 "distribution", "seed", "model_kwargs", "estimator", "mode", "tangents", "groups", "mask",
+                 "workers", "exchange")
+# Why a field cannot change on resume, where the generic reason is not enough.
+_RESUME_WHY = {"workers": "worker r of N trains on shard r of each batch with directions keyed by r, so the "
+                          "same step with another number of workers is a different computation",
+               "exchange": "the two exchanges round the update differently"}
 
 
 @dataclass
@@ -153,6 +159,9 @@ class TrainConfig:
     overwrite: bool = False
     groups: int = 1  # activity, local: G block-sparse tangents per layer
     mask: bool = False  # activity, local: tangents masked by the activation's derivative
+    workers: int = 1  # data-parallel workers (train/distributed.py); 1: this process alone
+    engine: str = "mpi"  # workers > 1: "mpi" (one MPI process each) or "local" (one process plays all)
+    exchange: str = "seeds"  # workers > 1: "seeds" (loss and K scalars each) or "dense" (all-reduce)
 
     @property
     def mode(self) -> str:
@@ -213,7 +222,31 @@ class TrainConfig:
         if self.estimator == "local" and self.model == "logreg":
             raise ValueError("estimator 'local' trains hidden blocks through local heads; logreg has none "
                              "(use --model mlp or cnn)")
+        self._validate_workers(positive_int)
         return self
+
+    def _validate_workers(self, positive_int: Callable[[str, Any], None]) -> None:
+        from .distributed import ENGINES, EXCHANGES
+
+        positive_int("workers", self.workers)
+        for name, choices in (("engine", ENGINES), ("exchange", EXCHANGES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        if self.workers == 1:
+            return
+        if self.mode != "forward":
+            raise ValueError(f"workers={self.workers} trains with weight-perturbed forward gradients, whose "
+                             "workers exchange only seeds and scalars; "
+                             + ("data-parallel backprop is not implemented here (use --mode forward, e.g. "
+                                "with --tangents rank1, or --workers 1)" if self.mode == "backprop" else
+                                "activity perturbation is not distributed yet (use --mode forward, or "
+                                "--workers 1)"))
+        if self.batch_size % self.workers:
+            raise ValueError(f"batch_size {self.batch_size} does not split into {self.workers} equal worker "
+                             f"shards; use a multiple of {self.workers} (e.g. "
+                             f"{self.workers * max(1, round(self.batch_size / self.workers))})")
+        if self.backend != "numpy":
+            raise ValueError(f"workers={self.workers} runs on the numpy backend only (got {self.backend!r})")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "mode": self.estimator}
@@ -258,6 +291,20 @@ def resolve_defaults(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
         filled["lr"] = table["lr"] if optimizer == table["optimizer"] else (
             1e-3 if optimizer == "adam" else 0.01)
     return dataclasses.replace(config, **filled), filled
+
+
+def resume_conflict(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> str | None:
+    """Why a checkpoint made with config ``saved`` cannot continue as config ``mine``
+    (``None`` when it can): the first field of ``_RESUME_FIXED`` that differs. A field the
+    checkpoint predates counts as its default (the behaviour that run had)."""
+    defaults = TrainConfig().to_dict()
+    for key in _RESUME_FIXED:
+        theirs = saved.get(key, defaults[key])
+        if theirs != mine[key]:
+            why = f" ({_RESUME_WHY[key]})" if key in _RESUME_WHY else ""
+            return (f"was made with {key}={theirs!r} but this run has {key}={mine[key]!r}{why}; keep it "
+                    "the same to resume")
+    return None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -365,6 +412,14 @@ class Trainer:
             return tnp.cross_entropy(logits, y), logits
 
         self.eval_fn = tg_compile(evaluate, backend=cfg.backend)
+        self.engine: Any = None  # workers > 1: the data-parallel step (train/distributed.py)
+        if cfg.workers > 1:
+            from .distributed import make_engine
+
+            self.engine = make_engine(cfg, self.loss_fn)
+        # Rank 0 alone writes files and logs; every worker computes the same run.
+        self.writes = self.engine is None or self.engine.rank == 0
+        self.param_hash: str | None = None  # with workers: checked equal on all of them at the end
 
         self.params = to_device(self.model.init(cfg.seed), cfg.backend)
         self.opt_state = self.optimizer.init(self.params)
@@ -404,13 +459,9 @@ class Trainer:
                                   "run without --resume to start a new run")
         ck, self.resume_notes = load_latest_checkpoint(self.out_dir)
         path = ck.path
-        mine = self.config.to_dict()
-        for key in _RESUME_FIXED:
-            if key in ck.config and ck.config[key] != mine[key]:
-                raise CheckpointError(
-                    f"{path} was made with {key}={ck.config[key]!r} but this run has "
-                    f"{key}={mine[key]!r}; keep it the same to resume, or pick another out folder"
-                )
+        conflict = resume_conflict(ck.config, self.config.to_dict())
+        if conflict is not None:
+            raise CheckpointError(f"{path} {conflict}, or pick another out folder")
         params, opt_state = ck.restore(to_host(self.params), to_host(self.opt_state))
         self.params = to_device(params, self.config.backend)
         self.opt_state = to_device(opt_state, self.config.backend)
@@ -430,9 +481,15 @@ class Trainer:
         self.last_checkpoint = self.resumed_from = path
 
     def save_checkpoint(self) -> Path:
-        """Write the current state to ``out/ckpt-<step>.npz`` (atomically)."""
+        """Write the current state to ``out/ckpt-<step>.npz`` (atomically). With workers,
+        their parameters are checked identical first, and rank 0 alone writes."""
         if self.out_dir is None:
             raise CheckpointError("this run has no output folder (out=None); nothing to save into")
+        if self.engine is not None:
+            self.param_hash = self.engine.verify(self.params, self.step, self.opt_state)
+            if not self.writes:
+                self.last_checkpoint = checkpoint_path(self.out_dir, self.step)  # rank 0 writes it
+                return self.last_checkpoint
         self.last_checkpoint = save_checkpoint(
             self.out_dir, step=self.step, params=to_host(self.params), opt_state=to_host(self.opt_state),
             estimator_state=self.estimator.state(), stream_state=self.stream.state_dict(),
@@ -464,11 +521,11 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------
     def _log(self, msg: str) -> None:
-        if not self.config.quiet:
+        if not self.config.quiet and self.writes:
             self._log_fn(msg)
 
     def _write_metrics(self, plot: bool, note: str | None = None) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.writes:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.history.write_csv(self.out_dir / "metrics.csv")
@@ -485,7 +542,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         """``config.json``: the resolved config, the defaults filled in, and the data set."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self.writes:
             return
         from importlib.metadata import PackageNotFoundError, version
 
@@ -506,7 +563,7 @@ class Trainer:
     def _start_fresh_out_dir(self) -> None:
         """A new run (with ``overwrite``) in a used folder: the earlier run's files would be
         mistaken for this run's, so they go."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self.writes:
             return
         self._check_out_dir_unused()  # again: the folder may have filled since construction
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -562,6 +619,16 @@ class Trainer:
         raise TrainingInterrupted(signum, self.step, checkpoint, self.out_dir, why_not,
                                   plot=self.config.plot)
 
+    def _stop_requested(self) -> bool:
+        """Whether to stop at this step boundary: a signal seen here, or with workers, one
+        that any worker reported in the last step's exchange (so all stop together)."""
+        if self.engine is None:
+            return self._stop_signal is not None
+        if self.engine.stop_signal is not None:
+            self._stop_signal, self.engine.stop_signal = self.engine.stop_signal, None
+            return True
+        return False
+
     def _checkpoint_step(self) -> int | None:
         if self.last_checkpoint is None:
             return None
@@ -572,7 +639,7 @@ class Trainer:
         and return, as if interrupted), evaluating and checkpointing on the way."""
         cfg = self.config
         start = time.perf_counter()
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.writes:
             stale = clean_stale_temporaries(self.out_dir)
             if stale:
                 self._log(f"removed {len(stale)} stale temporary file(s) left in {self.out_dir} "
@@ -605,12 +672,15 @@ class Trainer:
         try:
             with self._signals_stop_at_step_boundary():
                 while self.step < end:
-                    if self._stop_signal is not None:
+                    if self._stop_requested():
                         self._stop_for_signal(x, y)
                     t0 = time.perf_counter()
                     x, y = self.stream.next()
-                    # the tangents of (seed, step, leaf, direction): resumable without state
-                    loss, grads = self.estimator(self.params, x, y, self.step)
+                    if self.engine is not None:  # N workers: shards, seeds and scalars exchanged
+                        loss, grads = self.engine.step(self.params, self.opt_state, x, y, self.step,
+                                                       stop=self._stop_signal)
+                    else:  # the tangents of (seed, step, leaf, direction): resumable without state
+                        loss, grads = self.estimator(self.params, x, y, self.step)
                     loss = float(loss)
                     reason = self.monitor.update(loss)
                     if reason is not None:
@@ -654,7 +724,7 @@ class Trainer:
                             checkpoint_due = False
                         # else: the loss is above its recent band; wait until it is back
                         # inside, so the newest checkpoint predates any climb.
-                if self._stop_signal is not None:  # a signal during the last step
+                if self._stop_requested():  # a signal during the last step
                     self._stop_for_signal(x, y)
         finally:
             bar.close()
@@ -663,6 +733,8 @@ class Trainer:
         test_acc = self.history.rows[-1]["test_accuracy"] if self.history.rows else None
         if test_loss is None or self.history.rows[-1]["step"] != self.step:
             test_loss, test_acc = self.evaluate()
+        if self.engine is not None:
+            self.param_hash = self.engine.verify(self.params, self.step, self.opt_state)
         self._write_metrics(plot=True)
         return TrainResult(params=self.params, step=self.step, train_time=self.train_time,
                            total_time=time.perf_counter() - start, test_loss=test_loss,
