@@ -45,9 +45,11 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from tracegrad.train import TrainConfig, Trainer
 
     fields = dict(ESTIMATORS[name])
+    if args.groups is not None and "groups" in fields:
+        fields["groups"] = args.groups
     cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, steps=args.steps, batch_size=64,
                       seed=seed, eval_every=args.eval_every, log_every=args.eval_every, out=None, quiet=True,
-                      plot=False, **fields)
+                      plot=False, model_kwargs=json.loads(args.model_kwargs), **fields)
     trainer = Trainer(cfg)
     t0 = time.perf_counter()
     result = trainer.run()
@@ -184,6 +186,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     p.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
+    p.add_argument("--model-kwargs", default="{}", help='JSON, e.g. \'{"channels": [8, 8, 16, 16], "hidden": 128}\'')
+    p.add_argument("--groups", type=int, help="G for the activity and local estimators (default: 64 and 256)")
     p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000)
