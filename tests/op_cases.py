@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 import tracegrad.numpy as tnp
+from tracegrad import perturb_point
 from tracegrad.nn import functional as F
 from tracegrad.ops.indexing import scatter_add
 
@@ -95,6 +96,8 @@ CASES = [
     Case("astype_int", lambda a: a * a.astype(np.int64), [n(4) * 3], (0,), ("astype",)),
     Case("stop_gradient", lambda a: a * tnp.stop_gradient(a), [n(4)], (0,), ("stop_gradient",),
          extra={"numpy": lambda a: a * a, "skip_fd": True}),
+    Case("perturb_point", lambda a: a * perturb_point(a), [n(4)], (0,), ("perturb_point",),
+         extra={"numpy": lambda a: a * a}),
     # reductions
     Case("sum_all", np.sum, [n(3, 4)], (0,), ("reduce_sum",)),
     Case("sum_axis", lambda a: np.sum(a, axis=1), [n(3, 4, 2)], (0,), ("reduce_sum",)),

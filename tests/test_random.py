@@ -130,11 +130,13 @@ def test_trainer_checkpoints_hold_no_sampler_stream_and_old_ones_resume(tmp_path
     first = Trainer(TrainConfig(**cfg, out=str(tmp_path / "b")))
     first.run(stop_after=2)
     ck = load_checkpoint(first.last_checkpoint)
-    assert ck.sampler_state == {"version": 2, "seed": 4, "distribution": first.config.distribution}
-    # rewrite it as a checkpoint of the stream-based sampler (format 1 sampler state)
+    assert ck.estimator_state == {"version": 1, "estimator": "forward",
+                                  "sampler": {"version": 2, "seed": 4, "distribution": first.config.distribution}}
+    # rewrite it as a checkpoint of the stream-based sampler (format 1 sampler state, no estimator state)
     with np.load(first.last_checkpoint) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
+    del meta["estimator_state"]
     meta["sampler_state"] = [{"state": {}}, {"state": {}}, {"device_counter": 0}]
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(first.last_checkpoint, **arrays)

@@ -24,10 +24,7 @@ def _trainer(**kw):
 def _steps(t, n):
     for _ in range(n):
         x, y = t.stream.next()
-        if t.config.mode == "backprop":
-            _, grads = t.estimate(t.params, x, y)
-        else:
-            _, grads = t.estimate(t.params, x, y, step=t.step)
+        _, grads = t.estimator(t.params, x, y, t.step)
         t.params, t.opt_state = t._update(grads, t.opt_state, t.params)
         t.step += 1
 

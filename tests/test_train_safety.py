@@ -83,16 +83,31 @@ def test_monitor_catches_a_jump_and_nan_and_round_trips():
     assert other.state_dict() == m.state_dict() and other.initial == pytest.approx(2.3)
 
 
+class _Wrapped:
+    """An estimator (train/estimators.py protocol) whose call is ``fn``; state from ``real``."""
+
+    def __init__(self, real, fn):
+        self.name, self.objective, self._fn, self._real = real.name, real.objective, fn, real
+
+    def __call__(self, params, x, y, step):
+        return self._fn(params, x, y, step)
+
+    def state(self):
+        return self._real.state()
+
+    def set_state(self, state):
+        self._real.set_state(state)
+
+
 def test_slow_blow_up_stops_early_and_keeps_a_checkpoint_from_before_the_climb(tmp_path, digits):
     trainer = Trainer(_cfg(tmp_path / "run", steps=2000, checkpoint_every=25), dataset=digits)
-    real = trainer.estimate
+    real = trainer.estimator
 
-    def climbing(params, x, y, **kw):  # the real gradient, but a loss that starts to climb at step 200
-        _, grads = real(params, x, y, **kw)
+    def climbing(params, x, y, step):  # the real gradient, but a loss that starts to climb at step 200
+        _, grads = real(params, x, y, step)
         return (2.0 if trainer.step < 200 else 2.0 * 1.03 ** (trainer.step - 200)), grads
 
-    climbing.sampler = real.sampler
-    trainer.estimate = climbing
+    trainer.estimator = _Wrapped(real, climbing)
     with pytest.raises(TrainingDivergedError) as info:
         trainer.run()
     err = info.value
@@ -123,15 +138,14 @@ def test_diverged_plot_has_no_empty_panels():
 def test_interrupt_saves_a_checkpoint_and_the_plot_then_resume_continues(tmp_path, digits):
     out = tmp_path / "run"
     trainer = Trainer(_cfg(out, steps=40, plot=True, checkpoint_every=1000), dataset=digits)
-    real = trainer.estimate
+    real = trainer.estimator
 
-    def interrupted_at_15(params, x, y, **kw):
+    def interrupted_at_15(params, x, y, step):
         if trainer.step == 14:
             trainer._stop_signal = signal.SIGTERM  # what the handler does
-        return real(params, x, y, **kw)
+        return real(params, x, y, step)
 
-    interrupted_at_15.sampler = real.sampler
-    trainer.estimate = interrupted_at_15
+    trainer.estimator = _Wrapped(real, interrupted_at_15)
     with pytest.raises(TrainingInterrupted) as info:
         trainer.run()
     assert info.value.step == 15 and info.value.exit_status == 143

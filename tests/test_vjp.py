@@ -337,4 +337,4 @@ def test_cli_train_backprop(tmp_path, capsys):
     # mode is fixed for a resumed run
     assert main(["train", "--mode", "forward", "--steps", "30", "--resume", "--quiet",
                  "--out", str(tmp_path / "run")]) == 2
-    assert "mode='backprop'" in capsys.readouterr().err
+    assert "estimator='backprop'" in capsys.readouterr().err

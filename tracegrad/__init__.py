@@ -14,6 +14,7 @@ from .custom import custom_jvp, custom_vjp
 from .forward_grad import forward_grad
 from .ir import Graph
 from .jacobians import hessian, jacfwd, jacrev
+from .numpy import perturb_point
 from .tree import register_dataclass, register_pytree_node
 
 
@@ -39,4 +40,4 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = ["Compiled", "Graph", "__version__", "activity_grad", "compile", "custom_jvp", "custom_vjp", "forward_grad", "grad", "hessian", "jacfwd", "jacrev",
-           "jvp", "numpy", "register_dataclass", "register_pytree_node", "value_and_grad"]
+           "jvp", "numpy", "perturb_point", "register_dataclass", "register_pytree_node", "value_and_grad"]

@@ -8,7 +8,8 @@ one execution pushes them all forward and each parameter's estimate is its node'
 applied to ``(1/K) Σ_n d_n ⊙ u_n`` (for ``x @ W``: ``xᵀ(d ⊙ u)``).
 
 Directions: ``K * G`` tangents per layer, drawn counter-based like ``forward_grad``'s
-(``(seed, step, layer, direction)``). With ``groups=G`` direction ``(k, g)`` is zero outside
+(``(seed, step, layer, direction)``; a layer whose G blocks are kept block-sparse draws the G
+blocks of direction k as one array, key ``(seed, step, layer, k)``). With ``groups=G`` direction ``(k, g)`` is zero outside
 block ``g`` of each layer's units (features of a matmul, channels of a conv2d): G
 block-sparse directions, each unit perturbed by exactly one, so no ``1/G`` (a layer narrower
 than G gets one unit per block); they reduce the
@@ -38,7 +39,7 @@ __all__ = ["activity_grad"]
 def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, directions: int = 1,
                   groups: int = 1, mask: bool = False, distribution: str = "rademacher",
                   seed: int | None = None, backend: str = "numpy", static_argnums: Sequence[int] = (),
-                  check_separable: bool = True) -> Callable[..., tuple[Any, Any]]:
+                  check_separable: bool = True, exact_last: bool = False) -> Callable[..., tuple[Any, Any]]:
     """Return ``g(*args, step=None) -> (loss, grad_estimate)``: the activity-perturbed
     forward-gradient estimate of the gradient of the mean per-example loss of ``fn`` with
     respect to ``args[argnums]`` (pytrees allowed), from one execution.
@@ -47,7 +48,11 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
     tangents per layer (``K * G`` in all); ``mask``: multiply each layer's tangent by
     ``[f'(z) != 0]`` of the elementwise op that follows (the ReLU mask) — unbiased, less
     noise. ``check_separable``: verify once per input signature that example b's loss
-    depends on example b's activations only (raises ``GradientError`` otherwise)."""
+    depends on example b's activations only (raises ``GradientError`` otherwise).
+    ``exact_last``: layers whose tangents would reach no other layer (the output layer, the
+    heads of a model with local losses) are not perturbed but get their exact gradient from
+    the few nodes between them and the loss (local losses: ``tracegrad.nn.mlp(...,
+    local_heads=True)`` with ``exact_last=True`` is Ren et al.'s estimator)."""
     k, g_count = int(directions), int(groups)
     if k < 1 or g_count < 1:
         raise ValueError(f"directions and groups must be >= 1, got {directions} and {groups}")
@@ -65,19 +70,17 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
         calls[0] += 1
         leaves, treedef, sig, static = compiled._signature(args)
         nums, wrt, spans = compiled._grad_mask(args, leaves, treedef, argnums)
-        entry, leaves = compiled._entry(args, ActivityMode(wrt, n, bool(mask), k, g_count))
+        entry, leaves = compiled._entry(args, ActivityMode(wrt, n, bool(mask), k, g_count, bool(exact_last)))
         shapes = _point_shapes(entry)
         key = (treedef, sig, static, wrt)
-        if check_separable and key not in checked:
-            _check_separable(compiled, args, wrt, leaves, shapes, sampler)
+        if check_separable and key not in checked and shapes:
+            _check_separable(compiled, args, wrt, leaves, shapes, sampler, bool(exact_last))
             checked.add(key)
-        specs = [((int(np.prod(shape[:2])),) + shape[2:] if axis is None else shape, dtype)
-                 for shape, dtype, axis in shapes]
-        us = sampler.draw_many(specs, np, step=int(step))
-        for i, (shape, _, axis) in enumerate(shapes):
-            if axis is None:  # block-sparse layer: only the blocks are drawn
-                us[i] = us[i].reshape(shape)
-            elif g_count > 1:
+        # a block-sparse layer (K, G, B, w/G) draws its K directions' G blocks as one array each
+        # (one counter-based fill of K x B x w numbers, not K x G small ones)
+        us = sampler.draw_many([(shape, dtype) for shape, dtype, _ in shapes], np, step=int(step))
+        for i, (_, _, axis) in enumerate(shapes):
+            if axis is not None and g_count > 1:
                 _restrict_to_groups(us[i], k, g_count, axis)
         outs = entry.executable(*leaves, *us)
         value, grads_flat = outs[0], outs[1:-1]
@@ -121,10 +124,11 @@ def _restrict_to_groups(u: np.ndarray, k: int, g: int, axis: int) -> None:
 
 
 def _check_separable(compiled: Compiled, args: tuple, wrt: tuple[bool, ...], leaves: list[Any],
-                     shapes: list[tuple[tuple[int, ...], np.dtype, int | None]], sampler: DirectionSampler) -> None:
+                     shapes: list[tuple[tuple[int, ...], np.dtype, int | None]], sampler: DirectionSampler,
+                     exact_last: bool = False) -> None:
     """Direction b perturbs example b only: the per-example derivatives must be diagonal."""
     batch = shapes[0][0][2] if shapes[0][2] is None else shapes[0][0][1]
-    entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1))
+    entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1, exact_last=exact_last))
     rng = np.random.default_rng(0)
     us = []
     for shape, dtype, _ in _point_shapes(entry):

@@ -130,12 +130,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, help=f"(default {d.backend})")
     p.add_argument("--mode", "--estimator", choices=MODES, dest="mode",
                    help="forward: weight-perturbed forward gradients; activity: tangents at each layer's "
-                        "pre-activation (tracegrad.activity_grad); backprop: exact gradients, for comparison "
-                        f"(default {d.mode})")
+                        "pre-activation (tracegrad.activity_grad); local: activity perturbation with a local "
+                        "loss head per hidden block (mlp, cnn; a different objective than the global loss); "
+                        f"backprop: exact gradients, for comparison (default {d.mode}; --mode is the old name)")
     p.add_argument("--groups", type=_positive_int, metavar="G",
-                   help=f"with --estimator activity: G block-sparse tangents per layer (default {d.groups})")
+                   help=f"with --estimator activity or local: G block-sparse tangents per layer (default {d.groups})")
     p.add_argument("--mask", action="store_true", default=None,
-                   help="with --estimator activity: mask the tangents by the activation's derivative")
+                   help="with --estimator activity or local: mask the tangents by the activation's derivative")
     p.add_argument("--seed", type=_nonneg_int, metavar="S",
                    help=f"seed of the initialization, batches and directions (default {d.seed})")
     p.add_argument("--out", metavar="DIR",
@@ -299,12 +300,13 @@ def _train(args: argparse.Namespace, config: Any, start: float, rank: int) -> in
               else f"{trainer.total_steps} steps")
     say(f"data: {_describe_data(config, ds)}")
     say(f"training {config.model} on {config.data} with "
-        f"{ {'forward': 'forward gradients', 'activity': 'activity-perturbed forward gradients'}.get(config.mode, 'backprop')}: {config.optimizer} "
+        f"{ {'forward': 'forward gradients', 'activity': 'activity-perturbed forward gradients', 'local': 'local losses and activity-perturbed forward gradients'}.get(config.mode, 'backprop')}: {config.optimizer} "
         f"lr={config.lr:g} ({config.schedule}), {length} of batch {config.batch_size}, "
         + (f"K={config.directions} {config.distribution} {config.tangents} direction(s), "
            if config.mode == "forward" else "")
-        + (f"K={config.directions} {config.distribution} direction(s), " if config.mode == "activity" else "")
-        + (f"G={config.groups} group(s){', masked' if config.mask else ''}, " if config.mode == "activity" else "")
+        + (f"K={config.directions} {config.distribution} direction(s), " if config.mode in ("activity", "local") else "")
+        + (f"G={config.groups} group(s){', masked' if config.mask else ''}, "
+           if config.mode in ("activity", "local") else "")
         + (f"{config.workers} workers ({config.engine} engine, {config.exchange} exchange), "
            if config.workers > 1 else "")
         + f"seed {config.seed} -> {config.out}")
@@ -325,7 +327,7 @@ def _train(args: argparse.Namespace, config: Any, start: float, rank: int) -> in
                "train_examples": len(ds.y_train), "test_examples": len(ds.y_test),
                "optimizer": config.optimizer, "lr": config.lr, "schedule": config.schedule,
                "batch_size": config.batch_size, "directions": config.directions,
-               "distribution": config.distribution, "mode": config.mode, "tangents": config.tangents,
+               "distribution": config.distribution, "mode": config.mode, "estimator": config.mode, "tangents": config.tangents,
                "model_kwargs": config.model_kwargs, "steps": result.step,
                "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                "train_time_s": result.train_time, "workers": config.workers,

@@ -88,16 +88,19 @@ class ActivityMode:
     """Activity-perturbed forward gradients (``ad.perturb``): the value, one estimate per
     ``wrt`` leaf and the per-example directional derivatives, for ``directions`` tangents per
     injection point (``average`` independent ones, ``groups`` block-sparse ones each; ``mask``:
-    masked by the next op's derivative)."""
+    masked by the next op's derivative; ``exact_last``: exact gradients for the points whose
+    tangents reach no other point, such as local heads and the output layer)."""
 
     wrt: tuple[bool, ...]
     directions: int
     mask: bool = False
     average: int = 1
     groups: int = 1
+    exact_last: bool = False
 
     def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
-        graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average, self.groups)
+        graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average, self.groups,
+                               self.exact_last)
         return optimize(graph), [True]
 
 

@@ -86,7 +86,7 @@ def size(x: Any) -> int:
 
 
 # ---------------------------------------------------------------- elementwise (tracegrad's own)
-astype, stop_gradient = _ew.astype, _ew.stop_gradient
+astype, stop_gradient, perturb_point = _ew.astype, _ew.stop_gradient, _ew.perturb_point
 sigmoid = logistic = _ew.logistic
 
 
@@ -1357,7 +1357,7 @@ del matrix_power, multi_dot, norm  # NumPy has them only under np.linalg
 # tracegrad's own additions (not NumPy names): dtypes and constants, array creation,
 # dtype and gradient control, neural-network helpers, and ``x[idx]`` as a function
 _EXTRAS = ("ndarray", "float32", "float64", "int32", "int64", "bool_", "pi", "e", "inf", "nan", "newaxis",
-           "zeros", "ones", "full", "arange", "astype", "stop_gradient", "sigmoid", "logistic", "relu",
+           "zeros", "ones", "full", "arange", "astype", "stop_gradient", "perturb_point", "sigmoid", "logistic", "relu",
            "softplus", "logsumexp", "softmax", "log_softmax", "one_hot", "cross_entropy", "getitem")
 __all__ = [n for n in sorted({n.partition(".")[0] for n in _dispatch.registered_names()} | set(_EXTRAS))]
 

@@ -19,7 +19,15 @@ bias add). Options:
   tangent is multiplied by ``[f'(z) != 0]`` — the gradient is zero there anyway, so the
   estimate stays unbiased and loses that noise;
 - groups: the caller zeroes ``u`` outside one block of units per direction (``G`` block-sparse
-  directions, see ``tracegrad.activity``); nothing here depends on it.
+  directions, see ``tracegrad.activity``); nothing here depends on it;
+- ``exact_last``: a point whose tangent reaches no other point (an output layer, a local
+  head) gets no tangent; its exact gradient comes from the VJP rules of the few nodes
+  between it and the loss (softmax cross-entropy) — one small product, no noise.
+
+Local losses: when the per-example loss is a sum of terms (``ℓ = Σ_t ℓ_t``, one per head) and a
+point's tangent reaches only some of them (a stop-gradient between blocks), its estimate
+uses only those terms' directional derivatives — the other points' tangents, which reach
+other terms, add no noise to it.
 
 Requirements, checked with errors naming the user's line: every use of a differentiated
 parameter ends in a point (a parameter used elsewhere — a weight decay term, an elementwise
@@ -49,6 +57,7 @@ from .vjp import _accumulate
 __all__ = ["ActivityInterpreter", "Analysis", "Blocks", "Point", "activity_graph", "analyze"]
 
 LINEAR_PRIMITIVES = ("matmul", "conv2d")
+TAG = "perturb_point"
 SCALES = ("mul", "div", "neg")
 
 
@@ -63,6 +72,9 @@ class Point:
     out: Var
     consumer: Node | None = None
     param_nodes: list[Node] = field(default_factory=list)  # parameter-only nodes feeding it
+    terms: tuple[int, ...] = ()  # the loss terms (Analysis.terms) its tangent reaches
+    last: bool = False  # its tangent reaches no other point (an output layer, a head)
+    tail: list[Node] = field(default_factory=list)  # the nodes from ``out`` to the loss, in order
 
     @property
     def group_axis(self) -> int:
@@ -79,6 +91,7 @@ class Analysis:
     per_example: Var
     scale: float
     batch: int
+    terms: list[Var] = field(default_factory=list)  # per_example = sum of these (one: itself)
 
 
 def _source_of(graph: Graph, v: Var) -> Any:
@@ -114,8 +127,22 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
         var_ins = [a for a in node.inputs if isinstance(a, Var)]
         if var_ins and all(a in pure for a in var_ins):
             pure.update(node.outputs)
+    # user-tagged points (tracegrad.perturb_point): the value an automatic point would reach
+    # through parameter-free elementwise ops only is perturbed at the tag instead
+    tags = [n for n in graph.nodes if n.primitive.name == TAG]
+    absorbed: set[Var] = set()
+    for tag in tags:
+        v = tag.inputs[0]
+        while isinstance(v, Var) and len(uses.get(v, [])) == 1 and v in producer:
+            n = producer[v]
+            var_ins = [a for a in n.inputs if isinstance(a, Var)]
+            if not n.primitive.elementwise or len(var_ins) != 1 or var_ins[0] in pure:
+                break
+            v = var_ins[0]
+        absorbed.add(v)
     points: list[Point] = []
     claimed: set[Node] = set()
+    unclaimed: list[Node] = []  # parameter uses outside automatic points: tagged regions must hold them
     for node in graph.nodes:
         var_ins = [a for a in node.inputs if isinstance(a, Var)]
         touched = [a for a in var_ins if a in pure]
@@ -133,6 +160,9 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
                     bias = users[0]
                     claimed.add(bias)
             point = Point(node, bias, bias.outputs[0] if bias is not None else out)
+            if point.out in absorbed:  # perturbed at the tag that follows it
+                unclaimed.extend(n for n in (node, bias) if n is not None)
+                continue
             for n in (node, bias):
                 if n is not None:
                     for a in n.inputs:
@@ -140,11 +170,21 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
                             pure_ancestors(a, point.param_nodes)
             points.append(point)
             continue
-        what = f"{name} (a parameter used outside x @ W, conv2d(x, W) and their bias add)"
+        unclaimed.append(node)
+    if tags:
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        points = _tagged_points(tags, points, pure, producer, pure_ancestors, order) + points
+        points.sort(key=lambda p: order[p.base])
+    in_region = {n for p in points for n in p.param_nodes}
+    for node in unclaimed:
+        if node in in_region:
+            continue
+        what = f"{node.primitive.name} (a parameter used outside x @ W, conv2d(x, W) and their bias add)"
         raise GradientError(
             f"activity perturbation cannot estimate this use of a parameter: {what}", source=node.source,
-            hint="perturb only layers of the form x @ W + b / conv2d(x, W) + b; compute other parameter terms "
-                 "(weight decay, gains) separately, or use forward_grad / grad")
+            hint="perturb only layers of the form x @ W + b / conv2d(x, W) + b, or mark the layer's output with "
+                 "tracegrad.perturb_point(z); compute other parameter terms (weight decay) separately, or use "
+                 "forward_grad / grad")
     for v, w in zip(graph.inputs, wrt):
         if w and v in graph.outputs:
             raise GradientError("activity perturbation: a differentiated parameter is returned as the output")
@@ -164,7 +204,85 @@ def analyze(graph: Graph, wrt: Sequence[bool]) -> Analysis:
         users = [n for n in uses.get(p.out, []) if n.primitive.differentiable and any(o.aval.is_float for o in n.outputs)]
         if len(users) == 1 and users[0].primitive.elementwise and users[0].outputs[0].aval.shape == p.out.aval.shape:
             p.consumer = users[0]
-    return Analysis(points, per_example, scale, batch)
+    terms = _terms(per_example, producer)
+    ancestors = _reaching(per_example, producer)
+    outs = {p.out for p in points}
+    for p in points:
+        reach = _reached(p.out, uses)
+        p.terms = tuple(i for i, t in enumerate(terms) if t in reach)
+        p.last = not (outs - {p.out}) & reach
+        if p.last:
+            p.tail = [n for n in graph.nodes if n.primitive.differentiable and not n.primitive.multiple_results
+                      and n.outputs[0] in reach and n.outputs[0] in ancestors and n.outputs[0] is not p.out]
+    return Analysis(points, per_example, scale, batch, terms)
+
+
+def _tagged_points(tags: list[Node], auto: list[Point], pure: set[Var], producer: dict[Var, Node],
+                   pure_ancestors: Any, order: dict[Node, int]) -> list[Point]:
+    """One point per ``perturb_point`` node. Its region: the nodes between the tag and the
+    nearest earlier points (automatic or tagged) that use a parameter or a value computed
+    from one inside the region; their VJP rules turn the tag's cotangent into the estimates."""
+    stops = {p.out for p in auto} | {t.outputs[0] for t in tags}
+    out = []
+    for tag in tags:
+        seen: set[Node] = set()
+        todo = [a for a in tag.inputs if isinstance(a, Var)]
+        while todo:  # every node the tag's input is computed from, back to the earlier points
+            v = todo.pop()
+            n = producer.get(v)
+            if n is None or n in seen or v in stops or v in pure:
+                continue
+            seen.add(n)
+            todo.extend(a for a in n.inputs if isinstance(a, Var))
+        region: list[Node] = []
+        made: set[Var] = set()
+        for n in sorted(seen, key=order.__getitem__):  # in graph order
+            ins = [a for a in n.inputs if isinstance(a, Var)]
+            if any(a in pure or a in made for a in ins):
+                for a in ins:
+                    if a in pure:
+                        pure_ancestors(a, region)
+                region.append(n)
+                made.update(n.outputs)
+        region = sorted(dict.fromkeys(region), key=order.__getitem__)
+        out.append(Point(tag, None, tag.outputs[0], param_nodes=region))
+    return out
+
+
+def _terms(per_example: Var, producer: dict[Var, Node]) -> list[Var]:
+    """The summands of the per-example loss: ``a + b + ...`` of same-shape values (local
+    losses: one per head), else the loss itself."""
+    node = producer.get(per_example)
+    if node is None or node.primitive.name != "add" or not all(
+            isinstance(a, Var) and a.aval.shape == per_example.aval.shape for a in node.inputs):
+        return [per_example]
+    return [t for a in node.inputs for t in _terms(a, producer)]
+
+
+def _reached(v: Var, uses: dict[Var, list[Node]]) -> set[Var]:
+    """Every value a tangent at ``v`` reaches (through differentiable nodes; a stop-gradient ends it)."""
+    seen, todo = {v}, [v]
+    while todo:
+        for n in uses.get(todo.pop(), []):
+            if n.primitive.differentiable:
+                for o in n.outputs:
+                    if o not in seen:
+                        seen.add(o)
+                        todo.append(o)
+    return seen
+
+
+def _reaching(v: Var, producer: dict[Var, Node]) -> set[Var]:
+    """Every value whose tangent reaches ``v`` (the converse of ``_reached``)."""
+    seen, todo = {v}, [v]
+    while todo:
+        n = producer.get(todo.pop())
+        if n is not None and n.primitive.differentiable:
+            for a in n.inputs:
+                if isinstance(a, Var) and a not in seen:
+                    seen.add(a)
+                    todo.append(a)
+    return seen
 
 
 def _per_example(graph: Graph, producer: dict[Var, Node]) -> tuple[Var, float]:
@@ -257,6 +375,54 @@ class Blocks(T.Tangent):
         return super().fit(out)
 
 
+class BlocksSum(T.Tangent):
+    """``base + blocks``: a dense tangent (the earlier layers' directions, pushed forward) plus
+    this layer's block-sparse one, kept apart so the next matmul maps the blocks group-wise
+    (``Blocks.map``) instead of densifying them — densifying G blocks of a ``(B, w)`` tangent
+    costs a pass over G x B x w numbers, more than the product itself."""
+
+    __slots__ = ("base", "blocks")
+
+    def __init__(self, base: T.Tangent, blocks: Blocks):
+        self.base, self.blocks = base, blocks
+
+    @property
+    def aval(self) -> Aval:
+        return self.blocks.aval
+
+    def dense(self) -> Any:
+        return numpy_namespace().add(self.base.dense(), self.blocks.dense())
+
+    def scale(self, factor: Any, out: Aval) -> T.Tangent:
+        if out.shape != self.aval.shape or tuple(np.shape(factor)) != self.aval.shape:
+            return super().scale(factor, out)
+        scaled = self.blocks.scale(factor, out)
+        if not isinstance(scaled, Blocks):
+            return super().scale(factor, out)
+        return BlocksSum(self.base.scale(factor, out), scaled)
+
+    def map(self, lm: Any, out: Aval) -> T.Tangent:
+        if lm.name != "matmul_left":  # a matmul maps each part; anything else sees the sum
+            return super().map(lm, out)
+        return T.add(out, self.base.map(lm, out), self.blocks.map(lm, out))
+
+    def neg(self) -> T.Tangent:
+        return BlocksSum(self.base.neg(), Blocks(-self.blocks.blocks, self.blocks.aval))
+
+    def fit(self, out: Aval) -> T.Tangent:
+        if out.shape == self.aval.shape and out.dtype == self.aval.dtype:
+            return self
+        return super().fit(out)
+
+
+def _plus(aval: Aval, t: T.Tangent, u: T.Tangent) -> T.Tangent:
+    """``t + u`` at an injection point; a block-sparse ``u`` stays apart from a dense ``t``."""
+    if isinstance(u, Blocks) and isinstance(t, T.Dense) and t.aval.shape == aval.shape == u.aval.shape \
+            and t.aval.dtype == aval.dtype:
+        return BlocksSum(t, u)
+    return T.add(aval, t, u)
+
+
 def blockable(point: Point, groups: int) -> bool:
     """Whether ``point`` takes block-sparse tangents: a ``(B, w)`` matmul output, G | w."""
     shape = point.out.aval.shape
@@ -267,10 +433,10 @@ class ActivityInterpreter(JVPInterpreter):
     """Forward mode with tangents injected at the points: ``u[i]`` (a dense tangent
     ``(N,) + z.shape``) is added at point i's output, or, masked, at its consumer's operand."""
 
-    def __init__(self, analysis: Analysis, us: Sequence[T.Tangent], mask: bool):
-        self.at_out = {p.out: i for i, p in enumerate(analysis.points) if p.consumer is None}
-        self.at_consumer = {p.consumer: i for i, p in enumerate(analysis.points) if p.consumer is not None}
-        self.points = analysis.points
+    def __init__(self, points: Sequence[Point], us: Sequence[T.Tangent], mask: bool):
+        self.at_out = {p.out: i for i, p in enumerate(points) if p.consumer is None}
+        self.at_consumer = {p.consumer: i for i, p in enumerate(points) if p.consumer is not None}
+        self.points = list(points)
         self.mask = mask
         self.us = list(us)
         self.used: list[T.Tangent] = list(us)  # the tangent the estimate multiplies (masked or not)
@@ -286,13 +452,13 @@ class ActivityInterpreter(JVPInterpreter):
             (p, t), = super().node(node, values)
             if self.mask:
                 self.used[i] = self.us[i].scale(_nonzero(fprime, z), z.aval)
-            return [(p, T.add(node.outputs[0].aval, t, self.us[i].scale(fprime, node.outputs[0].aval)))]
+            return [(p, _plus(node.outputs[0].aval, t, self.us[i].scale(fprime, node.outputs[0].aval)))]
         outs = super().node(node, values)
         for k, v in enumerate(node.outputs):
             i = self.at_out.get(v)
             if i is not None:
                 p, t = outs[k]
-                outs[k] = (p, T.add(v.aval, t, self.us[i]))
+                outs[k] = (p, _plus(v.aval, t, self.us[i]))
         return outs
 
 
@@ -316,7 +482,7 @@ def _derivative(node: Node, values: list[Any], z: Var) -> Any:
 
 
 def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: bool = False,
-                   average: int = 1, groups: int = 1) -> Graph:
+                   average: int = 1, groups: int = 1, exact_last: bool = False) -> Graph:
     """Build the one-execution activity-perturbation graph.
 
     Inputs: the primal inputs, then one tangent ``(directions,) + z.shape`` per point (in
@@ -325,13 +491,16 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
     (hint suffix ``_blocks``: direction ``k*G + g`` is block g, zero elsewhere). Outputs: the
     value (the mean of the per-example losses when the function returns them), one estimate
     per ``True`` in ``wrt``, then ``d`` of shape ``(directions, B)``. ``average``: the number of
-    independent directions the estimate averages over (``directions // groups``)."""
+    independent directions the estimate averages over (``directions // groups``). ``exact_last``:
+    the points whose tangents reach no other point take no tangent input and get their exact
+    gradient (the VJP of their tail to the loss)."""
     analysis = analyze(graph, wrt)
     tnp = numpy_namespace()
     builder = GraphBuilder(graph.name + "_activity")
     primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
+    perturbed = [p for p in analysis.points if not (exact_last and p.last)]
     us: list[T.Tangent] = []
-    for i, p in enumerate(analysis.points):
+    for i, p in enumerate(perturbed):
         aval = p.out.aval
         if blockable(p, groups):
             shape = (directions // groups, groups, aval.shape[0], aval.shape[1] // groups)
@@ -340,34 +509,68 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
             suffix = "_conv" if p.base.primitive.name == "conv2d" else ""
             us.append(T.Dense(builder.new_input(Aval((directions,) + aval.shape, aval.dtype),
                                                 f"activity_u{i}{suffix}", "tangent")))
-    interp = ActivityInterpreter(analysis, us, mask)
+    interp = ActivityInterpreter(perturbed, us, mask)
     with T.directions_context((directions,)):
         read = replay(graph, builder, interp, [(p, T.Zero(v.aval)) for p, v in zip(primals, graph.inputs)])
-        _, loss_t = read(analysis.per_example)
-        d = T.instantiate(loss_t)  # (N, B, ...) -> (N, B): a per-example loss may be a sum
-        if len(d.shape) > 2:
-            d = tnp.sum(d, axis=tuple(range(2, len(d.shape))))
+
+        def derivatives(v: Var) -> Any:  # (N, B, ...) -> (N, B): a per-example loss may be a sum
+            t = T.instantiate(read(v)[1])
+            return tnp.sum(t, axis=tuple(range(2, len(t.shape)))) if len(t.shape) > 2 else t
+
+        d = derivatives(analysis.per_example)
+        by_terms: dict[tuple[int, ...], Any] = {tuple(range(len(analysis.terms))): d}
         value = read(graph.outputs[0])[0]
         if graph.outputs[0] is analysis.per_example and analysis.per_example.aval.ndim == 1:
             value = tnp.mean(value)
         factor = analysis.scale / average
         params = {v for v, w in zip(graph.inputs, wrt) if w}
         cts: dict[Var, Any] = {}
-        for point, u in zip(analysis.points, interp.used):
+        for point, u in zip(perturbed, interp.used):
             shape = point.out.aval.shape
+            if point.terms not in by_terms:  # only the loss terms this point's tangent reaches
+                parts = [derivatives(analysis.terms[t]) for t in point.terms]
+                by_terms[point.terms] = parts[0] if len(parts) == 1 else (
+                    tnp.zeros_like(d) if not parts else tnp.sum(tnp.stack(parts), axis=0))
+            dp = by_terms[point.terms]
             if isinstance(u, Blocks):  # block g of the cotangent: sum_k d[k, g] ⊙ u[k, g]
                 k, g, b, _ = u.blocks.shape
-                ct = tnp.einsum("kgb,kgbj->bgj", tnp.reshape(d, (k, g, b)), u.blocks)
+                ct = tnp.einsum("kgb,kgbj->bgj", tnp.reshape(dp, (k, g, b)), u.blocks)
                 ct = tnp.reshape(ct, shape)
             else:
-                dd = tnp.reshape(d, d.shape + (1,) * (len(shape) - 1)) if len(shape) > 1 else d
+                dd = tnp.reshape(dp, dp.shape + (1,) * (len(shape) - 1)) if len(shape) > 1 else dp
                 ct = tnp.sum(tnp.multiply(dd, u.dense()), axis=0)
             _local_vjp(point, tnp.multiply(ct, factor), read, cts, builder, params)
+        for point in analysis.points:
+            if exact_last and point.last:
+                _local_vjp(point, tnp.multiply(_tail_vjp(point, analysis, read, builder), analysis.scale),
+                           read, cts, builder, params)
     grads = []
     for v, wanted in zip(graph.inputs, wrt):
         if wanted:
             grads.append(cts[v] if v in cts else np.zeros(v.aval.shape, v.aval.dtype))
     return builder.build([value, *grads, d])
+
+
+def _tail_vjp(point: Point, analysis: Analysis, read: Any, builder: GraphBuilder) -> Any:
+    """``∂(Σ_b ℓ_b)/∂z`` at the point's output z, exactly: the VJP rules of the tail nodes
+    between z and the per-example losses (for an output layer: the softmax cross-entropy)."""
+    tnp = numpy_namespace()
+    pe = analysis.per_example
+    cts: dict[Var, Any] = {pe: tnp.ones_like(read(pe)[0])}
+    inside = {point.out} | {n.outputs[0] for n in point.tail}
+    for node in reversed(point.tail):
+        out_ct = cts.pop(node.outputs[0], None)
+        if out_ct is None:
+            continue
+        builder.current_source = node.source
+        in_cts = node.primitive.vjp(out_ct, [read(a)[0] for a in node.inputs], read(node.outputs[0])[0],
+                                    **node.params)
+        for a, c in zip(node.inputs, in_cts):
+            if c is not None and isinstance(a, Var) and a in inside:
+                _accumulate(cts, a, c, node.primitive.name)
+    builder.current_source = None
+    ct = cts.get(point.out)
+    return ct if ct is not None else tnp.zeros_like(read(point.out)[0])
 
 
 def _local_vjp(point: Point, ct: Any, read: Any, cts: dict[Var, Any], builder: GraphBuilder,
@@ -381,7 +584,7 @@ def _local_vjp(point: Point, ct: Any, read: Any, cts: dict[Var, Any], builder: G
     keep = {point.base.outputs[0]} | {v for n in point.param_nodes for v in n.outputs}
     for node in reversed(order):
         out_ct = local.pop(node.outputs[0], None) if not node.primitive.multiple_results else None
-        if out_ct is None:
+        if out_ct is None or not node.primitive.differentiable:
             continue
         builder.current_source = node.source
         prim = node.primitive

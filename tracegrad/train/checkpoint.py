@@ -154,7 +154,7 @@ class Checkpoint:
     train_time: float
     param_leaves: list[np.ndarray]
     opt_leaves: list[np.ndarray]
-    sampler_state: Any  # forward_grad.DirectionSampler.state(); a list in checkpoints before v2
+    estimator_state: Any  # train.estimators: Estimator.state(); older files: the sampler's state alone
     stream_state: dict[str, int]
     config: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -211,7 +211,7 @@ def save_checkpoint(
     step: int,
     params: Any,
     opt_state: Any,
-    sampler_state: Any,
+    estimator_state: Any,
     stream_state: dict[str, int],
     config: dict[str, Any],
     history: list[dict[str, Any]],
@@ -232,7 +232,7 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "step": int(step),
         "train_time": float(train_time),
-        "sampler_state": sampler_state,
+        "estimator_state": estimator_state,
         "stream_state": {k: int(v) for k, v in stream_state.items()},
         "config": config,
         "history": history,
@@ -298,7 +298,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             train_time=float(meta["train_time"]),
             param_leaves=param_leaves,
             opt_leaves=opt_leaves,
-            sampler_state=meta["sampler_state"],
+            # checkpoints from before the estimator protocol stored the direction sampler's state
+            estimator_state=meta["estimator_state"] if "estimator_state" in meta else meta["sampler_state"],
             stream_state=meta["stream_state"],
             config=meta["config"],
             history=meta.get("history", []),

@@ -23,14 +23,18 @@ save a checkpoint, the metrics and the plot, and raise ``TrainingInterrupted``; 
 falls back to the newest checkpoint that loads and removes stale temporary files. The
 run's configuration is written to ``config.json`` beside the metrics.
 
-``mode="backprop"`` replaces the estimate by the exact gradient of the same compiled loss
-(``tracegrad.value_and_grad``, reverse mode); data, initialization, optimizer, metrics and
-checkpoints stay identical, so the two modes compare like with like.
+``estimator`` picks the gradient estimator (``train/estimators.py``, one interface built by
+``make_estimator``): ``forward`` (weight perturbation), ``activity`` (activity perturbation),
+``local`` (activity perturbation of a model with local heads, a different objective) or
+``backprop`` (the exact gradient of the same compiled loss, reverse mode); data,
+initialization, optimizer, metrics and checkpoints stay identical, so they compare like with
+like. ``mode`` is the old name of ``estimator`` and keeps working.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -47,13 +51,12 @@ from typing import Any
 import numpy as np
 
 from .. import numpy as tnp
-from ..activity import activity_grad
-from ..api import TANGENT_KINDS, value_and_grad
+from ..api import TANGENT_KINDS
 from ..api import compile as tg_compile
 from ..backends import to_device, to_host
 from ..data import DATASETS, BatchStream, Dataset, load_dataset
 from ..errors import OutputExistsError, TrainingDivergedError
-from ..forward_grad import DISTRIBUTIONS, forward_grad
+from ..forward_grad import DISTRIBUTIONS
 from ..optim import OPTIMIZERS, SCHEDULES, array_namespace, make_optimizer
 from .checkpoint import (
     CheckpointError,
@@ -64,6 +67,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .divergence import DivergenceMonitor
+from .estimators import ESTIMATORS, make_estimator
 from .metrics import MetricsHistory, atomic_write_bytes
 
 __all__ = [
@@ -82,8 +86,7 @@ __all__ = [
 ]
 
 MODELS = ("logreg", "mlp", "cnn")
-MODES = ("forward", "backprop", "activity")  # weight-perturbed forward gradient, exact gradient by reverse
-# mode, or activity-perturbed forward gradient (tracegrad.activity_grad; with groups and mask)
+MODES = ESTIMATORS  # the old name: forward, activity, local, backprop (train/estimators.py)
 DEFAULT_STEPS = 2000  # used when neither steps nor epochs is given (~70 epochs of digits)
 
 # Per-model, per-data-set optimizer and learning rate, used for the fields a config leaves
@@ -108,8 +111,8 @@ RUN_FILES = ("metrics.csv", "metrics.jsonl", "plot.png", "config.json", "summary
 # Config fields a resumed run must share with its checkpoint: changing any of them would
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
-                 "distribution", "seed", "model_kwargs", "mode", "tangents", "groups", "mask", "workers",
-                 "exchange")
+                 "distribution", "seed", "model_kwargs", "estimator", "mode", "tangents", "groups", "mask",
+                 "workers", "exchange")
 # Why a field cannot change on resume, where the generic reason is not enough.
 _RESUME_WHY = {"workers": "worker r of N trains on shard r of each batch with directions keyed by r, so the "
                           "same step with another number of workers is a different computation",
@@ -123,7 +126,9 @@ class TrainConfig:
     Exactly one of ``steps`` and ``epochs`` may be set; with neither, ``DEFAULT_STEPS``.
     ``optimizer`` and ``lr`` left ``None`` take the per-model defaults in ``DEFAULTS``.
     ``out=None`` trains in memory and writes no files (and cannot resume); ``overwrite``
-    lets a new run replace an earlier run's files in ``out``."""
+    lets a new run replace an earlier run's files in ``out``. ``mode`` is an alias of
+    ``estimator`` (the old name; given to the constructor or ``dataclasses.replace`` it sets
+    ``estimator``; ``to_dict`` writes both, so older readers find ``mode``)."""
 
     model: str = "logreg"
     data: str = "digits"
@@ -150,13 +155,22 @@ class TrainConfig:
     eval_batch_size: int = 1000
     keep_checkpoints: int = 3
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    mode: str = "forward"
+    estimator: str = "forward"  # forward | activity | local | backprop (train/estimators.py)
     overwrite: bool = False
-    groups: int = 1  # mode "activity": G block-sparse tangents per layer
-    mask: bool = False  # mode "activity": tangents masked by the activation's derivative
+    groups: int = 1  # activity, local: G block-sparse tangents per layer
+    mask: bool = False  # activity, local: tangents masked by the activation's derivative
     workers: int = 1  # data-parallel workers (train/distributed.py); 1: this process alone
     engine: str = "mpi"  # workers > 1: "mpi" (one MPI process each) or "local" (one process plays all)
     exchange: str = "seeds"  # workers > 1: "seeds" (loss and K scalars each) or "dense" (all-reduce)
+
+    @property
+    def mode(self) -> str:
+        """The old name of ``estimator``."""
+        return self.estimator
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self.estimator = value
 
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self``."""
@@ -166,7 +180,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
         for name, choices in (("model", MODELS), ("data", DATASETS), ("optimizer", tuple(OPTIMIZERS)),
-                              ("schedule", SCHEDULES), ("distribution", DISTRIBUTIONS), ("mode", MODES)):
+                              ("schedule", SCHEDULES), ("distribution", DISTRIBUTIONS), ("estimator", ESTIMATORS)):
             if name == "optimizer" and self.optimizer is None:
                 continue  # the per-model default
             if getattr(self, name) not in choices:
@@ -193,9 +207,9 @@ class TrainConfig:
             raise ValueError("resume needs an output folder (out) to find the checkpoint in")
         if self.tangents not in TANGENT_KINDS:
             raise ValueError(f"unknown tangents {self.tangents!r}; choose one of {', '.join(TANGENT_KINDS)}")
-        if self.mode == "activity" and self.tangents != "dense":
+        if self.estimator in ("activity", "local") and self.tangents != "dense":
             raise ValueError(f"tangents={self.tangents!r} perturbs weights; activity perturbation perturbs the "
-                             "pre-activations (drop --tangents, or use --mode forward)")
+                             "pre-activations (drop --tangents, or use --estimator forward)")
         if self.mode == "backprop" and self.tangents != "dense":
             raise ValueError(f"tangents={self.tangents!r} applies to forward gradients only; backprop computes "
                              "the exact gradient (drop --tangents, or use --mode forward)")
@@ -203,8 +217,11 @@ class TrainConfig:
             raise ValueError(f"directions={self.directions} applies to forward gradients only; "
                              "backprop computes the exact gradient (drop --directions, or use "
                              "--mode forward)")
-        if self.mode != "activity" and (self.groups != 1 or self.mask):
-            raise ValueError("groups and mask apply to activity perturbation only (--estimator activity)")
+        if self.estimator not in ("activity", "local") and (self.groups != 1 or self.mask):
+            raise ValueError("groups and mask apply to activity perturbation only (--estimator activity or local)")
+        if self.estimator == "local" and self.model == "logreg":
+            raise ValueError("estimator 'local' trains hidden blocks through local heads; logreg has none "
+                             "(use --model mlp or cnn)")
         self._validate_workers(positive_int)
         return self
 
@@ -232,13 +249,32 @@ class TrainConfig:
             raise ValueError(f"workers={self.workers} runs on the numpy backend only (got {self.backend!r})")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "mode": self.estimator}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a dict, ignoring keys this version does not know."""
+        """Build from a dict, ignoring keys this version does not know; a dict with only
+        ``mode`` (older configs and checkpoints) gives that estimator."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        if "estimator" not in kw and "mode" in d:
+            kw["estimator"] = d["mode"]
+        return cls(**kw)
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_with_mode_alias(self: TrainConfig, *args: Any, mode: str | None = None, **kwargs: Any) -> None:
+    # ``mode=`` (the old name) sets ``estimator``; it wins over an ``estimator`` passed beside it,
+    # which is what ``dataclasses.replace(config, mode=...)`` does (it passes the old estimator)
+    if mode is not None:
+        kwargs["estimator"] = mode
+    _dataclass_init(self, *args, **kwargs)
+
+
+TrainConfig.__init__ = _init_with_mode_alias  # type: ignore[method-assign]
 
 
 def resolve_defaults(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
@@ -322,8 +358,10 @@ def _build_model(cfg: TrainConfig, ds: Dataset) -> Any:
     # Imported here: the model zoo is a separate package and only the trainer needs it.
     from ..nn.models import build_model
 
-    return build_model(cfg.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape,
-                       **cfg.model_kwargs)
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.estimator == "local":
+        kwargs.setdefault("local_heads", True)
+    return build_model(cfg.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape, **kwargs)
 
 
 class Trainer:
@@ -365,19 +403,10 @@ class Trainer:
         self._update = self.optimizer.update_inplace or self.optimizer.update
 
         loss = cross_entropy_loss(self.model.apply)
-        self.loss_fn = tg_compile(loss, backend=cfg.backend)
+        self.loss_fn = tg_compile(loss, backend=cfg.backend)  # the global loss (evaluation, finiteness)
         # keep_buffers: the estimate is applied before the next step, so its tangents may live
         # in buffers kept across steps (no parameter-sized allocation per step)
-        self.estimate = forward_grad(self.loss_fn, argnums=0, directions=cfg.directions,
-                                     distribution=cfg.distribution, seed=cfg.seed, tangents=cfg.tangents,
-                                     keep_buffers=True)
-        if cfg.mode == "activity":  # tangents at the pre-activations; same counter-based sampler
-            self.estimate = activity_grad(self.loss_fn, argnums=0, directions=cfg.directions, groups=cfg.groups,
-                                          mask=cfg.mask, distribution=cfg.distribution, seed=cfg.seed)
-        if cfg.mode == "backprop":  # the exact gradient of the same loss; the (unused) sampler
-            sampler = self.estimate.sampler  # stays so checkpoints keep the same fields
-            self.estimate = value_and_grad(self.loss_fn, argnums=0)
-            self.estimate.sampler = sampler  # type: ignore[attr-defined]
+        self.estimator = make_estimator(cfg, self.model, self.loss_fn, keep_buffers=True)
         apply = self.model.apply
 
         def evaluate(params: Any, x: Any, y: Any) -> Any:
@@ -439,11 +468,11 @@ class Trainer:
         self.params = to_device(params, self.config.backend)
         self.opt_state = to_device(opt_state, self.config.backend)
         try:
-            self.estimate.sampler.set_state(ck.sampler_state)
+            self.estimator.set_state(ck.estimator_state)
             self.stream.load_state_dict(ck.stream_state)
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: unusable random-number or batch state ({exc})") from None
-        if isinstance(ck.sampler_state, list):
+        if isinstance(ck.estimator_state, list):
             self._log(f"{path}: made before counter-based tangents; the directions after step {ck.step} "
                       "come from (seed, step, leaf, direction) and differ from what that version would draw")
         self.step = ck.step
@@ -465,7 +494,7 @@ class Trainer:
                 return self.last_checkpoint
         self.last_checkpoint = save_checkpoint(
             self.out_dir, step=self.step, params=to_host(self.params), opt_state=to_host(self.opt_state),
-            sampler_state=self.estimate.sampler.state(), stream_state=self.stream.state_dict(),
+            estimator_state=self.estimator.state(), stream_state=self.stream.state_dict(),
             config=self.config.to_dict(), history=self.history.rows, train_time=self.train_time,
             keep=self.config.keep_checkpoints, monitor_state=self.monitor.state_dict())
         return self.last_checkpoint
@@ -506,9 +535,10 @@ class Trainer:
         if plot and self.config.plot and self.history.rows:
             cfg = self.config
             title = (f"{cfg.model} on {cfg.data}: {cfg.optimizer} lr={cfg.lr:g}, "
-                     + (f"K={cfg.directions} forward-gradient directions" if cfg.mode == "forward"
-                        else f"activity perturbation K={cfg.directions} G={cfg.groups}"
-                        + (" masked" if cfg.mask else "") if cfg.mode == "activity" else "backprop"))
+                     + (f"K={cfg.directions} forward-gradient directions" if cfg.estimator == "forward"
+                        else f"{'local losses, ' if cfg.estimator == 'local' else ''}activity perturbation "
+                        f"K={cfg.directions} G={cfg.groups}" + (" masked" if cfg.mask else "")
+                        if cfg.estimator in ("activity", "local") else "backprop"))
             self.history.plot(self.out_dir / "plot.png",
                               title=title if note is None else f"{title}\n{note}")
 
@@ -651,10 +681,8 @@ class Trainer:
                     if self.engine is not None:  # N workers: shards, seeds and scalars exchanged
                         loss, grads = self.engine.step(self.params, self.opt_state, x, y, self.step,
                                                        stop=self._stop_signal)
-                    elif cfg.mode == "backprop":
-                        loss, grads = self.estimate(self.params, x, y)
                     else:  # the tangents of (seed, step, leaf, direction): resumable without state
-                        loss, grads = self.estimate(self.params, x, y, step=self.step)
+                        loss, grads = self.estimator(self.params, x, y, self.step)
                     loss = float(loss)
                     reason = self.monitor.update(loss)
                     if reason is not None:
