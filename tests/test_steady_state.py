@@ -163,7 +163,7 @@ def test_trainer_steps_allocate_no_parameter_sized_buffer(tangents):
             x, y = t.stream.next()  # the batch itself is not the step's
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
-            _, grads = t.estimate(t.params, x, y, step=t.step)
+            _, grads = t.estimator(t.params, x, y, t.step)
             t.params, t.opt_state = t._update(grads, t.opt_state, t.params)
             t.step += 1
             del grads
