@@ -4,6 +4,7 @@ layer, and clear errors for losses it cannot handle."""
 
 import numpy as np
 import pytest
+from estimates import mean_and_se
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
@@ -37,14 +38,6 @@ def mean_loss(p, x, y):
     return np.mean(per_example(p, x, y))
 
 
-def _mean_and_se(g, args, calls):
-    """Mean over ``calls`` independent estimates and its standard error, per leaf."""
-    samples = [g(*args, step=t)[1] for t in range(calls)]
-    out = {}
-    for k in samples[0]:
-        s = np.stack([e[k] for e in samples])
-        out[k] = (s.mean(0), s.std(0, ddof=1) / np.sqrt(calls))
-    return out
 
 
 @pytest.mark.parametrize("options", [{}, {"mask": True}, {"groups": 5}, {"mask": True, "groups": 5}])
@@ -55,7 +48,7 @@ def test_mean_of_estimates_is_the_exact_gradient(options):
     value, _ = g(p, x, y)
     assert value == pytest.approx(mean_loss(p, x, y), rel=1e-12)
     scale = max(np.abs(v).max() for v in exact.values())
-    for k, (mean, se) in _mean_and_se(g, (p, x, y), 32).items():
+    for k, (mean, se) in mean_and_se(g, (p, x, y), 32).items():
         err = np.abs(mean - exact[k])
         assert np.all(err <= 5 * se + 1e-12), (k, err.max(), se.max())
         assert se.max() < 0.1 * scale, k  # sharp enough to see a bias of the size of a gradient
@@ -65,7 +58,7 @@ def test_mask_and_groups_reduce_the_variance():
     p, (x, y) = _params(), _data()
     var = {}
     for name, opts in {"plain": {}, "mask": {"mask": True}, "mask+groups": {"mask": True, "groups": 5}}.items():
-        stats = _mean_and_se(tg.activity_grad(per_example, directions=5, seed=4, **opts), (p, x, y), 60)
+        stats = mean_and_se(tg.activity_grad(per_example, directions=5, seed=4, **opts), (p, x, y), 60)
         var[name] = sum(float(np.sum(se ** 2)) for k, (_, se) in stats.items() if k in ("w0", "w1"))
     assert var["mask"] < var["plain"]
     assert var["mask+groups"] < var["mask"]

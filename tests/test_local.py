@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from estimates import mean_and_se
 
 import tracegrad as tg
 from tracegrad.nn.models import cnn, mlp
@@ -26,13 +27,6 @@ def _mlp(width=6):
     return m, p, rng.standard_normal((B, 5)), rng.integers(0, 3, B)
 
 
-def _mean_and_se(g, args, calls):
-    samples = [g(*args, step=t)[1] for t in range(calls)]
-    out = {}
-    for k in samples[0]:
-        s = np.stack([e[k] for e in samples])
-        out[k] = (s.mean(0), s.std(0, ddof=1) / np.sqrt(calls))
-    return out
 
 
 HIDDEN = ("w0", "b0", "w1", "b1")
@@ -46,7 +40,7 @@ def test_local_estimates_average_to_the_local_gradient(options):
     v, _ = g(p, x, y)
     assert v == pytest.approx(value, rel=1e-12)
     scale = max(np.abs(exact[k]).max() for k in HIDDEN)
-    for k, (mean, se) in _mean_and_se(g, (p, x, y), 30).items():
+    for k, (mean, se) in mean_and_se(g, (p, x, y), 30).items():
         if k in HIDDEN:
             assert np.all(np.abs(mean - exact[k]) <= 5 * se + 1e-12), k
             assert se.max() < 0.1 * scale, k  # sharp enough to see a bias the size of a gradient
@@ -90,7 +84,7 @@ def test_masking_and_grouping_reduce_the_local_variance():
     m, p, x, y = _mlp()
     var = {}
     for name, opts in {"plain": {}, "mask": {"mask": True}, "mask+groups": {"mask": True, "groups": 3}}.items():
-        stats = _mean_and_se(tg.activity_grad(m.local_loss, directions=4, seed=4, exact_last=True, **opts),
+        stats = mean_and_se(tg.activity_grad(m.local_loss, directions=4, seed=4, exact_last=True, **opts),
                              (p, x, y), 40)
         var[name] = sum(float(np.sum(se ** 2)) for k, (_, se) in stats.items() if k in HIDDEN)
     assert var["mask"] < var["plain"] and var["mask+groups"] < var["mask"]
@@ -104,7 +98,7 @@ def test_cnn_local_heads_unbiased_and_exact_at_the_heads():
     x, y = rng.standard_normal((3, 1, 8, 8)), rng.integers(0, 3, 3)
     exact = tg.grad(model.local_loss)(p, x, y)
     g = tg.activity_grad(model.local_loss, directions=12, mask=True, seed=5, exact_last=True)
-    stats = _mean_and_se(g, (p, x, y), 25)
+    stats = mean_and_se(g, (p, x, y), 25)
     for k, (mean, se) in stats.items():
         if k.startswith(("head", "fc1")):
             np.testing.assert_allclose(mean, exact[k], rtol=1e-9, atol=1e-12, err_msg=k)

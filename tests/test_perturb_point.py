@@ -3,6 +3,7 @@ compiler would not find itself are perturbed at the tag and the estimate stays u
 
 import numpy as np
 import pytest
+from estimates import mean_and_se
 
 import tracegrad as tg
 from tracegrad.ad.perturb import analyze
@@ -30,10 +31,6 @@ def untagged(p, x, y):
     return tg.numpy.cross_entropy(np.maximum(z, 0) @ p["w2"], y)
 
 
-def _mean_and_se(g, args, calls):
-    samples = [g(*args, step=t)[1] for t in range(calls)]
-    return {k: (np.mean([e[k] for e in samples], 0), np.std([e[k] for e in samples], 0, ddof=1) / np.sqrt(calls))
-            for k in samples[0]}
 
 
 def test_perturb_point_is_the_identity_elsewhere():
@@ -54,7 +51,7 @@ def test_tagged_points_the_compiler_cannot_find_give_unbiased_estimates():
     exact = tg.grad(tagged)(p, x, y)
     for options in ({}, {"mask": True}):
         g = tg.activity_grad(tagged, directions=64, seed=1, **options)
-        for k, (mean, se) in _mean_and_se(g, (p, x, y), 60).items():
+        for k, (mean, se) in mean_and_se(g, (p, x, y), 60).items():
             assert np.all(np.abs(mean - exact[k]) <= 5 * se + 1e-12), (options, k)
             assert 5 * se.max() < 0.75 * np.abs(exact[k]).max(), k  # a zero estimate would fail
 
