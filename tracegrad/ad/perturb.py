@@ -357,14 +357,7 @@ class Blocks(T.Tangent):
         w = lm.params.get("w") if lm.name == "matmul_left" else None
         if w is None or len(np.shape(w)) != 2 or not out.is_float:
             return super().map(lm, out)
-        tnp = numpy_namespace()
-        k, g, b, j = self._kgbj()
-        n = np.shape(w)[1]
-        # a batched matmul over the G groups (BLAS per group): (G, K*B, w/G) @ (G, w/G, n)
-        lhs = tnp.reshape(tnp.transpose(self.blocks, (1, 0, 2, 3)), (g, k * b, j))
-        r = tnp.matmul(lhs, tnp.reshape(w, (g, j, n)))
-        r = tnp.transpose(tnp.reshape(r, (g, k, b, n)), (1, 0, 2, 3))
-        return T.Dense(tnp.reshape(r, (k * g, b, n))).fit(out)
+        return GroupedImage(self.blocks, w, out)
 
     def neg(self) -> T.Tangent:
         return Blocks(-self.blocks, self._aval)
@@ -373,6 +366,83 @@ class Blocks(T.Tangent):
         if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
             return self
         return super().fit(out)
+
+
+CHUNK_BYTES = 1 << 20  # a chunk of GroupedImage's directions: small enough to stay in L2
+
+
+class GroupedImage(T.Tangent):
+    """``Blocks @ W`` — ``(K*G, B, n)``: direction ``(k, g)`` is block g of the blocks times rows
+    block g of ``W`` — not computed until needed, with the elementwise masks and scales that
+    follow it (a ReLU's JVP) recorded in ``ops``. It is ``G`` times the size of an activation,
+    so computing it whole, then masking it, then multiplying it again streams it through
+    memory three times; ``map`` by the next matmul instead runs the chain chunk by chunk of
+    groups (a few hundred KiB each): group-batched product, masks, next product, all in
+    cache. ``dense()`` runs the same chunks without the final product."""
+
+    __slots__ = ("_aval", "blocks", "ops", "w")
+
+    def __init__(self, blocks: Any, w: Any, aval: Aval, ops: tuple[tuple[str, Any], ...] = ()):
+        self.blocks, self.w, self._aval, self.ops = blocks, w, aval, ops
+
+    @property
+    def aval(self) -> Aval:
+        return self._aval
+
+    def _with(self, op: str, arg: Any, out: Aval) -> T.Tangent | None:
+        if out.shape != self._aval.shape or out.dtype != self._aval.dtype or \
+                (op != "neg" and tuple(np.shape(arg)) not in ((), self._aval.shape)):
+            return None
+        return GroupedImage(self.blocks, self.w, out, self.ops + ((op, arg),))
+
+    def keep(self, cond: Any, out: Aval) -> T.Tangent:
+        return self._with("keep", cond, out) or super().keep(cond, out)
+
+    def scale(self, factor: Any, out: Aval) -> T.Tangent:
+        return self._with("scale", factor, out) or super().scale(factor, out)
+
+    def neg(self) -> T.Tangent:
+        return self._with("neg", None, self._aval) or super().neg()
+
+    def fit(self, out: Aval) -> T.Tangent:
+        if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
+            return self
+        return super().fit(out)
+
+    def dense(self) -> Any:
+        return self._chunks(None)
+
+    def map(self, lm: Any, out: Aval) -> T.Tangent:
+        w2 = lm.params.get("w") if lm.name == "matmul_left" else None
+        if w2 is None or len(np.shape(w2)) != 2 or not out.is_float or np.dtype(out.dtype) != np.dtype(self._aval.dtype):
+            return super().map(lm, out)
+        return T.Dense(self._chunks(w2)).fit(out)
+
+    def _chunks(self, w2: Any) -> Any:
+        """The directions ``(K*G, B, n)`` (``w2`` None) or their product with ``w2``, computed
+        ``c`` groups at a time: ``(c, K*B, j) @ (c, j, n)``, the recorded ops, ``@ w2``."""
+        tnp = numpy_namespace()
+        k, g, b, j = (int(d) for d in np.shape(self.blocks))
+        n = int(np.shape(self.w)[1])
+        per_group = k * b * n * np.dtype(self._aval.dtype).itemsize
+        c = max(1, min(g, CHUNK_BYTES // max(per_group, 1)))
+        w = tnp.reshape(self.w, (g, j, n))
+        lhs = tnp.reshape(tnp.transpose(self.blocks, (1, 0, 2, 3)), (g, k * b, j))  # a view when K = 1
+        parts = []
+        for g0 in range(0, g, c):
+            g1 = min(g, g0 + c)
+            r = tnp.matmul(lhs[g0:g1], w[g0:g1])  # (c, K*B, n)
+            r = tnp.reshape(r, (g1 - g0, k, b, n))
+            for op, arg in self.ops:  # (B, n) conditions and factors broadcast over (c, K)
+                zero = self._aval.dtype.type(0)
+                r = tnp.where(arg, r, zero) if op == "keep" else tnp.negative(r) if op == "neg" else \
+                    tnp.multiply(r, arg)
+            if w2 is not None:
+                r = tnp.matmul(r, w2)  # (c, K, B, m)
+            parts.append(r)
+        r = parts[0] if len(parts) == 1 else tnp.concatenate(parts, axis=0)  # (G, K, B, .)
+        m = int(np.shape(r)[-1])
+        return tnp.reshape(tnp.transpose(r, (1, 0, 2, 3)), (k * g, b, m))
 
 
 class BlocksSum(T.Tangent):
@@ -417,7 +487,7 @@ class BlocksSum(T.Tangent):
 
 def _plus(aval: Aval, t: T.Tangent, u: T.Tangent) -> T.Tangent:
     """``t + u`` at an injection point; a block-sparse ``u`` stays apart from a dense ``t``."""
-    if isinstance(u, Blocks) and isinstance(t, T.Dense) and t.aval.shape == aval.shape == u.aval.shape \
+    if isinstance(u, Blocks) and isinstance(t, (T.Dense, GroupedImage)) and t.aval.shape == aval.shape == u.aval.shape \
             and t.aval.dtype == aval.dtype:
         return BlocksSum(t, u)
     return T.add(aval, t, u)

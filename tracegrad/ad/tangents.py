@@ -8,7 +8,7 @@ direction axes, set once per ``jvp_graph``). Two kinds exist today:
 - ``Dense``: a traced array laid out as ``directions() + aval.shape``.
 
 Rules never touch a layout. They combine tangents with ``scale`` (elementwise product
-with a primal factor), ``add``, ``neg``, ``select`` and push them through *named* linear
+with a primal factor), ``add``, ``neg``, ``select`` (``keep`` when one branch is zero) and push them through *named* linear
 maps (``Tangent.map(LinearMap, out)``, see ``linear.py``: ``matmul_left``,
 ``matmul_right``, ``transpose``, ``reshape``, ``broadcast_to``, ``index``, ``reduce_sum``,
 ``conv2d_weight``, ...). The base class implements every method by densifying
@@ -136,6 +136,13 @@ class Tangent:
             return Zero(out)
         return _fit(lm.dense(self.dense(), len(directions())), out)
 
+    def keep(self, cond: Any, out: Aval) -> Tangent:
+        """``where(cond, self, 0)``: this tangent where the primal-side ``cond`` holds, zero
+        elsewhere (a ReLU's JVP). A kind that defers its work may record the condition."""
+        if not out.is_float:
+            return Zero(out)
+        return _fit(_tnp().where(cond, self.aligned(len(out.shape)), out.dtype.type(0)), out)
+
     def fit(self, out: Aval) -> Tangent:
         """This tangent broadcast/cast to ``out`` (the identity when it already is)."""
         if not out.is_float:
@@ -262,6 +269,8 @@ def select(cond: Any, a: Tangent, b: Tangent, out: Aval) -> Tangent:
     """``where(cond, a, b)`` on tangents; a zero branch costs a typed scalar 0, not an array."""
     if (a.is_zero and b.is_zero) or not out.is_float:
         return Zero(out)
+    if b.is_zero:  # the tangent kind decides how (a deferred product records the condition)
+        return a.keep(cond, out)
     nd = len(out.shape)
     zero = out.dtype.type(0)
     av = zero if a.is_zero else a.aligned(nd)
