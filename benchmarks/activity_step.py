@@ -1,7 +1,8 @@
 """Step time of each gradient estimator on the MNIST MLP 784-1024-1024-10, batch 64, one thread.
 
-Interleaved rounds (each estimator once per round, in turn), median ms per call of the
-estimator alone (no optimizer update), so a loaded machine slows them all alike:
+Interleaved rounds (each estimator once per round, in turn), median CPU ms per training step
+(the estimate and an in-place SGD update of every parameter, the same for all), so a loaded
+machine slows them all alike; the wall-time medians are printed too:
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/activity_step.py --rounds 20
 """
@@ -37,21 +38,33 @@ def main() -> None:
         "weight perturbation (K=1)": (tg.forward_grad(loss, distribution="rademacher", seed=0), params, True),
         "activity, masked, G=1": (tg.activity_grad(loss, mask=True, seed=0), params, True),
         "activity, masked, G=64": (tg.activity_grad(loss, mask=True, groups=64, seed=0), params, True),
+        "activity, masked, G=64, layerwise": (tg.activity_grad(loss, mask=True, groups=64, seed=0,
+                                                               layerwise=True), params, True),
+        "activity, masked, G=256": (tg.activity_grad(loss, mask=True, groups=256, seed=0), params, True),
+        "activity, masked, G=256, layerwise": (tg.activity_grad(loss, mask=True, groups=256, seed=0,
+                                                                layerwise=True), params, True),
+        "activity, masked, G=16, layerwise": (tg.activity_grad(loss, mask=True, groups=16, seed=0,
+                                                               layerwise=True), params, True),
         "local, masked, G=256": (tg.activity_grad(local.local_loss, mask=True, groups=256, seed=0,
                                                   exact_last=True), lparams, True),
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
+    walls: dict[str, list[float]] = {k: [] for k in cases}
     for r in range(args.rounds + 2):
         for name, (fn, prm, stepped) in cases.items():
-            t0 = time.perf_counter()
-            fn(prm, x, y, step=r) if stepped else fn(prm, x, y)
+            t0, w0 = time.process_time(), time.perf_counter()
+            _, grads = fn(prm, x, y, step=r) if stepped else fn(prm, x, y)
+            for k, gk in grads.items():  # SGD, in place (a small rate: the parameters barely move)
+                prm[k] -= np.float32(1e-6) * gk
             if r >= 2:  # the first calls compile
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(time.process_time() - t0)
+                walls[name].append(time.perf_counter() - w0)
     base = float(np.median(times["backprop"]))
-    print(f"MLP 784-1024-1024-10, batch {args.batch}, {args.rounds} interleaved rounds, median ms per call")
+    print(f"MLP 784-1024-1024-10, batch {args.batch}, {args.rounds} interleaved rounds, median ms per step "
+          "(estimate + SGD update)")
+    print(f"  {'estimator':40s} {'CPU ms':>8s} {'x backprop':>11s} {'wall ms':>8s}")
     for name, ts in times.items():
-        print(f"  {name:28s} {1e3 * np.median(ts):7.1f} ms  ({np.median(ts) / base:.2f} x backprop)")
-
+        print(f"  {name:40s} {1e3 * np.median(ts):8.1f} {np.median(ts) / base:11.2f} {1e3 * np.median(walls[name]):8.1f}")
 
 if __name__ == "__main__":
     main()

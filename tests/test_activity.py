@@ -187,11 +187,28 @@ def test_cli_estimator_option(tmp_path, capsys):
     assert "activity-perturbed forward gradients" in out and "G=4 group(s), masked" in out
     assert main(["train", "--groups", "4", "--steps", "5", "--out", str(tmp_path / "s")]) == 2
     assert "activity perturbation only" in capsys.readouterr().err
+    code = main(["train", "--model", "mlp", "--hidden", "16", "--estimator", "activity", "--mask", "--groups", "4",
+                 "--layerwise", "--exact-output", "--steps", "10", "--eval-every", "10", "--out", str(tmp_path / "t")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "G=4 group(s), masked, exact output layer, layerwise" in out
+    for bad in (["--layerwise"], ["--estimator", "backprop", "--exact-output"]):
+        assert main(["train", *bad, "--steps", "5", "--out", str(tmp_path / "u"), "--overwrite"]) == 2
+        assert "activity" in capsys.readouterr().err
 
 
-def _reference_estimate(p, x, y, us, mask, average):
+def _reference_estimate(p, x, y, us, mask, average, layerwise=False):
     """Activity perturbation of the 2-hidden-layer ReLU MLP ``per_example`` in plain NumPy:
-    ``us[l]`` dense ``(N, B, w_l)``; returns the estimates and ``d`` ``(N, B)``."""
+    ``us[l]`` dense ``(N, B, w_l)``; returns the estimates and ``d`` ``(N, B)``. ``layerwise``:
+    each layer's directions are its own (``d`` is ``(3N, B)``, layer l's at rows ``l*N`` on)."""
+    if layerwise:
+        n = us[0].shape[0]
+        wide = []
+        for i, u in enumerate(us):
+            w = np.zeros((3 * n,) + u.shape[1:])
+            w[i * n:(i + 1) * n] = u
+            wide.append(w)
+        return _reference_estimate(p, x, y, wide, mask, average)  # zero outside its rows: its own only
     zs, hs = [], [x]
     for i in range(3):
         zs.append(hs[-1] @ p[f"w{i}"] + p[f"b{i}"])
@@ -211,12 +228,14 @@ def _reference_estimate(p, x, y, us, mask, average):
     return out, d
 
 
+@pytest.mark.parametrize("layerwise", [False, True])
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("chunk", [1, 1 << 30])
-def test_grouped_directions_through_two_layers_match_a_numpy_reference(monkeypatch, mask, chunk):
+def test_grouped_directions_through_two_layers_match_a_numpy_reference(monkeypatch, mask, chunk, layerwise):
     """Block-sparse tangents pushed through the next matmul (``GroupedImage``: the product,
     the ReLU mask and the next product run chunk by chunk of groups) give the estimator's
-    exact numbers, one group per chunk or all at once, K = 2 directions of G = 3 groups."""
+    exact numbers, one group per chunk or all at once, K = 2 directions of G = 3 groups;
+    ``layerwise``: every layer on its own directions (``Stacked``)."""
     from tracegrad.ad import perturb
     from tracegrad.modes import ActivityMode
 
@@ -229,7 +248,7 @@ def test_grouped_directions_through_two_layers_match_a_numpy_reference(monkeypat
     x, y = _data()
     compiled = tg.compile(per_example)
     wrt = (True,) * 6 + (False, False)
-    entry, leaves = compiled._entry((p, x, y), ActivityMode(wrt, k * g, mask, k, g))
+    entry, leaves = compiled._entry((p, x, y), ActivityMode(wrt, k * g, mask, k, g, layerwise=layerwise))
     assert "GroupedImage" not in entry.executable.source  # (a tangent kind, never a name in the code)
     blocks = [rng.standard_normal((k, g, B, width // g)), rng.standard_normal((k, g, B, width // g)),
               rng.standard_normal((k, g, B, C // g))]
@@ -242,7 +261,31 @@ def test_grouped_directions_through_two_layers_match_a_numpy_reference(monkeypat
                 u[kk * g + gg, :, gg * j:(gg + 1) * j] = bl[kk, gg]
         dense.append(u)
     outs = entry.executable(*leaves, *blocks)
-    want, d = _reference_estimate(p, x, y, dense, mask, k)
+    want, d = _reference_estimate(p, x, y, dense, mask, k, layerwise)
     np.testing.assert_allclose(outs[-1], d, rtol=1e-12, atol=1e-12)
     for name, got in zip(sorted(p), outs[1:-1]):
         np.testing.assert_allclose(got, want[name], rtol=1e-11, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_layerwise_with_groups_equal_to_the_width_is_exact_for_every_layer_at_once(mask):
+    """Each layer on its own directions, one unit per direction (G = width, Rademacher):
+    d_n u_n = ∂ℓ/∂z_j u_j² — every layer's estimate is its exact gradient in one execution.
+    Shared directions (not layerwise) mix the layers' units into each d_n and are not."""
+    p, (x, y) = _params(), _data()
+    exact = tg.grad(mean_loss)(p, x, y)
+    value, est = tg.activity_grad(per_example, groups=H, mask=mask, layerwise=True, seed=4)(p, x, y)
+    assert value == pytest.approx(mean_loss(p, x, y), rel=1e-12)
+    for k in p:
+        np.testing.assert_allclose(est[k], exact[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    _, shared = tg.activity_grad(per_example, groups=H, mask=mask, seed=4)(p, x, y)
+    assert max(np.abs(shared[k] - exact[k]).max() for k in p) > 1e-3
+
+
+@pytest.mark.parametrize("options", [{"groups": 1}, {"groups": 5, "mask": True}])
+def test_layerwise_estimates_are_unbiased(options):
+    p, (x, y) = _params(), _data()
+    exact = tg.grad(mean_loss)(p, x, y)
+    g = tg.activity_grad(per_example, directions=8, seed=9, layerwise=True, **options)
+    for k, (mean, se) in mean_and_se(g, (p, x, y), 32).items():
+        assert np.all(np.abs(mean - exact[k]) <= 5 * se + 1e-12), k

@@ -137,6 +137,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"with --estimator activity or local: G block-sparse tangents per layer (default {d.groups})")
     p.add_argument("--mask", action="store_true", default=None,
                    help="with --estimator activity or local: mask the tangents by the activation's derivative")
+    p.add_argument("--layerwise", action="store_true", default=None,
+                   help="with --estimator activity or local: every layer gets its own K*G directions, so its "
+                        "estimate carries none of the other layers' noise (one execution still; about the same "
+                        "cost when the later layers are narrow)")
+    p.add_argument("--exact-output", action="store_true", default=None, dest="exact_output",
+                   help="with --estimator activity: no tangent at the output layer, which takes its exact gradient "
+                        "(softmax cross-entropy's VJP, a local product); the hidden layers' estimates lose its noise")
     p.add_argument("--seed", type=_nonneg_int, metavar="S",
                    help=f"seed of the initialization, batches and directions (default {d.seed})")
     p.add_argument("--out", metavar="DIR",
@@ -168,7 +175,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 _TRAIN_OPTIONS = ("model", "data", "data_dir", "steps", "epochs", "batch_size", "optimizer", "lr",
                   "schedule", "weight_decay", "directions", "distribution", "backend", "seed", "eval_every",
-                  "checkpoint_every", "mode", "tangents", "groups", "mask", "workers", "engine", "exchange")
+                  "checkpoint_every", "mode", "tangents", "groups", "mask", "exact_output", "layerwise", "workers",
+                  "engine", "exchange")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -305,7 +313,8 @@ def _train(args: argparse.Namespace, config: Any, start: float, rank: int) -> in
         + (f"K={config.directions} {config.distribution} {config.tangents} direction(s), "
            if config.mode == "forward" else "")
         + (f"K={config.directions} {config.distribution} direction(s), " if config.mode in ("activity", "local") else "")
-        + (f"G={config.groups} group(s){', masked' if config.mask else ''}, "
+        + (f"G={config.groups} group(s){', masked' if config.mask else ''}"
+           f"{', exact output layer' if config.exact_output else ''}{', layerwise' if config.layerwise else ''}, "
            if config.mode in ("activity", "local") else "")
         + (f"{config.workers} workers ({config.engine} engine, {config.exchange} exchange), "
            if config.workers > 1 else "")

@@ -89,7 +89,8 @@ class ActivityMode:
     ``wrt`` leaf and the per-example directional derivatives, for ``directions`` tangents per
     injection point (``average`` independent ones, ``groups`` block-sparse ones each; ``mask``:
     masked by the next op's derivative; ``exact_last``: exact gradients for the points whose
-    tangents reach no other point, such as local heads and the output layer)."""
+    tangents reach no other point, such as local heads and the output layer; ``layerwise``:
+    every point's directions are its own)."""
 
     wrt: tuple[bool, ...]
     directions: int
@@ -97,10 +98,11 @@ class ActivityMode:
     average: int = 1
     groups: int = 1
     exact_last: bool = False
+    layerwise: bool = False
 
     def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
         graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average, self.groups,
-                               self.exact_last)
+                               self.exact_last, self.layerwise)
         return optimize(graph), [True]
 
 

@@ -485,6 +485,79 @@ class BlocksSum(T.Tangent):
         return super().fit(out)
 
 
+class Stacked(T.Tangent):
+    """Per-layer direction sets (``layerwise``): the direction axis is the concatenation of
+    every perturbed point's own ``N`` directions, and ``parts`` maps a point's offset on it to
+    the tangent those directions carry (a tangent with ``N`` directions; directions no part
+    covers are zero). A layer's tangent then never shares a direction with another layer's,
+    so its estimate is free of their noise; each part is pushed through the network on its
+    own, under its own ``directions_context`` — as cheap as before when the layers after the
+    first are narrow, since only the first layer's part is wide."""
+
+    __slots__ = ("_aval", "n", "parts")
+
+    def __init__(self, parts: dict[int, T.Tangent], n: int, aval: Aval):
+        self.parts, self.n, self._aval = parts, n, aval
+
+    @property
+    def aval(self) -> Aval:
+        return self._aval
+
+    def _each(self, fn: Any, out: Aval) -> T.Tangent:
+        parts = {}
+        with T.directions_context((self.n,)):
+            for o, t in self.parts.items():
+                r = fn(t)
+                if not r.is_zero:
+                    parts[o] = r
+        return Stacked(parts, self.n, out) if parts else T.Zero(out)
+
+    def dense(self) -> Any:
+        tnp = numpy_namespace()
+        total = T.directions()[0]
+        pieces, at = [], 0
+        with T.directions_context((self.n,)):
+            for o in sorted(self.parts):
+                if o > at:
+                    pieces.append(np.zeros((o - at,) + self._aval.shape, self._aval.dtype))
+                pieces.append(self.parts[o].dense())
+                at = o + self.n
+        if at < total:
+            pieces.append(np.zeros((total - at,) + self._aval.shape, self._aval.dtype))
+        return pieces[0] if len(pieces) == 1 else tnp.concatenate(pieces, axis=0)
+
+    def scale(self, factor: Any, out: Aval) -> T.Tangent:
+        return self._each(lambda t: t.scale(factor, out), out)
+
+    def keep(self, cond: Any, out: Aval) -> T.Tangent:
+        return self._each(lambda t: t.keep(cond, out), out)
+
+    def map(self, lm: Any, out: Aval) -> T.Tangent:
+        return self._each(lambda t: t.map(lm, out), out)
+
+    def fit(self, out: Aval) -> T.Tangent:
+        if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
+            return self
+        return self._each(lambda t: t.fit(out), out)
+
+    def neg(self) -> T.Tangent:
+        return self._each(lambda t: t.neg(), self._aval)
+
+    def add(self, other: T.Tangent, out: Aval) -> T.Tangent:
+        if other.is_zero:
+            return self.fit(out)
+        if not isinstance(other, Stacked) or other.n != self.n:
+            return super().add(other, out)
+        a, b = self.fit(out), other.fit(out)
+        if a.is_zero or b.is_zero:
+            return b if a.is_zero else a
+        parts = dict(a.parts)
+        with T.directions_context((self.n,)):
+            for o, t in b.parts.items():  # the same point's directions add; others sit side by side
+                parts[o] = T.add(out, parts[o], t) if o in parts else t
+        return Stacked(parts, self.n, out)
+
+
 def _plus(aval: Aval, t: T.Tangent, u: T.Tangent) -> T.Tangent:
     """``t + u`` at an injection point; a block-sparse ``u`` stays apart from a dense ``t``."""
     if isinstance(u, Blocks) and isinstance(t, (T.Dense, GroupedImage)) and t.aval.shape == aval.shape == u.aval.shape \
@@ -552,7 +625,7 @@ def _derivative(node: Node, values: list[Any], z: Var) -> Any:
 
 
 def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: bool = False,
-                   average: int = 1, groups: int = 1, exact_last: bool = False) -> Graph:
+                   average: int = 1, groups: int = 1, exact_last: bool = False, layerwise: bool = False) -> Graph:
     """Build the one-execution activity-perturbation graph.
 
     Inputs: the primal inputs, then one tangent ``(directions,) + z.shape`` per point (in
@@ -563,7 +636,9 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
     per ``True`` in ``wrt``, then ``d`` of shape ``(directions, B)``. ``average``: the number of
     independent directions the estimate averages over (``directions // groups``). ``exact_last``:
     the points whose tangents reach no other point take no tangent input and get their exact
-    gradient (the VJP of their tail to the loss)."""
+    gradient (the VJP of their tail to the loss). ``layerwise``: each point's ``directions``
+    are its own (``Stacked``): ``d`` is ``(P * directions, B)`` for P perturbed points, point i's
+    directions at rows ``i * directions`` on, and its estimate uses only those."""
     analysis = analyze(graph, wrt)
     tnp = numpy_namespace()
     builder = GraphBuilder(graph.name + "_activity")
@@ -579,8 +654,11 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
             suffix = "_conv" if p.base.primitive.name == "conv2d" else ""
             us.append(T.Dense(builder.new_input(Aval((directions,) + aval.shape, aval.dtype),
                                                 f"activity_u{i}{suffix}", "tangent")))
+    offsets = [i * directions if layerwise else 0 for i in range(len(perturbed))]
+    if layerwise:
+        us = [Stacked({o: u}, directions, p.out.aval) for o, u, p in zip(offsets, us, perturbed)]
     interp = ActivityInterpreter(perturbed, us, mask)
-    with T.directions_context((directions,)):
+    with T.directions_context(((len(perturbed) if layerwise else 1) * directions,)):
         read = replay(graph, builder, interp, [(p, T.Zero(v.aval)) for p, v in zip(primals, graph.inputs)])
 
         def derivatives(v: Var) -> Any:  # (N, B, ...) -> (N, B): a per-example loss may be a sum
@@ -595,13 +673,15 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
         factor = analysis.scale / average
         params = {v for v, w in zip(graph.inputs, wrt) if w}
         cts: dict[Var, Any] = {}
-        for point, u in zip(perturbed, interp.used):
+        for point, u, o in zip(perturbed, interp.used, offsets):
             shape = point.out.aval.shape
             if point.terms not in by_terms:  # only the loss terms this point's tangent reaches
                 parts = [derivatives(analysis.terms[t]) for t in point.terms]
                 by_terms[point.terms] = parts[0] if len(parts) == 1 else (
                     tnp.zeros_like(d) if not parts else tnp.sum(tnp.stack(parts), axis=0))
             dp = by_terms[point.terms]
+            if isinstance(u, Stacked):  # this point's own directions
+                u, dp = u.parts[o], dp[o:o + directions]
             if isinstance(u, Blocks):  # block g of the cotangent: sum_k d[k, g] ⊙ u[k, g]
                 k, g, b, _ = u.blocks.shape
                 ct = tnp.einsum("kgb,kgbj->bgj", tnp.reshape(dp, (k, g, b)), u.blocks)

@@ -130,5 +130,6 @@ def make_estimator(config: Any, model: Any, loss: Callable[..., Any] | None = No
     else:  # activity, local: tangents at the pre-activations; local adds exact gradients at the heads
         est = activity_grad(objective, argnums=0, directions=config.directions, groups=config.groups,
                             mask=config.mask, distribution=config.distribution, seed=config.seed,
-                            exact_last=name == "local")
+                            exact_last=name == "local" or bool(getattr(config, "exact_output", False)),
+                            layerwise=bool(getattr(config, "layerwise", False)))
     return GradientEstimator(name, objective, est, est.sampler)

@@ -112,7 +112,7 @@ RUN_FILES = ("metrics.csv", "metrics.jsonl", "plot.png", "config.json", "summary
 # silently continue a different run. lr, steps, eval/checkpoint cadence and out may change.
 _RESUME_FIXED = ("model", "data", "batch_size", "optimizer", "schedule", "weight_decay", "directions",
                  "distribution", "seed", "model_kwargs", "estimator", "mode", "tangents", "groups", "mask",
-                 "workers", "exchange")
+                 "exact_output", "layerwise", "workers", "exchange")
 # Why a field cannot change on resume, where the generic reason is not enough.
 _RESUME_WHY = {"workers": "worker r of N trains on shard r of each batch with directions keyed by r, so the "
                           "same step with another number of workers is a different computation",
@@ -159,6 +159,8 @@ class TrainConfig:
     overwrite: bool = False
     groups: int = 1  # activity, local: G block-sparse tangents per layer
     mask: bool = False  # activity, local: tangents masked by the activation's derivative
+    exact_output: bool = False  # activity: the output layer takes its exact gradient, no tangent (local: always)
+    layerwise: bool = False  # activity, local: every layer gets its own directions (no other layer's noise)
     workers: int = 1  # data-parallel workers (train/distributed.py); 1: this process alone
     engine: str = "mpi"  # workers > 1: "mpi" (one MPI process each) or "local" (one process plays all)
     exchange: str = "seeds"  # workers > 1: "seeds" (loss and K scalars each) or "dense" (all-reduce)
@@ -217,8 +219,12 @@ class TrainConfig:
             raise ValueError(f"directions={self.directions} applies to forward gradients only; "
                              "backprop computes the exact gradient (drop --directions, or use "
                              "--mode forward)")
-        if self.estimator not in ("activity", "local") and (self.groups != 1 or self.mask):
-            raise ValueError("groups and mask apply to activity perturbation only (--estimator activity or local)")
+        if self.estimator not in ("activity", "local") and (self.groups != 1 or self.mask or self.layerwise):
+            raise ValueError("groups, mask and layerwise apply to activity perturbation only (--estimator activity "
+                             "or local)")
+        if self.exact_output and self.estimator != "activity":
+            raise ValueError("exact_output applies to --estimator activity (local losses always give the output "
+                             "layer and the heads their exact gradients)")
         if self.estimator == "local" and self.model == "logreg":
             raise ValueError("estimator 'local' trains hidden blocks through local heads; logreg has none "
                              "(use --model mlp or cnn)")
@@ -538,6 +544,8 @@ class Trainer:
                      + (f"K={cfg.directions} forward-gradient directions" if cfg.estimator == "forward"
                         else f"{'local losses, ' if cfg.estimator == 'local' else ''}activity perturbation "
                         f"K={cfg.directions} G={cfg.groups}" + (" masked" if cfg.mask else "")
+                        + (", exact output layer" if cfg.exact_output else "")
+                        + (", layerwise" if cfg.layerwise else "")
                         if cfg.estimator in ("activity", "local") else "backprop"))
             self.history.plot(self.out_dir / "plot.png",
                               title=title if note is None else f"{title}\n{note}")
