@@ -81,6 +81,21 @@ def report(args: argparse.Namespace) -> None:
         runs.setdefault(rec["estimator"], []).append(rec)
     if not runs:
         raise SystemExit(f"no results in {args.results}")
+    cost_file = Path(args.results) / f"costs-{args.model}.json"
+    cost = json.loads(cost_file.read_text())["ms_per_step"] if cost_file.exists() else {}
+    if cost:  # training time = steps x the CPU time per step measured side by side (--costs), not the
+        # wall time of runs that went at different loads
+        print(f"training time: steps x CPU ms per step from {cost_file}")
+        missing = sorted(set(runs) - set(cost))
+        if missing:
+            raise SystemExit(f"{cost_file} has no cost for {', '.join(missing)}: rerun --costs with them")
+        for name, recs in runs.items():
+            for r in recs:
+                if name in cost:
+                    r["ms_per_step"] = cost[name]
+                    r["train_time"] = r["steps"] * cost[name] / 1000
+                    for row in r["rows"]:
+                        row["train_time"] = row["step"] * cost[name] / 1000
     bp_time = float(np.mean([r["train_time"] for r in runs.get("backprop", [])])) if "backprop" in runs else None
     steps = sorted({row["step"] for recs in runs.values() for r in recs for row in r["rows"]})
     marks = [s for s in (1000, 2000) if s in steps]
@@ -120,7 +135,8 @@ def report(args: argparse.Namespace) -> None:
                     a = [100 * row["test_accuracy"] for row in r["rows"]]
                     ax.plot(t, a, color=f"C{list(ESTIMATORS).index(name)}", alpha=0.8, marker="." if zoom else None,
                             label=LABELS[name] if i == 0 else None)
-            ax.set_xlabel("training time (s, one thread, evaluation excluded)")
+            ax.set_xlabel("training time (s: steps x measured CPU time per step, one thread)" if cost
+                          else "training time (s, one thread, evaluation excluded)")
             ax.set_ylabel("test accuracy (%)")
             ax.set_ylim((90, 98) if zoom else (0, 100))
             ax.grid(alpha=0.3)
@@ -130,6 +146,52 @@ def report(args: argparse.Namespace) -> None:
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"wrote {args.plot}")
+
+
+def _estimator_for(name: str, args: argparse.Namespace, ds: Any) -> tuple[Any, Any]:
+    """``(estimator, model)`` for ``ESTIMATORS[name]`` on the data set, as the trainer builds them."""
+    from tracegrad.nn.models import build_model
+    from tracegrad.train.estimators import make_estimator
+    from tracegrad.train.trainer import TrainConfig
+
+    fields = {k: v for k, v in ESTIMATORS[name].items() if k not in ("optimizer", "lr", "schedule")}
+    cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, seed=0, **fields)
+    kwargs = json.loads(args.model_kwargs)
+    model = build_model(args.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape,
+                        **({"local_heads": True} if name == "local" else {}), **kwargs)
+    return make_estimator(cfg, model, keep_buffers=True), model
+
+
+def costs(args: argparse.Namespace) -> None:
+    """CPU time of one training step (the estimate and an in-place SGD update, the same for
+    every estimator) per estimator, interleaved rounds, median; written to
+    ``--results/costs-MODEL.json`` for ``--report``'s equal-time column and plot."""
+    from tracegrad.data import BatchStream, load_dataset
+
+    ds = load_dataset("mnist", args.data_dir)
+    stream = BatchStream(ds.x_train, ds.y_train, 64, 0)
+    cases = {}
+    for name in args.estimators:
+        est, model = _estimator_for(name, args, ds)
+        cases[name] = (est, model.init(0))
+    times: dict[str, list[float]] = {n: [] for n in cases}
+    for r in range(args.rounds + 2):
+        x, y = stream.next()
+        for name, (est, params) in cases.items():
+            t0 = time.process_time()
+            _, grads = est(params, x, y, r)
+            for k, g in grads.items():
+                params[k] -= np.float32(1e-6) * g
+            if r >= 2:  # the first rounds compile
+                times[name].append(time.process_time() - t0)
+    out = {n: 1000 * float(np.median(t)) for n, t in times.items()}
+    base = out.get("backprop")
+    for n, ms in out.items():
+        print(f"  {LABELS[n]:60s} {ms:7.2f} ms" + (f"  {ms / base:.2f} x backprop" if base else ""))
+    path = Path(args.results) / f"costs-{args.model}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ms_per_step": out, "rounds": args.rounds, "command": " ".join(sys.argv)}, indent=1))
+    print(f"wrote {path}")
 
 
 def variance(args: argparse.Namespace) -> None:
@@ -196,6 +258,9 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="print the table (and --plot) from --results")
     p.add_argument("--plot", help="with --report: write the accuracy-against-time plot here")
     p.add_argument("--variance", action="store_true", help="measure each estimator's variance on one batch")
+    p.add_argument("--costs", action="store_true",
+                   help="measure each estimator's CPU time per step (interleaved rounds) into --results")
+    p.add_argument("--rounds", type=int, default=20, help="with --costs: interleaved rounds")
     p.add_argument("--draws", type=int, default=20, help="with --variance: estimates per estimator")
     p.add_argument("--warm", type=int, default=200, help="with --variance: exact steps before the second column")
     args = p.parse_args()
@@ -203,6 +268,8 @@ def main() -> None:
         report(args)
     elif args.variance:
         variance(args)
+    elif args.costs:
+        costs(args)
     else:
         sweep(args)
 
