@@ -34,10 +34,16 @@ sys.path.insert(0, str(ROOT))
 ESTIMATORS: dict[str, dict[str, Any]] = {
     "backprop": {"estimator": "backprop", "optimizer": "sgd", "lr": 0.05},
     "activity": {"estimator": "activity", "optimizer": "sgd", "lr": 0.05, "mask": True, "groups": 64},
+    "activity-layerwise": {"estimator": "activity", "optimizer": "sgd", "lr": 0.05, "mask": True, "groups": 64,
+                           "layerwise": True},
+    "activity-layerwise-256": {"estimator": "activity", "optimizer": "sgd", "lr": 0.05, "mask": True,
+                               "groups": 256, "layerwise": True},
     "local": {"estimator": "local", "optimizer": "sgd", "lr": 0.1, "mask": True, "groups": 256},
     "forward": {"estimator": "forward", "optimizer": "adam", "lr": 3e-4},
 }
 LABELS = {"backprop": "backprop (SGD 0.05)", "activity": "activity, global (masked, G=64, SGD 0.05)",
+          "activity-layerwise": "activity, global, layerwise (masked, G=64, SGD 0.05)",
+          "activity-layerwise-256": "activity, global, layerwise (masked, G=256, SGD 0.05)",
           "local": "local losses (masked, G=256, SGD 0.1)", "forward": "weight perturbation (Adam 3e-4)"}
 
 

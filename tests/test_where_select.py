@@ -39,3 +39,34 @@ def test_compiled_where_uses_it_and_keeps_the_values():
     compiled = tg.compile(f)
     np.testing.assert_array_equal(compiled(x), f(x))
     assert "tg_where(" in compiled.source(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("size", [(64, 1024), (3, 4)])  # the bitwise path, and np.where's
+def test_select_into_a_dying_operand_keeps_np_where_bits(dtype, size):
+    """The NumPy backend's in-place plan passes ``out=`` (operand ``a`` or ``b`` itself)."""
+    rng = np.random.default_rng(1)
+    cond = rng.random(size[-1:]) > 0.5
+    a = (rng.standard_normal(size) * 5).astype(dtype)
+    b = (rng.standard_normal(size) * 5).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        a.flat[:4], b.flat[:4] = [np.nan, np.inf, -0.0, -np.inf], [-0.0, np.nan, 1.0, np.inf]
+    for into in ("a", "b"):
+        for other in (b, dtype(0)):
+            aa, bb = a.copy(), (other.copy() if isinstance(other, np.ndarray) else other)
+            if into == "b" and not isinstance(bb, np.ndarray):
+                continue
+            out = aa if into == "a" else bb
+            got = tg_where(cond, aa, bb, out=out)
+            want = np.where(cond, a, other)
+            assert got is out
+            assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_relu_jvp_selects_in_place():
+    def f(w, x):
+        return np.sum(np.maximum(x @ w, 0))
+
+    w, x = np.ones((256, 256), np.float32), np.ones((256, 256), np.float32)
+    src = tg.compile(f).source(w, x, jvp=True)
+    assert any("tg_where(" in line and "out=" in line for line in src.splitlines()), src

@@ -287,24 +287,44 @@ for _p in (log_p, log1p_p, sqrt_p):  # f'(x) is inf or nan at finite x (0, or ou
     _p.vjp = _strong_zero_vjp(_p.jvp.derivative)
 
 # ---------------------------------------------------------------- selection
-def tg_where(cond: Any, a: Any, b: Any) -> Any:
+def tg_where(cond: Any, a: Any, b: Any, out: Any = None) -> Any:
     """``np.where(cond, a, b)`` (a runtime helper of the NumPy lowering). NumPy's where branches
     per element: on a random mask (a ReLU's) it runs ~10x slower than a multiply (120 ms for
     4M float32 here, where ``u * m`` takes 10). For large float results it selects the bits
     instead, ``(a & m) | (b & ~m)`` on the unsigned views — exactly np.where's values, NaN,
-    inf and signed zeros included, at the speed of a bitwise AND."""
+    inf and signed zeros included, at the speed of a bitwise AND. ``out``: the buffer of a
+    dying operand ``a`` or ``b`` (the NumPy backend's in-place plan), written in place."""
     xp = array_namespace(a, b, cond)
     if xp is not np:
-        return xp.where(cond, a, b)
+        r = xp.where(cond, a, b)
+        if out is None:
+            return r
+        out[...] = r
+        return out
     dt = np.result_type(a, b)
     shape = np.broadcast_shapes(np.shape(cond), np.shape(a), np.shape(b))
     if dt not in (np.float32, np.float64) or math.prod(shape) < 1 << 15:
-        return np.where(cond, a, b)
+        r = np.where(cond, a, b)
+        if out is None:
+            return r
+        np.copyto(out, r)
+        return out
     ui = np.uint32 if dt == np.float32 else np.uint64
     m = np.negative(np.asarray(cond, bool).astype(ui))  # all ones where cond, else zero
-    out = np.bitwise_and(np.asarray(a, dt).view(ui), m)
-    bb = np.asarray(b, dt).view(ui)
-    if bb.ndim or bb != 0:  # else b is +0.0, whose bits are all zero
+    av, bb = np.asarray(a, dt).view(ui), np.asarray(b, dt).view(ui)
+    b_zero = not bb.ndim and bb == 0  # b is +0.0, whose bits are all zero
+    if out is not None:  # out has the result's shape and dtype and is a or b itself
+        ov = out.view(ui)
+        if out is b:
+            np.bitwise_and(ov, np.invert(m), out=ov)
+            np.bitwise_or(ov, np.bitwise_and(av, m), out=ov)
+            return out
+        np.bitwise_and(av, m, out=ov)
+        if not b_zero:
+            np.bitwise_or(ov, np.bitwise_and(bb, np.invert(m)), out=ov)
+        return out
+    out = np.bitwise_and(av, m)
+    if not b_zero:
         rest = np.bitwise_and(bb, np.invert(m))
         out = np.bitwise_or(out, rest, out=out) if out.shape == shape else np.bitwise_or(out, rest)
     if out.shape != shape:
@@ -312,7 +332,7 @@ def tg_where(cond: Any, a: Any, b: Any) -> Any:
     return out.view(dt)
 
 
-where_p = declare("where", _call("tg_where"), elementwise=True, fresh=True, numpy_names=("where",),
+where_p = declare("where", _call("tg_where"), elementwise=True, numpy_ufunc="tg_where", numpy_names=("where",),
                   runtime={"tg_where": tg_where}, cuda=lambda c, a, b: f"{c} ? {a} : {b}")
 clip_p = declare("clip", _call("np.clip"), elementwise=True, fresh=True, numpy_names=("clip",),
                  cuda=lambda x, lo, hi: f"tg_minimum(tg_maximum({x}, {lo}), {hi})")
