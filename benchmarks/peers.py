@@ -456,8 +456,8 @@ def _variants(workload: str, impls: list[str], modes: list[str], tangents: str) 
     for impl in impls:
         try:
             fns = BUILDERS[impl](kind, x, y, params, tangents)
-        except ImportError:
-            continue  # not installed
+        except (ImportError, OSError):
+            continue  # not installed, or installed without its shared libraries
         for mode in modes:
             if mode in fns:
                 out[(impl, mode)] = fns[mode]
@@ -538,7 +538,7 @@ def _worker_sampler(args: argparse.Namespace) -> dict[str, Any]:
         t = torch.empty(n)
         fns["torch normal_"] = lambda: t.normal_()
         fns["torch bernoulli_ ±1"] = lambda: t.bernoulli_(0.5).mul_(2).sub_(1)
-    except ImportError:
+    except (ImportError, OSError):
         pass
     try:
         import jax
@@ -548,7 +548,7 @@ def _worker_sampler(args: argparse.Namespace) -> dict[str, Any]:
         key = jax.random.key(0)
         fns["jax random.normal"] = lambda: normal(key).block_until_ready()
         fns["jax random.rademacher"] = lambda: rad(key).block_until_ready()
-    except ImportError:
+    except (ImportError, OSError):
         pass
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
@@ -584,10 +584,25 @@ def _run_worker(what: str, workload: str, impls: list[str], modes: list[str], th
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _available(impls: list[str]) -> list[str]:
+def _importable(name: str) -> bool:
+    """Whether peer ``name`` imports. A half-installed package (e.g. a torch wheel whose
+    shared libraries are missing raises ``OSError`` on import) counts as absent, with a note."""
+    import importlib
     import importlib.util
 
-    return [i for i in impls if i in ("tracegrad", "numpy") or importlib.util.find_spec(i) is not None]
+    if importlib.util.find_spec(name) is None:
+        return False
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - any failure to import means: skip this peer
+        print(f"[peers] skipping {name}: import failed ({type(exc).__name__}: {str(exc)[:120]})",
+              file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _available(impls: list[str]) -> list[str]:
+    return [i for i in impls if i in ("tracegrad", "numpy") or _importable(i)]
 
 
 def _versions(impls: list[str]) -> str:
