@@ -94,15 +94,16 @@ def test_inplace_copes_with_foreign_dtypes_and_read_only_parameters():
         np.testing.assert_array_equal(ro, 1.0)
 
 
-@pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_sgd_flat_dict_fast_path_equals_the_general_path_bit_for_bit(wd):
+@pytest.mark.parametrize("make,kw", CONFIGS)
+def test_flat_dict_fast_path_equals_the_general_path_bit_for_bit(make, kw):
     """A flat dict of NumPy parameters skips the tree walk (optimizers._flat_dict_pairs);
     the same parameters as a tuple (in the dict's tree order) take the general path. Both
     must give the same bits, dense and rank-1 gradients alike."""
+    from tracegrad.optim.optimizers import _flat_dict_pairs, _flat_like
     from tracegrad.structured import LowRankGrad
 
     rng = np.random.default_rng(4)
-    opt = sgd(0.05, weight_decay=wd)
+    opt = make(0.05, **kw)
     p_d = _params(rng)
     p_t = tuple(p_d[k].copy() for k in sorted(p_d))
     s_d, s_t = opt.init(p_d), opt.init(p_t)
@@ -111,6 +112,9 @@ def test_sgd_flat_dict_fast_path_equals_the_general_path_bit_for_bit(wd):
         g["w2"] = LowRankGrad(rng.standard_normal((6, 1)).astype(np.float32),
                               rng.standard_normal((5, 1)).astype(np.float32), (6, 5))
         ids = {k: id(v) for k, v in p_d.items()}
+        pairs = _flat_dict_pairs(p_d, g)
+        assert pairs is not None  # the dict takes the fast path, state included
+        assert all(_flat_like(s, pairs) is not None for s in s_d[1:])
         p_d, s_d = opt.update_inplace(g, s_d, p_d)
         p_t, s_t = opt.update_inplace(tuple(g[k] for k in sorted(g)), s_t, p_t)
         assert list(p_d) == sorted(p_d) and {k: id(v) for k, v in p_d.items()} == ids  # in place

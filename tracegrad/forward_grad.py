@@ -328,7 +328,7 @@ class _Plan:
     that call made holds for this one too (the key pins structure, shapes and dtypes)."""
 
     __slots__ = ("batch", "buffers", "distribution", "fn", "grad_trees", "has_aux", "k", "keep", "kept", "n_out",
-                 "out_tree", "parts", "rank", "seed", "single", "specs", "tangent_order", "value_leaf")
+                 "out_tree", "parts", "rank", "seed_key", "single", "specs", "tangent_order", "value_leaf")
 
     def __init__(self, compiled: Compiled, args: tuple, leaves: list[Any], nums: tuple[int, ...], k: int, r: int,
                  sampler: DirectionSampler, has_aux: bool, single: bool, keep: bool):
@@ -350,7 +350,7 @@ class _Plan:
         self.fn, self.out_tree, self.n_out = compiled.jvp_executable(args, tuple(mask), (k,), r)
         self.value_leaf = self.out_tree.kind == "leaf"
         self.k, self.rank, self.has_aux, self.single, self.keep = k, r, has_aux, single, keep
-        self.seed, self.distribution = sampler.seed, sampler.distribution
+        self.seed_key, self.distribution = tg_random.seed_key(sampler.seed), sampler.distribution
         # per drawn leaf: the drawn array's shape and dtype, and the leaf's shape when it
         # is low-rank (its factors are views of the drawn array)
         self.specs: list[tuple[tuple[int, ...], np.dtype]] = []
@@ -393,7 +393,7 @@ class _Plan:
 
     def __call__(self, leaves: list[Any], step: int) -> tuple[Any, Any]:
         k, r = self.k, self.rank
-        base = tg_random.step_key(self.seed, step)
+        base = tg_random.step_key_of(self.seed_key, step)
         if self.batch is not None:  # one pass for every leaf; then the tangents are views
             buf, tangents, tangent_inputs, scaled = self.kept or self._views(self.batch.buffer())
             leaf_key = tg_random.leaf_key

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTRIBUTIONS", "Batch", "direction_key", "fill", "leaf_key", "mix64", "sample", "step_key"]
+__all__ = ["DISTRIBUTIONS", "Batch", "direction_key", "fill", "leaf_key", "mix64", "sample", "seed_key", "step_key",
+           "step_key_of"]
 
 DISTRIBUTIONS = ("normal", "rademacher")
 MASK64 = (1 << 64) - 1
@@ -84,8 +85,18 @@ def step_key(seed: int, step: int) -> int:
     direction of a step, so a step hashes them once (``leaf_key`` finishes the chain)."""
     if step < 0:
         raise ValueError(f"direction coordinates must be >= 0, got {step}")
-    key = mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
-    return mix64((key + GOLDEN * (int(step) + 1)) & MASK64)
+    return step_key_of(seed_key(seed), int(step))
+
+
+def seed_key(seed: int) -> int:
+    """The first link of the chain, (seed). A caller that keeps it hashes one link per step
+    (``step_key_of``; the steady-state executor)."""
+    return mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
+
+
+def step_key_of(seed_key_: int, step: int) -> int:
+    """``step_key(seed, step)`` from ``seed_key(seed)`` (``step`` an int >= 0, unchecked)."""
+    return mix64((seed_key_ + GOLDEN * (step + 1)) & MASK64)
 
 
 def leaf_key(step_key_: int, param: int, direction: int) -> int:
