@@ -28,8 +28,11 @@ environment BEFORE NumPy, PyTorch or JAX are imported. ``pinned``: ``taskset -c 
 OMP/OpenBLAS/MKL threads 1, ``torch.set_num_threads(1)``, XLA flags
 ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``; ``default``: the
 libraries' own defaults. All (implementation, mode) variants of a workload run interleaved,
-one step each per round, so noise on a shared machine hits them alike; the table reports the
-median CPU time (``process_time``) and wall time per step. Peak memory: one subprocess per
+one step each per round, so noise on a shared machine hits them alike, in a new (seeded)
+order every round: JAX's runtime threads keep the pinned core busy for a while after a JAX
+call, and with a fixed order that time was charged to whichever variant came next (the
+first tracegrad mode: 0.154 ms for a logistic-regression forward that takes 0.036 alone).
+The table reports the median CPU time (``process_time``) and wall time per step. Peak memory: one subprocess per
 (workload, implementation, mode), pinned; after three warm-up steps the kernel's peak-RSS
 counter is reset (``/proc/self/clear_refs``) and the peak above the warm RSS over three more
 steps is reported (Linux only; glibc's mmap threshold is fixed at 128 KiB so that freed large
@@ -48,6 +51,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -472,8 +476,11 @@ def _worker_time(args: argparse.Namespace) -> dict[str, Any]:
     cpu: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
     wall: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
     start = time.perf_counter()
+    order = list(variants.items())
+    shuffle = random.Random(0).shuffle  # a new order every round, the same in every run
     for r in range(args.rounds):
-        for key, fn in variants.items():
+        shuffle(order)
+        for key, fn in order:
             c0, w0 = time.process_time(), time.perf_counter()
             fn()
             c1, w1 = time.process_time(), time.perf_counter()

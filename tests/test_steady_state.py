@@ -115,10 +115,11 @@ def test_fast_path_gives_the_general_paths_numbers(kw):
             np.testing.assert_array_equal(np.asarray(g[k]), ref)
 
 
-def test_fast_path_keeps_aux_and_argument_order():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])  # float32: the one-pass Batch draw
+def test_fast_path_keeps_aux_and_argument_order(dtype):
     import tracegrad as tg
 
-    p, x, y = _problem(np.float64)
+    p, x, y = _problem(dtype)
 
     def loss_aux(x, p, y):
         return _loss(p, x, y), {"scale": np.sum(x * x)}
