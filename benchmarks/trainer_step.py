@@ -12,7 +12,7 @@ tracegrad from another checkout, to compare before and after a change in the sam
 conditions (run the two one after the other, or interleave several runs of each).
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 0 python benchmarks/trainer_step.py \
-        --model logreg [--optimizer sgd] [--steps 2000] [--root /path/to/other/checkout]
+        --model logreg [--optimizer sgd --lr 1e-4] [--steps 2000] [--root /path/to/other/checkout]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=("logreg", "mlp", "cnn"), default="logreg")
     ap.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
+    ap.add_argument("--lr", type=float, help="learning rate (default: the model's)")
     ap.add_argument("--tangents", choices=("dense", "rank1"), default="dense")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--data-dir", default="/work/shared/data/mnist")
@@ -45,6 +46,8 @@ def main() -> None:
            "distribution": "rademacher", "tangents": args.tangents}
     if args.optimizer:
         cfg["optimizer"] = args.optimizer
+    if args.lr is not None:
+        cfg["lr"] = args.lr
     t = Trainer(TrainConfig(**cfg))
     times: dict[str, list[int]] = {k: [] for k in PIECES}
 
