@@ -17,9 +17,9 @@ or parameters were drawn before, and a CuPy run draws the same numbers on the de
 (Rademacher bit for bit, normal up to float32 rounding of the device's ``logf``/``cosf``).
 
 Speed: the host fills in cache-sized chunks with in-place ufuncs; Rademacher costs one hash
-per 64 numbers (3 ms for 1.86M on one loaded core here, docs/benchmarks.md), normal one hash,
-a log, a cos and a sin per pair (31 ms: as much as NumPy's ziggurat ``standard_normal``,
-1.8x PyTorch's ``normal_``; NumPy's float32 log/cos/sin dominate). Large draws are split
+per 64 numbers (1 ms for 1.86M on one loaded core here, docs/benchmarks.md), normal one hash,
+a log, a cos and a sin per pair (8-10 ms: half of NumPy's ziggurat ``standard_normal`` in the
+same run; NumPy's float32 log/cos/sin and the uint64 hash dominate). Large draws are split
 over two threads (the ufuncs release the GIL); the split changes nothing in the numbers.
 Many small directions (a step of a small model) go through one ``Batch``: one hash pass
 over all of them, the same numbers, a dozen NumPy calls in all instead of per leaf.
