@@ -5,7 +5,8 @@ generated code (issue 11, item 5), on a workload small enough that the overhead 
 Interleaved, one call of each per round, ``perf_counter`` per call:
   fwd-grad   ``forward_grad(..., keep_buffers=True)`` Rademacher step (draw, JVP, estimate)
   jvp-code   the generated JVP function alone, on tangents drawn beforehand
-  fill       the counter-based tangent draws alone (``tracegrad.random.fill``, both leaves)
+  fill       the counter-based tangent draws alone (keys and one ``tracegrad.random.Batch``
+             pass over both leaves, as the fast path draws them)
   call       a compiled forward call
   fwd-code   the generated forward function alone
 Overhead = fwd-grad − jvp-code − fill, and call − fwd-code (medians and 5th percentiles).
@@ -53,18 +54,23 @@ def main() -> None:
     leaves = [p["b"], p["w"], x, y]  # the dynamic leaves in pytree order (sorted keys)
     rank = 1 if args.tangents == "rank1" else 0
     jvp_fn, _, _ = f.jvp_executable((p, x, y), (True, True, False, False), (1,), rank)
-    if rank:  # b: dense (1, 10); w: factors a (1, 784, 1), b (1, 10, 1) drawn as one row of 794
-        drawn = [np.empty((1, 10), np.float32), np.empty((1, 794), np.float32)]
+    # the draw the fast path does for one direction of small float32 leaves: one
+    # random.Batch pass over both leaves (keys included), into one buffer whose views are
+    # the tangents. b: dense (1, 10); w: dense (1, 784, 10), or rank-1 factors a (1, 784, 1),
+    # b (1, 10, 1) drawn as one row of 794
+    shapes = [(1, 10), (1, 794) if rank else (1, 784, 10)]
+    batch = tg_random.Batch("rademacher", [int(np.prod(s)) for s in shapes])
+    buf = batch.buffer()
+    drawn = [v.reshape(s) for v, s in zip(batch.views(buf), shapes)]
+    if rank:
         tangents = [drawn[0], drawn[1][:, :784].reshape(1, 784, 1), drawn[1][:, 784:].reshape(1, 10, 1)]
     else:
-        drawn = [np.empty((1, 10), np.float32), np.empty((1, 784, 10), np.float32)]
         tangents = drawn
     fwd_fn = f._entry((p, x, y), PRIMAL)[0].executable.fn
 
     def fill() -> None:
         base = tg_random.step_key(0, 3)
-        for i, arr in enumerate(drawn):
-            tg_random.fill("rademacher", tg_random.leaf_key(base, i, 0), arr[0])
+        batch.fill_keys([tg_random.leaf_key(base, i, 0) for i in range(len(drawn))], buf)
 
     fill()
     calls = {"fwd-grad": lambda: est(p, x, y, step=3), "jvp-code": lambda: jvp_fn(*leaves, *tangents),

@@ -178,11 +178,11 @@ def mlp_jvp(params_b1, params_b2, params_w1, params_w2, x, y, params_b1_dot, par
     af = np.add(p, ae, out=p)                             # add
     del ae, p
     ag = np.reshape(y, (5, 1))                            # reshape
-    ah = np.take_along_axis(ad, ag, axis=1)               # take_along_axis
+    ah = tg_take_along_axis(ad, ag, 1)                    # take_along_axis
     del ad
     ai = np.reshape(ag, (1, 5, 1))                        # reshape
     del ag
-    aj = np.take_along_axis(af, ai, axis=2)               # take_along_axis
+    aj = tg_take_along_axis(af, ai, 2)                    # take_along_axis
     del af, ai
     ak = np.add.reduce(ah, axis=(0, 1))                   # reduce_sum
     del ah

@@ -72,3 +72,22 @@ def test_float32_stays_float32():
     f = tg.compile(lambda x, w: np.mean(np.tanh(x @ w) * 2.0 + 1))
     y, t = f.jvp((x, w), (None, np.ones_like(w)))
     assert np.asarray(y).dtype == np.float32 and np.asarray(t).dtype == np.float32
+
+
+def test_take_along_axis_runtime_helper_matches_numpy():
+    """The NumPy lowering's ``tg_take_along_axis`` (one fancy index with cached ranges)
+    gives np.take_along_axis's elements, shapes and errors."""
+    from tracegrad.ops.indexing import tg_take_along_axis
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    cases = [(rng.integers(-5, 5, (3, 4, 2)), 2), (rng.integers(0, 4, (3, 1, 5)), 1), (rng.integers(0, 3, (1, 4, 5)), 0),
+             (rng.integers(0, 5, (3, 4, 1)), 2), (rng.integers(0, 5, (1, 1, 7)), 2)]
+    for _ in range(2):  # the second round reads the cached ranges
+        for idx, axis in cases:
+            want = np.take_along_axis(x, idx, axis=axis)
+            got = tg_take_along_axis(x, idx, axis)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(IndexError):
+        tg_take_along_axis(x, np.full((3, 4, 1), 5), 2)

@@ -92,3 +92,51 @@ def test_inplace_copes_with_foreign_dtypes_and_read_only_parameters():
         new, _ = opt.update_inplace({"w": np.full(3, 2.0, np.float64)}, opt.init({"w": ro}), {"w": ro})
         assert new["w"].dtype == np.float32 and np.all(new["w"] < 1) and new["w"] is not ro
         np.testing.assert_array_equal(ro, 1.0)
+
+
+@pytest.mark.parametrize("make,kw", CONFIGS)
+def test_flat_dict_fast_path_equals_the_general_path_bit_for_bit(make, kw):
+    """A flat dict of NumPy parameters skips the tree walk (optimizers._flat_dict_pairs);
+    the same parameters as a tuple (in the dict's tree order) take the general path. Both
+    must give the same bits, dense and rank-1 gradients alike."""
+    from tracegrad.optim.optimizers import _flat_dict_pairs, _flat_like
+    from tracegrad.structured import LowRankGrad
+
+    rng = np.random.default_rng(4)
+    opt = make(0.05, **kw)
+    p_d = _params(rng)
+    p_t = tuple(p_d[k].copy() for k in sorted(p_d))
+    s_d, s_t = opt.init(p_d), opt.init(p_t)
+    for _ in range(3):
+        g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in p_d.items()}
+        g["w2"] = LowRankGrad(rng.standard_normal((6, 1)).astype(np.float32),
+                              rng.standard_normal((5, 1)).astype(np.float32), (6, 5))
+        ids = {k: id(v) for k, v in p_d.items()}
+        pairs = _flat_dict_pairs(p_d, g)
+        assert pairs is not None  # the dict takes the fast path, state included
+        assert all(_flat_like(s, pairs) is not None for s in s_d[1:])
+        p_d, s_d = opt.update_inplace(g, s_d, p_d)
+        p_t, s_t = opt.update_inplace(tuple(g[k] for k in sorted(g)), s_t, p_t)
+        assert list(p_d) == sorted(p_d) and {k: id(v) for k, v in p_d.items()} == ids  # in place
+        for k, v in zip(sorted(p_d), p_t):
+            np.testing.assert_array_equal(p_d[k], v)
+    assert s_d.step == s_t.step == 3
+
+
+def test_sgd_fast_path_leaves_bad_input_to_the_general_paths_errors():
+    rng = np.random.default_rng(5)
+    opt = sgd(0.1)
+    p = _params(rng)
+    state = opt.init(p)
+    with pytest.raises(ValueError, match="structure"):  # a missing key: not a fast-path pair
+        opt.update_inplace({"w": p["w"], "b": p["b"], "x": p["w2"]}, state, p)
+    g = {k: np.ones_like(v, dtype=np.float64) for k, v in p.items()}  # other dtype: cast as before
+    before = {k: v.copy() for k, v in p.items()}
+    p2, _ = opt.update_inplace(g, state, p)
+    for k in p:
+        np.testing.assert_array_equal(p2[k], before[k] - np.float32(0.1))
+    frozen = {k: v.copy() for k, v in p.items()}
+    for v in frozen.values():
+        v.flags.writeable = False
+    p3, _ = opt.update_inplace(g, state, frozen)  # read-only parameters are copied, not written
+    assert all(p3[k] is not frozen[k] for k in p)

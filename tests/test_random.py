@@ -27,6 +27,29 @@ def test_host_fast_path_equals_the_plain_reference(distribution, n):
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "normal"])
+def test_batch_draws_every_segment_as_its_own_fill(distribution):
+    """random.Batch (the steady-state draw of many small leaves in one pass) gives each
+    segment the numbers of fill at its key, bit for bit, whatever the segments' sizes
+    (padding to whole blocks / pairs included) and whatever the buffer held before."""
+    sizes = [10, 7840, 1, 63, 64, 65, 0, 3, 129]
+    batch = tgr.Batch(distribution, sizes)
+    keys = [tgr.direction_key(11, 5, p, 0) for p in range(len(sizes))]
+    buf = batch.buffer()
+    buf[...] = np.nan
+    batch.fill_keys(keys, buf)
+    views = batch.views(buf)
+    for key, n, view in zip(keys, sizes, views):
+        assert view.shape == (n,) and (n == 0 or np.shares_memory(view, buf))
+        np.testing.assert_array_equal(view, reference(distribution, key, n))
+    other = [tgr.direction_key(11, 6, p, 0) for p in range(len(sizes))]  # the next step: new numbers
+    batch.fill_keys(other, buf)
+    assert not np.array_equal(views[1], reference(distribution, keys[1], 7840))
+    np.testing.assert_array_equal(views[1], tgr.fill(distribution, other[1], np.empty(7840, np.float32)))
+    with pytest.raises(ValueError, match="distribution"):
+        tgr.Batch("uniform", [3])
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "normal"])
 def test_threaded_and_chunked_fills_give_the_same_numbers(distribution, monkeypatch):
     key = tgr.direction_key(1, 2, 3, 4)
     n = 300_001  # above the thread threshold, several chunks, odd

@@ -94,11 +94,17 @@ def _dense(g):
 
 @pytest.mark.parametrize("kw", [{}, {"directions": 3}, {"tangents": "rank1"}, {"tangents": "rank1", "rank": 2},
                                 {"tangents": "rank1", "directions": 2, "distribution": "rademacher"},
-                                {"keep_buffers": True}, {"keep_buffers": True, "tangents": "rank1"}])
+                                {"keep_buffers": True}, {"keep_buffers": True, "tangents": "rank1"},
+                                {"keep_buffers": True, "distribution": "rademacher"},
+                                {"keep_buffers": True, "tangents": "rank1", "rank": 2, "distribution": "rademacher"},
+                                {"keep_buffers": True, "dtype": np.float64}, {"dtype": np.float64, "tangents": "rank1"}])
 def test_fast_path_gives_the_general_paths_numbers(kw):
+    """Bit for bit: the plan (with its one-pass ``random.Batch`` draw for one direction of
+    small float32 leaves, per-leaf draws otherwise) against a fresh estimator's general path."""
     import tracegrad as tg
 
-    p, x, y = _problem()
+    kw = dict(kw)
+    p, x, y = _problem(kw.pop("dtype", np.float32))
     warm = tg.forward_grad(tg.compile(_loss), seed=7, **kw)
     for step in range(4):  # call 0 takes the general path, the others the cached plan
         value, g = warm(p, x, y, step=step)
@@ -109,10 +115,11 @@ def test_fast_path_gives_the_general_paths_numbers(kw):
             np.testing.assert_array_equal(np.asarray(g[k]), ref)
 
 
-def test_fast_path_keeps_aux_and_argument_order():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])  # float32: the one-pass Batch draw
+def test_fast_path_keeps_aux_and_argument_order(dtype):
     import tracegrad as tg
 
-    p, x, y = _problem(np.float64)
+    p, x, y = _problem(dtype)
 
     def loss_aux(x, p, y):
         return _loss(p, x, y), {"scale": np.sum(x * x)}

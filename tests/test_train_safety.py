@@ -297,3 +297,18 @@ def test_throughput_is_smoothed_over_100_steps_and_skips_the_compiling_step(monk
     assert rates[10] == pytest.approx(64 * 9 / (8 * 0.001 + 0.009))  # step 1 (compiling) left out
     for step in range(110, 201, 10):  # any 100 steps: 50 fast and 50 slow; a 10-step window
         assert rates[step] == pytest.approx(64 * 100 / (50 * 0.001 + 50 * 0.009))  # would swing 9x
+
+
+def test_divergence_median_is_numpys_bit_for_bit():
+    """The monitor's per-step median (plain Python, divergence._median) gives np.median's
+    number exactly, odd and even lengths, ties included."""
+    import numpy as np
+
+    from tracegrad.train.divergence import _median
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 111):
+        values = [float(v) for v in rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)]
+        if n > 3:
+            values[1] = values[2]
+        assert _median(values) == float(np.median(values))

@@ -288,13 +288,10 @@ def draw_shape(shape: Sequence[int], rank: int) -> tuple[int, ...]:
 def split_factors(drawn: Any, shape: Sequence[int], rank: int) -> Factors:
     """The factors held in ``drawn`` (``(..., (d0 + rest)·r)`` numbers as ``draw_shape``
     lays them out): views ``a`` (scaled by ``1/sqrt(r)`` in place) and ``b``."""
-    shape = tuple(int(s) for s in shape)
-    m, lead = shape[0] * rank, drawn.shape[:-1]
-    a = drawn[..., :m].reshape(*lead, shape[0], rank)
-    b = drawn[..., m:].reshape(*lead, math.prod(shape[1:]), rank)
+    factors = _factor_views(drawn, tuple(int(s) for s in shape), rank)
     if rank > 1:
-        a *= 1.0 / math.sqrt(rank)
-    return Factors(a, b, shape)
+        factors.a[...] *= 1.0 / math.sqrt(rank)
+    return factors
 
 
 def draw_tangents(sampler: DirectionSampler, specs: Sequence[tuple[tuple[int, ...], Any]], xp: Any, step: int,
@@ -311,6 +308,9 @@ def draw_tangents(sampler: DirectionSampler, specs: Sequence[tuple[tuple[int, ..
 _MAX_PLANS = 64  # signatures with a fast path per estimator (each keeps its buffers)
 
 
+_BATCH_MAX = 1 << 16  # numbers: up to this many a step's draws go through one random.Batch
+
+
 class _Plan:
     """The steady-state executor of one input signature: everything the general path
     works out per call (which leaves get tangents, their shapes, the compiled entry, the
@@ -318,11 +318,17 @@ class _Plan:
     call is: draw the tangents, run the generated code, scale the tangents into the
     estimate. The numbers are the general path's exactly (same keys, same graph).
 
+    Small draws (one direction of float32 leaves, ``_BATCH_MAX`` numbers in all: logistic
+    regression, rank-1 factors) go through one ``random.Batch`` — one hash pass for every
+    leaf instead of a dozen NumPy calls per leaf — into one buffer whose views are the
+    tangents; with ``keep`` the buffer, its views and the generated function's tangent
+    inputs are built once, so a call only refills them.
+
     Built after a successful general-path call of the same signature, so every check
     that call made holds for this one too (the key pins structure, shapes and dtypes)."""
 
-    __slots__ = ("buffers", "distribution", "fn", "grad_trees", "has_aux", "k", "keep", "n_out", "out_tree",
-                 "parts", "rank", "seed", "single", "specs", "tangent_order")
+    __slots__ = ("batch", "buffers", "distribution", "fn", "grad_trees", "has_aux", "k", "keep", "kept", "n_out",
+                 "out_tree", "parts", "rank", "seed_key", "single", "specs", "tangent_order", "value_leaf")
 
     def __init__(self, compiled: Compiled, args: tuple, leaves: list[Any], nums: tuple[int, ...], k: int, r: int,
                  sampler: DirectionSampler, has_aux: bool, single: bool, keep: bool):
@@ -338,10 +344,13 @@ class _Plan:
             first, child = spans[i]
             mask[first:first + child.num_leaves] = [True] * child.num_leaves
             positions.extend(range(first, first + child.num_leaves))
-            self.grad_trees.append((child, child.num_leaves))
+            # a flat dict of leaves (the usual parameters) is rebuilt with dict(zip(...))
+            flat_dict = child.kind == "dict" and all(c.kind == "leaf" for c in child.children)
+            self.grad_trees.append((child, child.num_leaves, child.keys if flat_dict else None))
         self.fn, self.out_tree, self.n_out = compiled.jvp_executable(args, tuple(mask), (k,), r)
+        self.value_leaf = self.out_tree.kind == "leaf"
         self.k, self.rank, self.has_aux, self.single, self.keep = k, r, has_aux, single, keep
-        self.seed, self.distribution = sampler.seed, sampler.distribution
+        self.seed_key, self.distribution = tg_random.seed_key(sampler.seed), sampler.distribution
         # per drawn leaf: the drawn array's shape and dtype, and the leaf's shape when it
         # is low-rank (its factors are views of the drawn array)
         self.specs: list[tuple[tuple[int, ...], np.dtype]] = []
@@ -353,31 +362,68 @@ class _Plan:
             self.parts.append(shape if r and len(shape) >= 2 else None)
         # the generated function takes the tangent inputs in flat-leaf order
         self.tangent_order = sorted(range(len(positions)), key=lambda p: positions[p])
-        self.buffers = [np.empty(s, d) for s, d in self.specs] if keep else None
+        sizes = [math.prod(s[1:]) for s, _ in self.specs]
+        self.batch = None
+        if k == 1 and all(d == np.float32 for _, d in self.specs) and sum(sizes) <= _BATCH_MAX:
+            self.batch = tg_random.Batch(self.distribution, sizes)
+        self.buffers = self.kept = None
+        if keep and self.batch is not None:
+            self.kept = self._views(self.batch.buffer())
+        elif keep:
+            self.buffers = [np.empty(s, d) for s, d in self.specs]
 
-    def __call__(self, leaves: list[Any], step: int) -> tuple[Any, Any]:
-        k, r = self.k, self.rank
-        drawn = self.buffers if self.keep else [np.empty(s, d) for s, d in self.specs]
-        base = tg_random.step_key(self.seed, step)
-        fill, dist = tg_random.fill, self.distribution
-        tangents: list[Any] = []
-        for p, arr in enumerate(drawn):
-            for d in range(k):
-                fill(dist, tg_random.leaf_key(base, p, d), arr[d])
-            shape = self.parts[p]
-            tangents.append(arr if shape is None else split_factors(arr, shape, r))
-        inputs = list(leaves)
+    def _views(self, buf: np.ndarray) -> tuple[np.ndarray, list[Any], list[Any], list[Any]]:
+        """The tangents held in a ``Batch`` buffer: ``(buf, tangents, the generated function's
+        tangent inputs, the per-leaf arrays the estimate is scaled into)`` (all views)."""
+        drawn = [v.reshape(s) for v, (s, _) in zip(self.batch.views(buf), self.specs)]
+        tangents = [arr if shape is None else _factor_views(arr, shape, self.rank)
+                    for arr, shape in zip(drawn, self.parts)]
+        return buf, tangents, self._tangent_inputs(tangents), [t[0] if type(t) is not Factors else t.a[0]
+                                                               for t in tangents]
+
+    def _tangent_inputs(self, tangents: list[Any]) -> list[Any]:
+        inputs: list[Any] = []
         for p in self.tangent_order:
             t = tangents[p]
             if type(t) is Factors:
                 inputs += (t.a, t.b)
             else:
                 inputs.append(t)
-        outs = self.fn(*inputs)
+        return inputs
+
+    def __call__(self, leaves: list[Any], step: int) -> tuple[Any, Any]:
+        k, r = self.k, self.rank
+        base = tg_random.step_key_of(self.seed_key, step)
+        if self.batch is not None:  # one pass for every leaf; then the tangents are views
+            buf, tangents, tangent_inputs, scaled = self.kept or self._views(self.batch.buffer())
+            leaf_key = tg_random.leaf_key
+            self.batch.fill_keys([leaf_key(base, p, 0) for p in range(len(tangents))], buf)
+            if r > 1:
+                for t in tangents:
+                    if type(t) is Factors:
+                        t.a[...] *= 1.0 / math.sqrt(r)  # split_factors' scaling, the same rounding
+            outs = self.fn(*leaves, *tangent_inputs)
+            n = self.n_out
+            value = outs[0] if self.value_leaf else tree_unflatten(self.out_tree, outs[:n])
+            d = outs[n][0]
+            grads_flat: list[Any] = []
+            for t, s, shape in zip(tangents, scaled, self.parts):
+                np.multiply(s, d, out=s)
+                grads_flat.append(s if shape is None else LowRankGrad(s, t.b[0], shape))
+            return value, self._grads(grads_flat)
+        drawn = self.buffers if self.keep else [np.empty(s, d) for s, d in self.specs]
+        fill, dist = tg_random.fill, self.distribution
+        tangents = []
+        for p, arr in enumerate(drawn):
+            for d in range(k):
+                fill(dist, tg_random.leaf_key(base, p, d), arr[d])
+            shape = self.parts[p]
+            tangents.append(arr if shape is None else split_factors(arr, shape, r))
+        outs = self.fn(*leaves, *self._tangent_inputs(tangents))
         n = self.n_out
-        value = outs[0] if self.out_tree.kind == "leaf" else tree_unflatten(self.out_tree, outs[:n])
+        value = outs[0] if self.value_leaf else tree_unflatten(self.out_tree, outs[:n])
         jv = outs[n]
-        grads_flat: list[Any] = []
+        grads_flat = []
         for p, t in enumerate(tangents):
             shape = self.parts[p]
             if shape is None:
@@ -394,11 +440,27 @@ class _Plan:
                     u = np.ascontiguousarray(np.transpose(a, (1, 0, 2))).reshape(shape[0], k * r)
                     v = np.ascontiguousarray(np.transpose(b, (1, 0, 2))).reshape(b.shape[1], k * r)
                     grads_flat.append(LowRankGrad(u, v, shape))
+        return value, self._grads(grads_flat)
+
+    def _grads(self, grads_flat: list[Any]) -> Any:
+        """The estimate in the structure of the differentiated arguments."""
         grads, start = [], 0
-        for tree, count in self.grad_trees:
-            grads.append(grads_flat[start] if tree.kind == "leaf" else tree_unflatten(tree, grads_flat[start:start + count]))
+        for tree, count, keys in self.grad_trees:
+            part = grads_flat[start:start + count]
+            if keys is not None:
+                grads.append(dict(zip(keys, part)))
+            else:
+                grads.append(part[0] if tree.kind == "leaf" else tree_unflatten(tree, part))
             start += count
-        return value, grads[0] if self.single else tuple(grads)
+        return grads[0] if self.single else tuple(grads)
+
+
+def _factor_views(drawn: Any, shape: tuple[int, ...], rank: int) -> Factors:
+    """``split_factors`` without the in-place ``1/sqrt(rank)`` scaling (views only; the
+    caller scales ``a`` after every draw)."""
+    m = shape[0] * rank
+    return Factors(drawn[..., :m].reshape(*drawn.shape[:-1], shape[0], rank),
+                   drawn[..., m:].reshape(*drawn.shape[:-1], math.prod(shape[1:]), rank), shape)
 
 
 def _structured(target: Compiled, args: tuple, nums: tuple[int, ...], parts: list[Any],

@@ -17,10 +17,12 @@ or parameters were drawn before, and a CuPy run draws the same numbers on the de
 (Rademacher bit for bit, normal up to float32 rounding of the device's ``logf``/``cosf``).
 
 Speed: the host fills in cache-sized chunks with in-place ufuncs; Rademacher costs one hash
-per 64 numbers (3 ms for 1.86M on one loaded core here, docs/benchmarks.md), normal one hash,
-a log, a cos and a sin per pair (31 ms: as much as NumPy's ziggurat ``standard_normal``,
-1.8x PyTorch's ``normal_``; NumPy's float32 log/cos/sin dominate). Large draws are split
+per 64 numbers (1 ms for 1.86M on one loaded core here, docs/benchmarks.md), normal one hash,
+a log, a cos and a sin per pair (8-10 ms: half of NumPy's ziggurat ``standard_normal`` in the
+same run; NumPy's float32 log/cos/sin and the uint64 hash dominate). Large draws are split
 over two threads (the ufuncs release the GIL); the split changes nothing in the numbers.
+Many small directions (a step of a small model) go through one ``Batch``: one hash pass
+over all of them, the same numbers, a dozen NumPy calls in all instead of per leaf.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTRIBUTIONS", "direction_key", "fill", "leaf_key", "mix64", "sample", "step_key"]
+__all__ = ["DISTRIBUTIONS", "Batch", "direction_key", "fill", "leaf_key", "mix64", "sample", "seed_key", "step_key",
+           "step_key_of"]
 
 DISTRIBUTIONS = ("normal", "rademacher")
 MASK64 = (1 << 64) - 1
@@ -45,6 +48,12 @@ _U24 = 5.9604644775390625e-08  # 2**-24
 _TWO_PI = 6.2831853071795865
 _CHUNK = 1 << 15  # pairs (normal) or blocks of 64 (rademacher) per chunk: stays in L2
 _THREAD_THRESHOLD = 1 << 18  # numbers; below this a second thread costs more than it saves
+
+_U64_27, _U64_30, _U64_31 = np.uint64(27), np.uint64(30), np.uint64(31)
+_U64_MIX1, _U64_MIX2 = np.uint64(MIX1), np.uint64(MIX2)
+_U8_1, _U8_2 = np.uint8(1), np.uint8(2)
+_U64_1, _U64_40, _U64_LOW24 = np.uint64(1), np.uint64(40), np.uint64(0xFFFFFF)
+_F32_U24, _F32_TWO_PI, _F32_M2 = np.float32(_U24), np.float32(_TWO_PI), np.float32(-2)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -80,8 +89,18 @@ def step_key(seed: int, step: int) -> int:
     direction of a step, so a step hashes them once (``leaf_key`` finishes the chain)."""
     if step < 0:
         raise ValueError(f"direction coordinates must be >= 0, got {step}")
-    key = mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
-    return mix64((key + GOLDEN * (int(step) + 1)) & MASK64)
+    return step_key_of(seed_key(seed), int(step))
+
+
+def seed_key(seed: int) -> int:
+    """The first link of the chain, (seed). A caller that keeps it hashes one link per step
+    (``step_key_of``; the steady-state executor)."""
+    return mix64((int(seed) & MASK64) ^ 0x5EED5EED5EED5EED)
+
+
+def step_key_of(seed_key_: int, step: int) -> int:
+    """``step_key(seed, step)`` from ``seed_key(seed)`` (``step`` an int >= 0, unchecked)."""
+    return mix64((seed_key_ + GOLDEN * (step + 1)) & MASK64)
 
 
 def leaf_key(step_key_: int, param: int, direction: int) -> int:
@@ -93,13 +112,18 @@ def leaf_key(step_key_: int, param: int, direction: int) -> int:
 def _hash_blocks(key: int, first: int, h: np.ndarray, t: np.ndarray, base: np.ndarray) -> None:
     """``h[i] = mix64(key + (first + i) * golden)``; ``t`` is scratch, ``base = arange * golden``."""
     np.add(base[:len(h)], np.uint64((key + first * GOLDEN) & MASK64), out=h)
-    np.right_shift(h, np.uint64(30), out=t)
+    _mix_inplace(h, t)
+
+
+def _mix_inplace(h: np.ndarray, t: np.ndarray) -> None:
+    """``h = mix64(h)`` elementwise on uint64 (wrapping arithmetic); ``t`` is scratch."""
+    np.right_shift(h, _U64_30, out=t)  # NumPy scalars made once: a per-call np.uint64(...)
+    h ^= t                              # costs as much as the ufunc on a small array
+    h *= _U64_MIX1
+    np.right_shift(h, _U64_27, out=t)
     h ^= t
-    h *= np.uint64(MIX1)
-    np.right_shift(h, np.uint64(27), out=t)
-    h ^= t
-    h *= np.uint64(MIX2)
-    np.right_shift(h, np.uint64(31), out=t)
+    h *= _U64_MIX2
+    np.right_shift(h, _U64_31, out=t)
     h ^= t
 
 
@@ -113,23 +137,34 @@ def _fill_normal(key: int, out: np.ndarray, first_pair: int) -> None:
     o2 = out.reshape(pairs, 2)
     for s in range(0, pairs, chunk):
         m = min(chunk, pairs - s)
-        hh, tt, rr, aa = h[:m], t[:m], r[:m], a[:m]
-        _hash_blocks(key, first_pair + s, hh, tt, base)
-        np.right_shift(hh, np.uint64(40), out=tt)
-        tt += np.uint64(1)
-        rr[...] = tt  # exact: 24-bit integers
-        rr *= np.float32(_U24)  # u1 in (0, 1]
-        np.bitwise_and(hh, np.uint64(0xFFFFFF), out=tt)
-        aa[...] = tt
-        aa *= np.float32(_U24)  # u2 in [0, 1)
-        aa *= np.float32(_TWO_PI)  # the device rounds 2π·u2 the same way: (float)(2π) * u2
-        np.log(rr, out=rr)
-        rr *= np.float32(-2)
-        np.sqrt(rr, out=rr)
-        oo = o2[s:s + m]
-        np.cos(aa, out=oo[:, 0])
-        np.sin(aa, out=oo[:, 1])
-        oo *= rr[:, None]
+        _hash_blocks(key, first_pair + s, h[:m], t[:m], base)
+        _box_muller(h[:m], t[:m], r[:m], a[:m], o2[s:s + m])
+
+
+def _box_muller(hh: np.ndarray, tt: np.ndarray, rr: np.ndarray, aa: np.ndarray, oo: np.ndarray) -> None:
+    """The normal pairs ``oo`` (float32, shape ``(m, 2)``) of the hashed blocks ``hh``;
+    ``tt``, ``rr``, ``aa`` are scratch of length m."""
+    np.right_shift(hh, _U64_40, out=tt)
+    tt += _U64_1
+    ti = tt.view(np.int64)  # the same 24-bit integers; NumPy converts int64 faster than uint64
+    rr[...] = ti  # exact: 24-bit integers
+    rr *= _F32_U24  # u1 in (0, 1]
+    np.bitwise_and(hh, _U64_LOW24, out=tt)
+    aa[...] = ti
+    aa *= _F32_U24  # u2 in [0, 1)
+    aa *= _F32_TWO_PI  # the device rounds 2π·u2 the same way: (float)(2π) * u2
+    np.log(rr, out=rr)
+    rr *= _F32_M2
+    np.sqrt(rr, out=rr)
+    # cos and sin into contiguous scratch, then one multiply each into the interleaved output:
+    # the same float32 values and the same one rounding of the product as writing them into
+    # ``oo`` and scaling it by ``rr[:, None]``, whose length-2 inner loop cost as much as the
+    # rest of the draw (tested bit for bit against the plain reference)
+    cc = tt.view(np.float32)[:len(aa)]  # tt's bytes are free by now
+    np.cos(aa, out=cc)
+    np.multiply(cc, rr, out=oo[:, 0])
+    np.sin(aa, out=aa)
+    np.multiply(aa, rr, out=oo[:, 1])
 
 
 _BASES: dict[int, np.ndarray] = {}  # chunk length -> arange(chunk) * golden (read-only, shared)
@@ -157,10 +192,69 @@ def _fill_rademacher(key: int, out: np.ndarray, first_block: int) -> None:
     for s in range(0, blocks, chunk):
         m = min(chunk, blocks - s)
         _hash_blocks(key, first_block + s, h[:m], t[:m], base)
-        piece = out[64 * s:64 * (s + m)]
-        bits = np.unpackbits(h[:m].view(np.uint8), bitorder="little", count=piece.size)
-        np.multiply(bits, 2, out=piece, casting="unsafe")
-        piece -= 1
+        _signs(h[:m], out[64 * s:64 * (s + m)])
+
+
+def _signs(h: np.ndarray, piece: np.ndarray) -> None:
+    """±1 from the bits of the hashed blocks ``h`` into float32 ``piece`` (bit ``j % 64`` of
+    block ``j // 64`` is element ``j``; ``piece`` may end inside the last block)."""
+    bits = np.unpackbits(h.view(np.uint8), bitorder="little", count=piece.size)
+    np.multiply(bits, _U8_2, out=bits)  # 0/1 -> 0/2 -> 255/1 in uint8, i.e. -1/+1 as int8:
+    np.subtract(bits, _U8_1, out=bits)  # cheaper than the same arithmetic in float32
+    piece[...] = bits.view(np.int8)
+
+
+class Batch:
+    """Many small directions drawn in one pass: the steady-state draw of a training step.
+
+    Filling leaf after leaf costs a dozen NumPy calls per leaf whatever its size, which is
+    most of a small model's draw (logistic regression: 20 µs a leaf for 10 and 7,840
+    numbers). A ``Batch`` lays the directions of ``sizes`` out back to back in one float32
+    buffer — each padded to whole blocks (64 numbers for Rademacher, pairs for normal) —
+    and hashes, maps and writes all of them with one set of calls. The numbers are
+    ``fill``'s exactly: segment ``i`` of ``fill_keys(keys, buf)`` is
+    ``fill(distribution, keys[i], ...)``, bit for bit (``tests/test_random.py``).
+
+    Meant for a few thousand to a few tens of thousands of numbers: above that, per-leaf
+    ``fill`` (chunked to stay in cache, split over two threads) is the faster choice."""
+
+    __slots__ = ("distribution", "offsets", "segment", "size", "sizes", "starts")
+
+    def __init__(self, distribution: str, sizes: Sequence[int]):
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        self.distribution = distribution
+        self.sizes = [int(n) for n in sizes]
+        unit = 2 if distribution == "normal" else 64
+        blocks = [-(-n // unit) for n in self.sizes]
+        self.starts = [unit * b for b in np.cumsum([0] + blocks[:-1]).tolist()]
+        total = sum(blocks)
+        self.size = unit * total  # float32 numbers in a buffer
+        # block j of segment i hashes keys[i] + j * golden: the offsets j * golden, and i per block
+        self.offsets = np.concatenate([_base(b) for b in blocks]) if total else np.empty(0, np.uint64)
+        self.segment = np.repeat(np.arange(len(blocks), dtype=np.intp), blocks)
+
+    def buffer(self) -> np.ndarray:
+        """A new float32 buffer for ``fill_keys`` (its contents undefined until filled)."""
+        return np.empty(self.size, np.float32)
+
+    def views(self, buf: np.ndarray) -> list[np.ndarray]:
+        """The direction of segment ``i`` in ``buf``: a contiguous 1-D view of ``sizes[i]``."""
+        return [buf[s:s + n] for s, n in zip(self.starts, self.sizes)]
+
+    def fill_keys(self, keys: Sequence[int], buf: np.ndarray) -> np.ndarray:
+        """Write the direction of ``keys[i]`` into segment ``i`` of ``buf`` (from ``buffer``).
+        The scratch is allocated per call (block-sized, cheap), so one ``Batch`` may serve
+        several threads."""
+        blocks = len(self.segment)
+        h, t = np.take(np.array(keys, np.uint64), self.segment), np.empty(blocks, np.uint64)
+        h += self.offsets  # uint64: wraps modulo 2**64 like the per-leaf hash
+        _mix_inplace(h, t)
+        if self.distribution == "normal":
+            _box_muller(h, t, np.empty(blocks, np.float32), np.empty(blocks, np.float32), buf.reshape(-1, 2))
+        else:
+            _signs(h, buf)
+        return buf
 
 
 def _executor() -> ThreadPoolExecutor:

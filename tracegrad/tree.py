@@ -156,7 +156,11 @@ def _signature_into(node: Any, leaves: list[Any], sig: list[Any]) -> bool:
         keys = sorted(node)
         sig.append(("dict", tuple(keys)))
         for k in keys:
-            if not _signature_into(node[k], leaves, sig):
+            v = node[k]
+            if type(v) is np.ndarray:  # the usual parameter dict: no call per leaf
+                leaves.append(v)
+                sig.append((v.shape, v.dtype))
+            elif not _signature_into(v, leaves, sig):
                 return False
         return True
     if t is tuple or t is list:

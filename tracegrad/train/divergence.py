@@ -34,6 +34,15 @@ import numpy as np
 __all__ = ["DivergenceMonitor"]
 
 
+def _median(values: list[float]) -> float:
+    """``float(np.median(values))`` for a short list of finite floats, in plain Python (the
+    per-step check ran three NumPy medians: ~40 µs, a quarter of a logistic-regression
+    step). The same number: the middle element, or the two middle ones' sum halved."""
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
 class DivergenceMonitor:
     """Watches the per-step loss; see the module docstring for the rules."""
 
@@ -47,14 +56,19 @@ class DivergenceMonitor:
         """Median of the last ``short`` losses (``None`` until there are that many)."""
         if len(self.losses) < self.short:
             return None
-        return float(np.median(list(self.losses)[-self.short:]))
+        return _median(list(self.losses)[-self.short:])
+
+    def _recent_median(self) -> float | None:
+        """The median of the losses before the last ``short`` (``None`` while too few)."""
+        before = list(self.losses)[:-self.short]
+        return _median(before) if len(before) >= self.short else None
 
     def _recent(self) -> tuple[float, float] | None:
         """``(median, robust sigma)`` of the losses before the last ``short``."""
-        before = list(self.losses)[:-self.short]
-        if len(before) < self.short:
+        med = self._recent_median()
+        if med is None:
             return None
-        med = float(np.median(before))
+        before = list(self.losses)[:-self.short]
         sigma = 1.4826 * float(np.median(np.abs(np.asarray(before) - med)))
         return med, sigma
 
@@ -87,10 +101,10 @@ class DivergenceMonitor:
         if level > limit:
             return (f"the loss level (median of the last {self.short} batches) is {level:.4g}, "
                     f"above 3 x its initial level {self.initial:.4g} + 1")
-        recent = self._recent()
-        if recent is not None and level > 10.0 * recent[0] + 1.0:
+        recent = self._recent_median()  # the spread is for in_band only: not computed per step
+        if recent is not None and level > 10.0 * recent + 1.0:
             return (f"the loss level (median of the last {self.short} batches) jumped to "
-                    f"{level:.4g} from {recent[0]:.4g} over the previous {len(self.losses) - self.short} steps")
+                    f"{level:.4g} from {recent:.4g} over the previous {len(self.losses) - self.short} steps")
         return None
 
     # -- checkpoints ------------------------------------------------------------------------
