@@ -432,14 +432,15 @@ class GroupedImage(T.Tangent):
         for g0 in range(0, g, c):
             g1 = min(g, g0 + c)
             r = tnp.matmul(lhs[g0:g1], w[g0:g1])  # (c, K*B, n)
-            r = tnp.reshape(r, (g1 - g0, k, b, n))
+            if k > 1:  # (B, n) masks broadcast over (c, K, B, n); with K = 1 over (c, B, n) as it
+                r = tnp.reshape(r, (g1 - g0, k, b, n))  # is, which keeps r a fresh array the mask may overwrite
             for op, arg in self.ops:  # (B, n) conditions and factors broadcast over (c, K)
                 zero = self._aval.dtype.type(0)
                 r = tnp.where(arg, r, zero) if op == "keep" else tnp.negative(r) if op == "neg" else \
                     tnp.multiply(r, arg)
             if w2 is not None:
                 r = tnp.matmul(r, w2)  # (c, K, B, m)
-            parts.append(r)
+            parts.append(tnp.reshape(r, (g1 - g0, k, b, int(np.shape(r)[-1]))) if k == 1 else r)
         r = parts[0] if len(parts) == 1 else tnp.concatenate(parts, axis=0)  # (G, K, B, .)
         m = int(np.shape(r)[-1])
         return tnp.reshape(tnp.transpose(r, (1, 0, 2, 3)), (k * g, b, m))
