@@ -77,6 +77,11 @@ PINNED_ENV = {
 # ============================================================================ workers
 # Everything below the line runs inside a worker subprocess (numpy & co. imported late).
 
+def _depth(kind: str) -> int:
+    """Hidden layers of an MLP workload: ``mlp`` has 2 (784-1024-1024-10), ``mlpN`` has N."""
+    return int(kind[3:] or 2)
+
+
 def _data(kind: str, batch: int, seed: int = 0) -> tuple[Any, Any, dict[str, Any]]:
     import numpy as np
 
@@ -93,9 +98,11 @@ def _data(kind: str, batch: int, seed: int = 0) -> tuple[Any, Any, dict[str, Any
 
     if kind == "logreg":
         params = {"w": he((784, 10), 784) * 0.25, "b": z(10)}
-    elif kind == "mlp":
-        params = {"w0": he((784, 1024), 784), "b0": z(1024), "w1": he((1024, 1024), 1024), "b1": z(1024),
-                  "w2": he((1024, 10), 1024) * 0.25, "b2": z(10)}
+    elif kind.startswith("mlp"):
+        depth, params = _depth(kind), {"w0": he((784, 1024), 784), "b0": z(1024)}
+        for i in range(1, depth):
+            params[f"w{i}"], params[f"b{i}"] = he((1024, 1024), 1024), z(1024)
+        params[f"w{depth}"], params[f"b{depth}"] = he((1024, 10), 1024) * 0.25, z(10)
     else:
         params = {"c0_w": he((32, 1, 3, 3), 9), "c0_b": z(32), "c1_w": he((64, 32, 3, 3), 288), "c1_b": z(64),
                   "fc_w": he((3136, 10), 3136) * 0.25, "fc_b": z(10)}
@@ -123,10 +130,11 @@ def _tracegrad(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str)
     def loss(p: dict[str, Any], x: Any, y: Any) -> Any:
         if kind == "logreg":
             z = x @ p["w"] + p["b"]
-        elif kind == "mlp":
-            h = np.maximum(x @ p["w0"] + p["b0"], 0)
-            h = np.maximum(h @ p["w1"] + p["b1"], 0)
-            z = h @ p["w2"] + p["b2"]
+        elif kind.startswith("mlp"):
+            h = x
+            for i in range(_depth(kind)):
+                h = np.maximum(h @ p[f"w{i}"] + p[f"b{i}"], 0)
+            z = h @ p[f"w{_depth(kind)}"] + p[f"b{_depth(kind)}"]
         else:
             h = F.conv2d(x, p["c0_w"], padding=1) + np.reshape(p["c0_b"], (1, -1, 1, 1))
             h = F.max_pool2d(np.maximum(h, 0), 2)
@@ -188,7 +196,7 @@ def _numpy(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
     if kind == "cnn":
         return {}  # no hand-written convolution: the peers' numbers stand for it
     p = {k: a.copy() for k, a in params.items()}
-    layers = [("w", "b")] if kind == "logreg" else [("w0", "b0"), ("w1", "b1"), ("w2", "b2")]
+    layers = [("w", "b")] if kind == "logreg" else [(f"w{i}", f"b{i}") for i in range(_depth(kind) + 1)]
     n = len(y)
     rows = np.arange(n)
     rng = np.random.default_rng(0)
@@ -333,10 +341,11 @@ def _torch(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> 
         q = dict(zip(names, ps))
         if kind == "logreg":
             z = xt @ q["w"] + q["b"]
-        elif kind == "mlp":
-            h = torch.relu(xt @ q["w0"] + q["b0"])
-            h = torch.relu(h @ q["w1"] + q["b1"])
-            z = h @ q["w2"] + q["b2"]
+        elif kind.startswith("mlp"):
+            h = xt
+            for i in range(_depth(kind)):
+                h = torch.relu(h @ q[f"w{i}"] + q[f"b{i}"])
+            z = h @ q[f"w{_depth(kind)}"] + q[f"b{_depth(kind)}"]
         else:
             h = tF.max_pool2d(torch.relu(tF.conv2d(xt, q["c0_w"], q["c0_b"], padding=1)), 2)
             h = tF.max_pool2d(torch.relu(tF.conv2d(h, q["c1_w"], q["c1_b"], padding=1)), 2)
@@ -391,10 +400,11 @@ def _jax(kind: str, x: Any, y: Any, params: dict[str, Any], tangents: str) -> di
     def loss(q: dict[str, Any], xj: Any, yj: Any) -> Any:
         if kind == "logreg":
             z = xj @ q["w"] + q["b"]
-        elif kind == "mlp":
-            h = jax.nn.relu(xj @ q["w0"] + q["b0"])
-            h = jax.nn.relu(h @ q["w1"] + q["b1"])
-            z = h @ q["w2"] + q["b2"]
+        elif kind.startswith("mlp"):
+            h = xj
+            for i in range(_depth(kind)):
+                h = jax.nn.relu(h @ q[f"w{i}"] + q[f"b{i}"])
+            z = h @ q[f"w{_depth(kind)}"] + q[f"b{_depth(kind)}"]
         else:
             def conv(h: Any, w: Any, b: Any) -> Any:
                 out = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
