@@ -517,14 +517,18 @@ class Stacked(T.Tangent):
         tnp = numpy_namespace()
         total = T.directions()[0]
         pieces, at = [], 0
+
+        def zeros(count: int) -> Any:  # a broadcast scalar, not a constant array in the graph
+            return tnp.broadcast_to(self._aval.dtype.type(0), (count,) + self._aval.shape)
+
         with T.directions_context((self.n,)):
             for o in sorted(self.parts):
                 if o > at:
-                    pieces.append(np.zeros((o - at,) + self._aval.shape, self._aval.dtype))
+                    pieces.append(zeros(o - at))
                 pieces.append(self.parts[o].dense())
                 at = o + self.n
         if at < total:
-            pieces.append(np.zeros((total - at,) + self._aval.shape, self._aval.dtype))
+            pieces.append(zeros(total - at))
         return pieces[0] if len(pieces) == 1 else tnp.concatenate(pieces, axis=0)
 
     def scale(self, factor: Any, out: Aval) -> T.Tangent:
@@ -561,8 +565,8 @@ class Stacked(T.Tangent):
 
 def _plus(aval: Aval, t: T.Tangent, u: T.Tangent) -> T.Tangent:
     """``t + u`` at an injection point; a block-sparse ``u`` stays apart from a dense ``t``."""
-    if isinstance(u, Blocks) and isinstance(t, (T.Dense, GroupedImage)) and t.aval.shape == aval.shape == u.aval.shape \
-            and t.aval.dtype == aval.dtype:
+    if isinstance(u, Blocks) and isinstance(t, (T.Dense, GroupedImage)) \
+            and t.aval.shape == aval.shape == u.aval.shape and t.aval.dtype == aval.dtype:
         return BlocksSum(t, u)
     return T.add(aval, t, u)
 
