@@ -63,3 +63,24 @@ def test_integer_boolean_and_special_values(emulated_cupy):
         got, want = f(*args), tg.compile(fn)(*args)
         assert np.asarray(got).dtype == np.asarray(want).dtype, name
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+def test_activity_perturbation_matches_the_numpy_backend(emulated_cupy):
+    """Block-sparse, chunked (``GroupedImage``) and layerwise (``Stacked``) activity tangents
+    lower to the CuPy backend and give the NumPy backend's estimates."""
+    from tracegrad.nn.models import mlp
+
+    model = mlp([12, 8, 8, 3])
+    p = model.init(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 12)).astype(np.float32), rng.integers(0, 3, 5)
+
+    def loss(p, x, y):
+        return tg.numpy.cross_entropy(model.apply(p, x), y)
+
+    for options in ({}, {"groups": 4, "mask": True}, {"groups": 4, "mask": True, "layerwise": True}):
+        want = tg.activity_grad(loss, seed=0, **options)(p, x, y)
+        got = tg.activity_grad(loss, seed=0, backend="cupy", **options)(p, x, y)
+        np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-6)
+        for k in p:
+            np.testing.assert_allclose(np.asarray(got[1][k]), want[1][k], rtol=1e-5, atol=1e-6, err_msg=k)
