@@ -102,31 +102,31 @@ def report(args: argparse.Namespace) -> None:
                     r["train_time"] = r["steps"] * cost[name] / 1000
                     for row in r["rows"]:
                         row["train_time"] = row["step"] * cost[name] / 1000
-    bp_time = float(np.mean([r["train_time"] for r in runs.get("backprop", [])])) if "backprop" in runs else None
+    bp_ms = float(np.mean([r["train_time"] / r["steps"] for r in runs["backprop"]])) if "backprop" in runs else None
     steps = sorted({row["step"] for recs in runs.values() for r in recs for row in r["rows"]})
-    marks = [s for s in (1000, 2000) if s in steps]
-    print("| estimator | seeds | ms/step | " + " | ".join(f"test acc. at {m} steps" for m in marks)
-          + " | final test acc. (%) | test acc. at backprop's training time (%) |")
-    print("|---|---:|---:|" + "---:|" * len(marks) + "---:|---:|")
+    marks = [s for s in args.marks if s in steps]
+    times = [m for m in args.marks if bp_ms is not None and m in steps]  # equal-time marks: backprop's steps
+
+    def mean_std(values: list[float]) -> str:
+        return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if values else ""
+
+    print("| estimator | seeds | ms/step (× backprop) | " + " | ".join(f"test acc. at {m} steps" for m in marks)
+          + " | final test acc. (%) | " + " | ".join(f"at backprop's {m}-step time" for m in times) + " |")
+    print("|---|---:|---:|" + "---:|" * (len(marks) + 1 + len(times)))
     for name in [n for n in ESTIMATORS if n in runs]:
         recs = runs[name]
-        finals = 100 * np.array([r["final_accuracy"] for r in recs])
-        ms = np.mean([r["ms_per_step"] for r in recs])
-        at_bp = ""
-        if bp_time is not None:
-            accs = []
-            for r in recs:
-                before = [row for row in r["rows"] if row["train_time"] <= bp_time]
-                if before:
-                    accs.append(100 * before[-1]["test_accuracy"])
-            if accs:
-                at_bp = f"{np.mean(accs):.2f} ± {np.std(accs):.2f}"
-        at_marks = ""
-        for m in marks:
-            accs = [100 * row["test_accuracy"] for r in recs for row in r["rows"] if row["step"] == m]
-            at_marks += f"{np.mean(accs):.2f} ± {np.std(accs):.2f} | "
-        print(f"| {LABELS[name]} | {len(recs)} | {ms:.1f} | {at_marks}{finals.mean():.2f} ± {finals.std():.2f} | "
-              f"{at_bp} |")
+        finals = [100 * r["final_accuracy"] for r in recs]
+        ms = float(np.mean([r["ms_per_step"] for r in recs]))
+        ratio = f" ({ms / runs['backprop'][0]['ms_per_step']:.2f})" if "backprop" in runs else ""
+        cells = [mean_std([100 * row["test_accuracy"] for r in recs for row in r["rows"] if row["step"] == m])
+                 for m in marks]
+        cells.append(f"**{mean_std(finals)}**")
+        for m in times:  # the last evaluation within backprop's training time of m steps
+            budget = m * bp_ms + 1e-9
+            accs = [100 * before[-1]["test_accuracy"] for r in recs
+                    if (before := [row for row in r["rows"] if row["train_time"] <= budget])]
+            cells.append(mean_std(accs))
+        print(f"| {LABELS[name]} | {len(recs)} | {ms:.1f}{ratio} | " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
 
@@ -263,6 +263,8 @@ def main() -> None:
     p.add_argument("--results", default="runs/estimators_mnist")
     p.add_argument("--report", action="store_true", help="print the table (and --plot) from --results")
     p.add_argument("--plot", help="with --report: write the accuracy-against-time plot here")
+    p.add_argument("--marks", nargs="+", type=int, default=[1000, 2000, 3000],
+                   help="with --report: the steps of the accuracy columns and of the equal-time columns")
     p.add_argument("--variance", action="store_true", help="measure each estimator's variance on one batch")
     p.add_argument("--costs", action="store_true",
                    help="measure each estimator's CPU time per step (interleaved rounds) into --results")
