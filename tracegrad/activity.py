@@ -96,11 +96,12 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
 
 def _point_shapes(entry: Any) -> list[tuple[tuple[int, ...], np.dtype, int | None]]:
     """(tangent input shape, dtype, group axis) of each injection point, from the tangent
-    inputs; the axis is None for a block-sparse input ``(K, G, B, w/G)``."""
+    inputs; the axis is None for a block-sparse input (``(K, G, B, w/G)``, or a conv layer's
+    ``(K, B, C, H, W)`` holding its G blocks: nothing to zero, every unit is in one block)."""
     out = []
     for v, kind in zip(entry.graph.inputs, _input_kinds(entry)):
         if kind:
-            axis = None if v.hint.endswith("_blocks") else 1 if v.hint.endswith("_conv") else -1
+            axis = None if v.hint.endswith(("_blocks", "_cells", "_units")) else 1 if v.hint.endswith("_conv") else -1
             out.append((tuple(v.aval.shape), np.dtype(v.aval.dtype), axis))
     return out
 
@@ -127,7 +128,9 @@ def _check_separable(compiled: Compiled, args: tuple, wrt: tuple[bool, ...], lea
                      shapes: list[tuple[tuple[int, ...], np.dtype, int | None]], sampler: DirectionSampler,
                      exact_last: bool = False) -> None:
     """Direction b perturbs example b only: the per-example derivatives must be diagonal."""
-    batch = shapes[0][0][2] if shapes[0][2] is None else shapes[0][0][1]
+    batch = shapes[0][0][1]  # (N, B, ...) dense, (K, B, C, H, W) cells
+    if shapes[0][2] is None and len(shapes[0][0]) == 4:  # (K, G, B, w/G) blocks
+        batch = shapes[0][0][2]
     entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1, exact_last=exact_last))
     rng = np.random.default_rng(0)
     us = []

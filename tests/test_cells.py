@@ -1,0 +1,105 @@
+"""Block-sparse conv tangents (``tracegrad.ad.cells``), float64 on a small CNN with local heads:
+the ``Cells`` path gives the same numbers as the dense path fed the same directions, its
+estimates average to the exact local gradient (masked or not), and G equal to a conv layer's
+number of units makes that layer's estimate exact."""
+
+import numpy as np
+import pytest
+from estimates import mean_and_se
+
+import tracegrad as tg
+from tracegrad.ad.cells import cell_layout
+from tracegrad.modes import ActivityMode
+from tracegrad.nn.models import cnn
+
+B = 3
+
+
+def _model(channels=(2, 2, 4, 4)):
+    m = cnn(1, 8, channels=channels, hidden=6, num_classes=3, local_heads=True)
+    p = {k: v.astype(np.float64) for k, v in m.init(0).items()}
+    rng = np.random.default_rng(1)
+    for k, v in p.items():  # biases away from zero: the ReLU masks differ between units
+        if k.endswith("_b"):
+            p[k] = rng.standard_normal(v.shape) * 0.3
+    return m, p, rng.standard_normal((B, 1, 8, 8)), rng.integers(0, 3, B)
+
+
+def test_cell_layout_splits_into_g_blocks_inside_the_pool_windows():
+    assert cell_layout((5, 8, 28, 28), 1568, (14, 14)) == (1, 2, 2)  # 8 channels x 14 x 14 blocks of 2x2
+    assert cell_layout((5, 16, 14, 14), 1568, (7, 7)) == (2, 1, 1)  # 7x7 windows: no 2-pixel block fits
+    assert cell_layout((5, 8, 28, 28), 1568, None) == (1, 2, 2)
+    assert cell_layout((5, 8, 28, 28), 7, None) == (8, 4, 28)  # rows in 7 blocks of 4
+    assert cell_layout((5, 8, 28, 28), 5, None) is None  # no split into exactly 5 blocks
+    assert cell_layout((5, 8, 28, 28), 1, None) is None
+    assert cell_layout((5, 8, 28), 4, None) is None
+
+
+def _cells_reference(u, layout, groups):
+    """The dense (K*G, B, C, H, W) directions the Cells array ``u`` (K, B, C, H, W) stands for."""
+    k, b, C, H, W = u.shape
+    c, ph, pw = layout
+    block = ((np.arange(C)[:, None, None] // c) * (H // ph) + np.arange(H)[None, :, None] // ph) * (W // pw) \
+        + np.arange(W)[None, None, :] // pw
+    out = np.zeros((k, groups, b, C, H, W))
+    for g in range(groups):
+        out[:, g] = u * (block == g)
+    return out.reshape(k * groups, b, C, H, W)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_cells_give_the_dense_paths_numbers(mask):
+    m, p, x, y = _model()
+    k, groups = 2, 8
+    f = tg.compile(m.local_loss)
+    wrt = tuple([True] * len(p) + [False, False])
+    cells_entry, leaves = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, groups, True))
+    dense_entry, _ = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, 1, True))
+    rng = np.random.default_rng(5)
+    cells_in, dense_in, kinds = [], [], []
+    for v, d in zip([v for v in cells_entry.graph.inputs if v.hint and v.hint.startswith("activity_u")],
+                    [v for v in dense_entry.graph.inputs if v.hint and v.hint.startswith("activity_u")]):
+        u = rng.standard_normal(v.aval.shape)
+        kinds.append(v.hint.rsplit("_", 1)[-1])
+        if v.hint.endswith("_cells"):
+            windows = {8: (4, 4), 4: (2, 2)}
+            layout = cell_layout(v.aval.shape[1:], groups, windows[v.aval.shape[-1]])
+            cells_in.append(u)
+            dense_in.append(_cells_reference(u, layout, groups))
+        elif v.hint.endswith("_units"):  # the hidden layer, 6 units < G: direction k*G + j is unit j
+            cells_in.append(u)
+            ref = np.zeros((k, groups) + u.shape[1:])
+            for j in range(u.shape[-1]):
+                ref[:, j, :, j] = u[:, :, j]
+            dense_in.append(ref.reshape((k * groups,) + u.shape[1:]))
+        else:
+            cells_in.append(u)
+            dense_in.append(u)
+        assert dense_in[-1].shape == d.aval.shape
+    assert kinds == ["cells"] * 4 + ["units"]  # every conv layer takes block-sparse tangents
+    a = cells_entry.executable(*leaves, *cells_in)
+    b = dense_entry.executable(*leaves, *dense_in)
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        np.testing.assert_allclose(np.asarray(ra), np.asarray(rb), rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("options", [{"groups": 8}, {"groups": 32}, {"groups": 32, "mask": True}])
+def test_cells_estimates_average_to_the_local_gradient(options):
+    m, p, x, y = _model()
+    exact = tg.grad(m.local_loss)(p, x, y)
+    g = tg.activity_grad(m.local_loss, directions=4, seed=3, exact_last=True, **options)
+    for name, (mean, se) in mean_and_se(g, (p, x, y), 50).items():
+        assert np.all(np.abs(mean - exact[name]) <= 5 * se + 1e-12), name
+        if name.startswith("conv") and name.endswith("_w") and options["groups"] > 8:
+            assert se.max() < 0.2 * np.abs(exact[name]).max(), name  # sharp enough to see a bias
+
+
+def test_one_unit_per_block_gives_the_exact_local_gradient():
+    # conv0/1: 2 x 8 x 8 = 128 units, conv2/3: 8 x 4 x 4 = 128 units: G = 128 puts one in each block
+    m, p, x, y = _model(channels=(2, 2, 8, 8))
+    exact = tg.grad(m.local_loss)(p, x, y)
+    g = tg.activity_grad(m.local_loss, groups=128, mask=True, seed=0, exact_last=True)
+    _, e = g(p, x, y)
+    for name in exact:
+        np.testing.assert_allclose(e[name], exact[name], rtol=1e-10, atol=1e-13, err_msg=name)
