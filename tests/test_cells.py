@@ -15,8 +15,8 @@ from tracegrad.nn.models import cnn
 B = 3
 
 
-def _model(channels=(2, 2, 4, 4)):
-    m = cnn(1, 8, channels=channels, hidden=6, num_classes=3, local_heads=True)
+def _model(channels=(2, 2, 4, 4), head_cells=2):
+    m = cnn(1, 8, channels=channels, hidden=6, num_classes=3, local_heads=True, head_cells=head_cells)
     p = {k: v.astype(np.float64) for k, v in m.init(0).items()}
     rng = np.random.default_rng(1)
     for k, v in p.items():  # biases away from zero: the ReLU masks differ between units
@@ -47,10 +47,10 @@ def _cells_reference(u, layout, groups):
     return out.reshape(k * groups, b, C, H, W)
 
 
-@pytest.mark.parametrize("mask", [False, True])
-def test_cells_give_the_dense_paths_numbers(mask):
-    m, p, x, y = _model()
-    k, groups = 2, 8
+@pytest.mark.parametrize(("mask", "head_cells"), [(False, 2), (True, 2), (True, 4)])
+def test_cells_give_the_dense_paths_numbers(mask, head_cells):
+    m, p, x, y = _model(head_cells=head_cells)
+    k, groups = 2, 8 if head_cells == 2 else 32  # 1-pixel windows (head_cells 4 on 4x4): 32 blocks fit
     f = tg.compile(m.local_loss)
     wrt = tuple([True] * len(p) + [False, False])
     cells_entry, leaves = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, groups, True))
@@ -62,7 +62,7 @@ def test_cells_give_the_dense_paths_numbers(mask):
         u = rng.standard_normal(v.aval.shape)
         kinds.append(v.hint.rsplit("_", 1)[-1])
         if v.hint.endswith("_cells"):
-            windows = {8: (4, 4), 4: (2, 2)}
+            windows = {side: (side // head_cells,) * 2 for side in (8, 4)}
             layout = cell_layout(v.aval.shape[1:], groups, windows[v.aval.shape[-1]])
             cells_in.append(u)
             dense_in.append(_cells_reference(u, layout, groups))
