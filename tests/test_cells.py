@@ -103,3 +103,39 @@ def test_one_unit_per_block_gives_the_exact_local_gradient():
     _, e = g(p, x, y)
     for name in exact:
         np.testing.assert_allclose(e[name], exact[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_dense_fallbacks_match_the_structured_maps():
+    """``Cells.dense`` / ``Pooled.dense`` / ``Units.dense`` (what any other op sees) agree with
+    the block-wise pool and matmul (eager NumPy, float64)."""
+    from tracegrad.ad import tangents as T
+    from tracegrad.ad.cells import Cells, Pooled, Units
+    from tracegrad.ad.linear import LinearMap
+    from tracegrad.ir import Aval
+    from tracegrad.ops.linalg import matmul_left
+    from tracegrad.ops.nn import avg_pool2d_map
+
+    rng = np.random.default_rng(0)
+    k, b, C, H, W = 2, 3, 4, 8, 8
+    f64 = np.dtype("float64")
+    cells = Cells(rng.standard_normal((k, b, C, H, W)), Aval((b, C, H, W), f64), (2, 2, 2))
+    groups = 2 * 4 * 4
+    head = rng.standard_normal((C * 2 * 2, 5))
+    with T.directions_context((k * groups,)):
+        dense = cells.dense()
+        assert dense.shape == (k * groups, b, C, H, W)
+        per_k = (dense.reshape(k, groups, b, C, H, W) != 0).sum(axis=1)
+        assert np.all(per_k == 1)  # every unit lies in exactly one of the G directions of each k
+        pool = avg_pool2d_map(np.zeros((b, C, H, W)), window=(4, 4), stride=(4, 4))
+        pooled = cells.map(pool, Aval((b, C, 2, 2), f64))
+        assert isinstance(pooled, Pooled)
+        np.testing.assert_allclose(pooled.dense(), pool.dense(dense, 1), rtol=1e-12, atol=1e-15)
+        flatten = LinearMap("reshape", lambda v, nb: v.reshape(v.shape[:nb] + (b, -1)), shape=(b, C * 4))
+        flat = pooled.map(flatten, Aval((b, C * 4), f64))
+        assert isinstance(flat, Pooled)
+        out = flat.map(matmul_left(np.zeros((b, C * 4)), head), Aval((b, 5), f64))
+        np.testing.assert_allclose(out.dense(), pool.dense(dense, 1).reshape(k * groups, b, -1) @ head, rtol=1e-12)
+        units = Units(rng.standard_normal((k, b, 6)), Aval((b, 6), f64), groups)
+        w = rng.standard_normal((6, 5))
+        np.testing.assert_allclose(units.map(matmul_left(np.zeros((b, 6)), w), Aval((b, 5), f64)).dense(),
+                                   units.dense() @ w, rtol=1e-12)

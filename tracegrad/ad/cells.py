@@ -201,7 +201,7 @@ class Pooled(T.Tangent):
 
 
 def cotangent(d: Any, u: Cells) -> Any:
-    """``Σ_k d[k*G + block(unit), b] * values[k, b, unit]``: the cotangent ``(1/1) Σ_n d_n ⊙ u_n``
+    """``Σ_k d[k*G + block(unit), b] * values[k, b, unit]``: the cotangent ``Σ_n d_n ⊙ u_n``
     of the point's output for the G block-sparse directions of ``u``, at one array's cost
     (``d``: (K*G, B), the per-example directional derivatives)."""
     tnp = numpy_namespace()
