@@ -44,7 +44,7 @@ LABELS = {"backprop": "backprop (SGD 0.05)", "activity": "activity, global (mask
 def label(name: str, config: dict[str, Any]) -> str:
     """The legend of a run, from the settings it recorded (so a sweep with --groups/--lr says so)."""
     opt = f"{config['optimizer'].upper() if config['optimizer'] == 'sgd' else config['optimizer'].capitalize()} " \
-          f"{config['lr']:g}"
+          f"{config['lr']:g}" + (f" {config['schedule']}" if config.get("schedule", "constant") != "constant" else "")
     if name in ("activity", "local"):
         extra = ", heads on {0}x{0} cells".format(config["model_kwargs"]["head_cells"]) \
             if name == "local" and "head_cells" in config.get("model_kwargs", {}) else ""
@@ -61,6 +61,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         fields["groups"] = args.groups
     if args.lr is not None:
         fields["lr"] = args.lr
+    if args.schedule is not None:
+        fields["schedule"] = args.schedule
     cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, steps=args.steps, batch_size=64,
                       seed=seed, eval_every=args.eval_every, log_every=args.eval_every, out=None, quiet=True,
                       plot=False, model_kwargs=json.loads(args.model_kwargs), **fields)
@@ -213,6 +215,7 @@ def main() -> None:
     p.add_argument("--model-kwargs", default="{}", help='JSON, e.g. \'{"channels": [8, 8, 16, 16], "hidden": 128}\'')
     p.add_argument("--groups", type=int, help="G for the activity and local estimators (default: 64 and 256)")
     p.add_argument("--lr", type=float, help="the learning rate of every estimator run (default: each one's)")
+    p.add_argument("--schedule", choices=("constant", "exp", "cosine"), help="the learning-rate schedule of every run")
     p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000)
