@@ -47,14 +47,22 @@ def _cells_reference(u, layout, groups):
     return out.reshape(k * groups, b, C, H, W)
 
 
-@pytest.mark.parametrize(("mask", "head_cells"), [(False, 2), (True, 2), (True, 4)])
+@pytest.mark.parametrize(("mask", "head_cells"), [(False, 2), (True, 2), (True, 4), (True, None)])
 def test_cells_give_the_dense_paths_numbers(mask, head_cells):
-    m, p, x, y = _model(head_cells=head_cells)
-    k, groups = 2, 8 if head_cells == 2 else 32  # 1-pixel windows (head_cells 4 on 4x4): 32 blocks fit
-    f = tg.compile(m.local_loss)
+    """``head_cells=None``: the plain CNN and the global loss (no pools to align with; the Cells
+    tangents reach the next conv layer through the densifying defaults)."""
+    m, p, x, y = _model(head_cells=head_cells or 2)
+    local = head_cells is not None
+    k, groups = 2, 8 if head_cells in (2, None) else 32  # 1-pixel windows (head_cells 4 on 4x4): 32 blocks fit
+    if local:
+        f = tg.compile(m.local_loss)
+    else:
+        plain = cnn(1, 8, channels=(2, 2, 4, 4), hidden=6, num_classes=3)
+        p = {name: p[name] for name in plain.init(0)}
+        f = tg.compile(lambda p, x, y: tg.numpy.cross_entropy(plain.apply(p, x), y))
     wrt = tuple([True] * len(p) + [False, False])
-    cells_entry, leaves = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, groups, True))
-    dense_entry, _ = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, 1, True))
+    cells_entry, leaves = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, groups, local))
+    dense_entry, _ = f._entry((p, x, y), ActivityMode(wrt, k * groups, mask, k, 1, local))
     rng = np.random.default_rng(5)
     cells_in, dense_in, kinds = [], [], []
     for v, d in zip([v for v in cells_entry.graph.inputs if v.hint and v.hint.startswith("activity_u")],
@@ -62,8 +70,8 @@ def test_cells_give_the_dense_paths_numbers(mask, head_cells):
         u = rng.standard_normal(v.aval.shape)
         kinds.append(v.hint.rsplit("_", 1)[-1])
         if v.hint.endswith("_cells"):
-            windows = {side: (side // head_cells,) * 2 for side in (8, 4)}
-            layout = cell_layout(v.aval.shape[1:], groups, windows[v.aval.shape[-1]])
+            window = (v.aval.shape[-1] // head_cells,) * 2 if local else None
+            layout = cell_layout(v.aval.shape[1:], groups, window)
             cells_in.append(u)
             dense_in.append(_cells_reference(u, layout, groups))
         elif v.hint.endswith("_units"):  # the hidden layer, 6 units < G: direction k*G + j is unit j
@@ -76,7 +84,8 @@ def test_cells_give_the_dense_paths_numbers(mask, head_cells):
             cells_in.append(u)
             dense_in.append(u)
         assert dense_in[-1].shape == d.aval.shape
-    assert kinds == ["cells"] * 4 + ["units"]  # every conv layer takes block-sparse tangents
+    # every conv layer takes block-sparse tangents (and, global, the output layer is perturbed too)
+    assert kinds == ["cells"] * 4 + ["units"] * (1 if local else 2)
     a = cells_entry.executable(*leaves, *cells_in)
     b = dense_entry.executable(*leaves, *dense_in)
     assert len(a) == len(b)
@@ -139,3 +148,4 @@ def test_dense_fallbacks_match_the_structured_maps():
         w = rng.standard_normal((6, 5))
         np.testing.assert_allclose(units.map(matmul_left(np.zeros((b, 6)), w), Aval((b, 5), f64)).dense(),
                                    units.dense() @ w, rtol=1e-12)
+
