@@ -10,7 +10,9 @@ applied to ``(1/K) Σ_n d_n ⊙ u_n`` (for ``x @ W``: ``xᵀ(d ⊙ u)``).
 Directions: ``K * G`` tangents per layer, drawn counter-based like ``forward_grad``'s
 (``(seed, step, layer, direction)``; a layer whose G blocks are kept block-sparse draws the G
 blocks of direction k as one array, key ``(seed, step, layer, k)``). With ``groups=G`` direction ``(k, g)`` is zero outside
-block ``g`` of each layer's units (features of a matmul, channels of a conv2d): G
+block ``g`` of each layer's units (features of a matmul; for a conv2d, blocks of channels x
+pixels when G of them fit the layer and the windows of the average pool after it — ``ad/cells.py``,
+one ``(K, B, C, H, W)`` draw — else whole channels): G
 block-sparse directions, each unit perturbed by exactly one, so no ``1/G`` (a layer narrower
 than G gets one unit per block); they reduce the
 variance like G directions. ``G`` equal to a layer's width with Rademacher tangents and only

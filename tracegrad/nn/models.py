@@ -182,7 +182,7 @@ def cnn(in_channels: int = 1, image_size: int | tuple[int, int] = 28,
     if h4 < 1 or w4 < 1:
         raise ValueError(f"cnn: images of {h}x{w} are too small for two 2x2 max-pools (need at least 4x4)")
     flat = channels[-1] * h4 * w4
-    # local heads on the conv blocks: each map average-pooled to about 2x2, then flattened
+    # local heads on the conv blocks: each map average-pooled to about head_cells x head_cells, then flattened
     sides = [(h, w), (h, w), (h // 2, w // 2), (h // 2, w // 2)]
     head_cells = _positive("head_cells", head_cells)
     pool_windows = [(max(1, sh // head_cells), max(1, sw // head_cells)) for sh, sw in sides]
