@@ -47,12 +47,28 @@ LABELS = {"backprop": "backprop (SGD 0.05)", "activity": "activity, global (mask
           "local": "local losses (masked, G=256, SGD 0.1)", "forward": "weight perturbation (Adam 3e-4)"}
 
 
+def label(name: str, config: dict[str, Any]) -> str:
+    """The legend of a run, from the settings it recorded (so a sweep with --groups/--lr says so)."""
+    opt = f"{config['optimizer'].upper() if config['optimizer'] == 'sgd' else config['optimizer'].capitalize()} " \
+          f"{config['lr']:g}" + (f" {config['schedule']}" if config.get("schedule", "constant") != "constant" else "")
+    if name.startswith("activity") or name == "local":
+        extra = ", heads on {0}x{0} cells".format(config["model_kwargs"]["head_cells"]) \
+            if name == "local" and "head_cells" in config.get("model_kwargs", {}) else ""
+        what = LABELS[name].split(" (")[0]
+        return f"{what} ({'masked, ' if config.get('mask') else ''}G={config['groups']}{extra}, {opt})"
+    return f"{LABELS[name].split(' (')[0]} ({opt})"
+
+
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from tracegrad.train import TrainConfig, Trainer
 
     fields = dict(ESTIMATORS[name])
     if args.groups is not None and "groups" in fields:
         fields["groups"] = args.groups
+    if args.lr is not None:
+        fields["lr"] = args.lr
+    if args.schedule is not None:
+        fields["schedule"] = args.schedule
     cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, steps=args.steps, batch_size=64,
                       seed=seed, eval_every=args.eval_every, log_every=args.eval_every, out=None, quiet=True,
                       plot=False, model_kwargs=json.loads(args.model_kwargs), **fields)
@@ -118,7 +134,7 @@ def report(args: argparse.Namespace) -> None:
         finals = [100 * r["final_accuracy"] for r in recs]
         ms = float(np.mean([r["ms_per_step"] for r in recs]))
         ratio = f" ({ms / runs['backprop'][0]['ms_per_step']:.2f})" if "backprop" in runs else ""
-        cells = [mean_std([100 * row["test_accuracy"] for r in recs for row in r["rows"] if row["step"] == m])
+        cells = [mean_std([100 * row["test_accuracy"] for r in recs for row in r["rows"] if row["step"] == m]) or "–"
                  for m in marks]
         cells.append(f"**{mean_std(finals)}**")
         for m in times:  # the last evaluation within backprop's training time of m steps
@@ -126,7 +142,7 @@ def report(args: argparse.Namespace) -> None:
             accs = [100 * before[-1]["test_accuracy"] for r in recs
                     if (before := [row for row in r["rows"] if row["train_time"] <= budget])]
             cells.append(mean_std(accs))
-        print(f"| {LABELS[name]} | {len(recs)} | {ms:.1f}{ratio} | " + " | ".join(cells) + " |")
+        print(f"| {label(name, recs[0]['config'])} | {len(recs)} | {ms:.1f}{ratio} | " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
 
@@ -140,14 +156,14 @@ def report(args: argparse.Namespace) -> None:
                     t = [row["train_time"] for row in r["rows"]]
                     a = [100 * row["test_accuracy"] for row in r["rows"]]
                     ax.plot(t, a, color=f"C{list(ESTIMATORS).index(name)}", alpha=0.8, marker="." if zoom else None,
-                            label=LABELS[name] if i == 0 else None)
+                            label=label(name, r["config"]) if i == 0 else None)
             ax.set_xlabel("training time (s: steps x measured CPU time per step, one thread)" if cost
                           else "training time (s, one thread, evaluation excluded)")
             ax.set_ylabel("test accuracy (%)")
-            ax.set_ylim((90, 98) if zoom else (0, 100))
+            ax.set_ylim((90, 99 if args.model == "cnn" else 98) if zoom else (0, 100))
             ax.grid(alpha=0.3)
         axes[0].set_title(f"MNIST {args.model}, batch 64, {len(next(iter(runs.values())))} seeds each")
-        axes[1].set_title("the same, 90-98%")
+        axes[1].set_title("the same, zoomed in")
         axes[0].legend(fontsize=8, loc="lower right")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
@@ -211,13 +227,17 @@ def variance(args: argparse.Namespace) -> None:
 
     ds = load_dataset("mnist", args.data_dir)
     xs, ys = BatchStream(ds.x_train, ds.y_train, 64, 0).next()
-    print(f"| estimator | objective | relative MSE E|ĝ-g|²/|g|² at init | after {args.warm} exact SGD steps |")
+    what = " (all parameters / conv layers)" if args.model == "cnn" else ""
+    print(f"| estimator | objective | relative MSE E|ĝ-g|²/|g|²{what} at init | after {args.warm} exact SGD steps |")
     print("|---|---|---:|---:|")
     for name in args.estimators:
-        cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, seed=0,
-                          **{k: v for k, v in ESTIMATORS[name].items() if k not in ("optimizer", "lr")})
+        fields = {k: v for k, v in ESTIMATORS[name].items() if k not in ("optimizer", "lr")}
+        if args.groups is not None and "groups" in fields:
+            fields["groups"] = args.groups
+        cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, seed=0, **fields)
+        kwargs = json.loads(args.model_kwargs)
         model = build_model(args.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape,
-                            **({"local_heads": True} if name == "local" else {}))
+                            **kwargs, **({"local_heads": True} if name == "local" else {}))
         est = make_estimator(cfg, model)
         exact = tg.value_and_grad(est.objective, argnums=0)
         params = model.init(0)
@@ -230,24 +250,30 @@ def variance(args: argparse.Namespace) -> None:
                     _, g = exact(params, x, y)
                     params = {k: params[k] - np.float32(0.05) * g[k] for k in params}
             _, g = exact(params, xs, ys)
-            gv = np.concatenate([np.ravel(g[k]) for k in sorted(g)]).astype(np.float64)
-            errs = []
+            # every parameter, and (the CNN) the conv layers' only: the heads' exact gradients
+            # would hide the perturbed layers' noise in the total
+            groups_of_keys = [sorted(g)] + ([[k for k in sorted(g) if k.startswith("conv")]]
+                                            if args.model == "cnn" else [])
+            errs = [[] for _ in groups_of_keys]
             for s in range(args.draws):
                 _, e = est(params, xs, ys, s)
-                ev = np.concatenate([np.ravel(e[k]) for k in sorted(e)]).astype(np.float64)
-                errs.append(float(np.sum((ev - gv) ** 2)))
-            cols.append(f"{np.mean(errs) / np.sum(gv ** 2):.4g}")
+                for i, keys in enumerate(groups_of_keys):
+                    errs[i].append(sum(float(np.sum((e[k].astype(np.float64) - g[k]) ** 2)) for k in keys))
+            cols.append(" / ".join(f"{np.mean(err) / sum(float(np.sum(g[k].astype(np.float64) ** 2)) for k in keys):.4g}"
+                                   for err, keys in zip(errs, groups_of_keys)))
         objective = "local" if name == "local" else "global"
         if name == "local":  # how far the local objective's gradient is from the global one
             # the plain model (no stop-gradients) with the shared parameters: the global loss
-            plain = build_model(args.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape)
+            plain = build_model(args.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape, **kwargs)
             shared = {k: params[k] for k in plain.init(0)}
             glob = tg.grad(lambda p, x, y, apply=plain.apply: tg.numpy.cross_entropy(apply(p, x), y))(
                 shared, xs, ys)
-            cos = [float(np.sum(g[k] * glob[k]) / np.sqrt(np.sum(g[k] ** 2) * np.sum(glob[k] ** 2)))
-                   for k in ("w0", "w1")]
-            objective += f" (cosine to the global gradient: w0 {cos[0]:.2f}, w1 {cos[1]:.2f})"
-        print(f"| {LABELS[name]} | {objective} | {cols[0]} | {cols[1]} |", flush=True)
+            keys = ("w0", "w1") if args.model == "mlp" else ("conv0_w", "conv1_w", "conv3_w", "fc0_w")
+            cos = [f"{k} {float(np.sum(g[k] * glob[k]) / np.sqrt(np.sum(g[k] ** 2) * np.sum(glob[k] ** 2))):.2f}"
+                   for k in keys]
+            objective += f" (cosine to the global gradient: {', '.join(cos)})"
+        label = LABELS[name] if "groups" not in fields else f"{name} (G={fields['groups']}, mask={fields.get('mask')})"
+        print(f"| {label} | {objective} | {cols[0]} | {cols[1]} |", flush=True)
 
 
 def main() -> None:
@@ -256,6 +282,8 @@ def main() -> None:
     p.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
     p.add_argument("--model-kwargs", default="{}", help='JSON, e.g. \'{"channels": [8, 8, 16, 16], "hidden": 128}\'')
     p.add_argument("--groups", type=int, help="G for the activity and local estimators (default: 64 and 256)")
+    p.add_argument("--lr", type=float, help="the learning rate of every estimator run (default: each one's)")
+    p.add_argument("--schedule", choices=("constant", "exp", "cosine"), help="the learning-rate schedule of every run")
     p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000)

@@ -56,6 +56,15 @@ def test_cnn_options(tmp_path, capsys):
     assert ck.config["model_kwargs"] == {"channels": [2, 2, 4, 4], "hidden": 8}
 
 
+def test_cnn_local_heads_cells(tmp_path, capsys):
+    code, _stdout, err = _run(capsys, "train", "--model", "cnn", "--channels", "2,2,4,4", "--hidden", "8",
+                             "--head-cells", "4", "--estimator", "local", "--mask", "--groups", "32",
+                             "--steps", "3", "--out", str(tmp_path / "c"), "--quiet")
+    assert code == 0, err
+    ck = load_checkpoint(latest_checkpoint(tmp_path / "c"))
+    assert ck.config["model_kwargs"] == {"channels": [2, 2, 4, 4], "hidden": 8, "head_cells": 4}
+
+
 @pytest.mark.parametrize("argv,expected", [
     ([], "choose a command"),
     (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
@@ -65,6 +74,7 @@ def test_cnn_options(tmp_path, capsys):
     (["train", "--data", "mnist"], "--data mnist needs --data-dir"),
     (["train", "--resume", "--out", "/nonexistent/run"], "no checkpoint"),
     (["train", "--channels", "4,4,4,4"], "--channels applies to --model cnn"),
+    (["train", "--head-cells", "7"], "--head-cells applies to --model cnn"),
     (["train", "--model", "cnn", "--channels", "4,4"], "four conv channel counts"),
     (["train", "--hidden", "0"], "positive integers"),
     (["train", "--weight-decay", "-0.1"], "non-negative"),

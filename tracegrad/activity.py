@@ -10,7 +10,9 @@ applied to ``(1/K) Σ_n d_n ⊙ u_n`` (for ``x @ W``: ``xᵀ(d ⊙ u)``).
 Directions: ``K * G`` tangents per layer, drawn counter-based like ``forward_grad``'s
 (``(seed, step, layer, direction)``; a layer whose G blocks are kept block-sparse draws the G
 blocks of direction k as one array, key ``(seed, step, layer, k)``). With ``groups=G`` direction ``(k, g)`` is zero outside
-block ``g`` of each layer's units (features of a matmul, channels of a conv2d): G
+block ``g`` of each layer's units (features of a matmul; for a conv2d, blocks of channels x
+pixels when G of them fit the layer and the windows of the average pool after it — ``ad/cells.py``,
+one ``(K, B, C, H, W)`` draw — else whole channels): G
 block-sparse directions, each unit perturbed by exactly one, so no ``1/G`` (a layer narrower
 than G gets one unit per block); they reduce the
 variance like G directions. ``G`` equal to a layer's width with Rademacher tangents and only
@@ -102,11 +104,12 @@ def activity_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, d
 
 def _point_shapes(entry: Any) -> list[tuple[tuple[int, ...], np.dtype, int | None]]:
     """(tangent input shape, dtype, group axis) of each injection point, from the tangent
-    inputs; the axis is None for a block-sparse input ``(K, G, B, w/G)``."""
+    inputs; the axis is None for a block-sparse input (``(K, G, B, w/G)``, or a conv layer's
+    ``(K, B, C, H, W)`` holding its G blocks: nothing to zero, every unit is in one block)."""
     out = []
     for v, kind in zip(entry.graph.inputs, _input_kinds(entry)):
         if kind:
-            axis = None if v.hint.endswith("_blocks") else 1 if v.hint.endswith("_conv") else -1
+            axis = None if v.hint.endswith(("_blocks", "_cells", "_units")) else 1 if v.hint.endswith("_conv") else -1
             out.append((tuple(v.aval.shape), np.dtype(v.aval.dtype), axis))
     return out
 
@@ -133,7 +136,9 @@ def _check_separable(compiled: Compiled, args: tuple, wrt: tuple[bool, ...], lea
                      shapes: list[tuple[tuple[int, ...], np.dtype, int | None]], sampler: DirectionSampler,
                      exact_last: bool = False) -> None:
     """Direction b perturbs example b only: the per-example derivatives must be diagonal."""
-    batch = shapes[0][0][2] if shapes[0][2] is None else shapes[0][0][1]
+    batch = shapes[0][0][1]  # (N, B, ...) dense, (K, B, C, H, W) cells
+    if shapes[0][2] is None and len(shapes[0][0]) == 4:  # (K, G, B, w/G) blocks
+        batch = shapes[0][0][2]
     entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1, exact_last=exact_last))
     rng = np.random.default_rng(0)
     us = []

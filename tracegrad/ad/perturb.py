@@ -49,6 +49,7 @@ from ..errors import GradientError
 from ..ir import Aval, Graph, Literal, Node, Var
 from ..tracing.dispatch import numpy_namespace
 from ..tracing.tracer import GraphBuilder
+from . import cells as _cells
 from . import tangents as T
 from .jvp import JVPInterpreter
 from .replay import replay
@@ -636,7 +637,11 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
     Inputs: the primal inputs, then one tangent ``(directions,) + z.shape`` per point (in
     ``analyze`` order; hint ``activity_u{i}`` plus ``_conv`` for conv2d points), or, where
     ``groups`` G > 1 divides a matmul layer's width w, its blocks ``(directions / G, G, B, w / G)``
-    (hint suffix ``_blocks``: direction ``k*G + g`` is block g, zero elsewhere). Outputs: the
+    (hint suffix ``_blocks``: direction ``k*G + g`` is block g, zero elsewhere), or, where G
+    blocks of channels x pixels split a conv layer's ``(B, C, H, W)`` (``cells.cell_layout``),
+    one array ``(directions / G, B, C, H, W)`` holding all G (hint suffix ``_cells``); in such a
+    network a matmul layer narrower than G takes ``(directions / G, B, w)`` (``_units``: one unit
+    per direction, as grouping gives it). Outputs: the
     value (the mean of the per-example losses when the function returns them), one estimate
     per ``True`` in ``wrt``, then ``d`` of shape ``(directions, B)``. ``average``: the number of
     independent directions the estimate averages over (``directions // groups``). ``exact_last``:
@@ -650,11 +655,25 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
     primals = [builder.new_input(v.aval, v.hint, "primal") for v in graph.inputs]
     perturbed = [p for p in analysis.points if not (exact_last and p.last)]
     us: list[T.Tangent] = []
-    for i, p in enumerate(perturbed):
+    layouts = [_cells.cell_layout(p.out.aval.shape, groups, _cells.pool_window(graph, p.out))
+               if p.base.primitive.name == "conv2d" else None for p in perturbed]
+    for i, (p, layout) in enumerate(zip(perturbed, layouts)):
         aval = p.out.aval
+        # a network whose conv layers take G blocks (G far above a dense layer's width):
+        # its narrower matmul layers take one unit per direction without the (K*G, B, w) array
+        units = any(layouts) and p.base.primitive.name == "matmul" and len(aval.shape) == 2 \
+            and aval.shape[1] < groups
         if blockable(p, groups):
             shape = (directions // groups, groups, aval.shape[0], aval.shape[1] // groups)
             us.append(Blocks(builder.new_input(Aval(shape, aval.dtype), f"activity_u{i}_blocks", "tangent"), aval))
+        elif layout is not None:  # a conv layer's G blocks of channels x pixels, in one (K,) + z.shape array
+            shape = (directions // groups,) + aval.shape
+            us.append(_cells.Cells(builder.new_input(Aval(shape, aval.dtype), f"activity_u{i}_cells", "tangent"),
+                                   aval, layout))
+        elif units:
+            shape = (directions // groups,) + aval.shape
+            us.append(_cells.Units(builder.new_input(Aval(shape, aval.dtype), f"activity_u{i}_units", "tangent"),
+                                   aval, groups))
         else:
             suffix = "_conv" if p.base.primitive.name == "conv2d" else ""
             us.append(T.Dense(builder.new_input(Aval((directions,) + aval.shape, aval.dtype),
@@ -691,6 +710,10 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
                 k, g, b, _ = u.blocks.shape
                 ct = tnp.einsum("kgb,kgbj->bgj", tnp.reshape(dp, (k, g, b)), u.blocks)
                 ct = tnp.reshape(ct, shape)
+            elif isinstance(u, _cells.Cells):
+                ct = _cells.cotangent(dp, u)
+            elif isinstance(u, _cells.Units):
+                ct = _cells.units_cotangent(dp, u)
             else:
                 dd = tnp.reshape(dp, dp.shape + (1,) * (len(shape) - 1)) if len(shape) > 1 else dp
                 ct = tnp.sum(tnp.multiply(dd, u.dense()), axis=0)

@@ -158,7 +158,7 @@ def mlp(sizes: Sequence[int], local_heads: bool = False) -> Model:
 # ---------------------------------------------------------------- convolutional network
 def cnn(in_channels: int = 1, image_size: int | tuple[int, int] = 28,
         channels: Sequence[int] = (64, 64, 64, 64), hidden: int = 1024, num_classes: int = 10,
-        local_heads: bool = False) -> Model:
+        local_heads: bool = False, head_cells: int = 2) -> Model:
     """conv3x3-relu, conv3x3-relu, maxpool2, conv3x3-relu, conv3x3-relu, maxpool2, flatten,
     linear(hidden)-relu, linear(num_classes). All convs use padding 1 (same size).
 
@@ -168,8 +168,9 @@ def cnn(in_channels: int = 1, image_size: int | tuple[int, int] = 28,
     digits) gives 2x2 maps after the two pools. Inputs may be (N, C, H, W) or flattened.
 
     ``local_heads``: five heads (``head0..3`` on the conv blocks' ReLU outputs, average-pooled
-    to 2x2 and flattened; ``head4`` on the hidden linear layer), a stop-gradient after each
-    block, and ``local_loss`` (module docstring)."""
+    to about ``head_cells`` x ``head_cells`` and flattened; ``head4`` on the hidden linear
+    layer), a stop-gradient after each block, and ``local_loss`` (module docstring). More cells
+    give each conv block's head more features (a less lossy local objective)."""
     in_channels = _positive("in_channels", in_channels)
     h, w = (image_size, image_size) if isinstance(image_size, int | np.integer) else tuple(image_size)
     h, w = _positive("image height", h), _positive("image width", w)
@@ -181,9 +182,10 @@ def cnn(in_channels: int = 1, image_size: int | tuple[int, int] = 28,
     if h4 < 1 or w4 < 1:
         raise ValueError(f"cnn: images of {h}x{w} are too small for two 2x2 max-pools (need at least 4x4)")
     flat = channels[-1] * h4 * w4
-    # local heads on the conv blocks: each map average-pooled to about 2x2, then flattened
+    # local heads on the conv blocks: each map average-pooled to about head_cells x head_cells, then flattened
     sides = [(h, w), (h, w), (h // 2, w // 2), (h // 2, w // 2)]
-    pool_windows = [(max(1, sh // 2), max(1, sw // 2)) for sh, sw in sides]
+    head_cells = _positive("head_cells", head_cells)
+    pool_windows = [(max(1, sh // head_cells), max(1, sw // head_cells)) for sh, sw in sides]
 
     def init(seed: int) -> Params:
         rng = np.random.default_rng(seed)
