@@ -133,7 +133,7 @@ def report(args: argparse.Namespace) -> None:
         recs = runs[name]
         finals = [100 * r["final_accuracy"] for r in recs]
         ms = float(np.mean([r["ms_per_step"] for r in recs]))
-        ratio = f" ({ms / runs['backprop'][0]['ms_per_step']:.2f})" if "backprop" in runs else ""
+        ratio = f" ({ms / np.mean([r['ms_per_step'] for r in runs['backprop']]):.2f})" if "backprop" in runs else ""
         cells = [mean_std([100 * row["test_accuracy"] for r in recs for row in r["rows"] if row["step"] == m]) or "–"
                  for m in marks]
         cells.append(f"**{mean_std(finals)}**")
@@ -177,6 +177,8 @@ def _estimator_for(name: str, args: argparse.Namespace, ds: Any) -> tuple[Any, A
     from tracegrad.train.trainer import TrainConfig
 
     fields = {k: v for k, v in ESTIMATORS[name].items() if k not in ("optimizer", "lr", "schedule")}
+    if args.groups is not None and "groups" in fields:  # as run_one: the sweep's --groups
+        fields["groups"] = args.groups
     cfg = TrainConfig(model=args.model, data="mnist", data_dir=args.data_dir, seed=0, **fields)
     kwargs = json.loads(args.model_kwargs)
     model = build_model(args.model, ds.num_features, ds.num_classes, image_shape=ds.image_shape,
