@@ -327,3 +327,46 @@ def test_structured_tangents_equal_the_dense_path_on_smooth_activations(monkeypa
             want = entry.executable(*leaves, *blocks)
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_a_loss_tail_that_mixes_examples_is_refused():
+    """Mixing after the last layer (in the tail that the estimate contracts with its exact
+    per-example gradient) is caught too: the separability check pushes the tangents through
+    the tail instead of contracting it."""
+    p, (x, y) = _params(), _data()
+
+    def centred(p, x, y):
+        h = np.maximum(x @ p["w0"] + p["b0"], 0)
+        h = np.maximum(h @ p["w1"] + p["b1"], 0)
+        z = h @ p["w2"] + p["b2"]
+        z = z - np.mean(z, axis=0)  # couples every example's logits
+        m = np.max(z, axis=1, keepdims=True)
+        return np.log(np.sum(np.exp(z - m), axis=1)) + m[:, 0] - np.take_along_axis(z, y[:, None], 1)[:, 0]
+
+    with pytest.raises(GradientError, match="separable over examples"):
+        tg.activity_grad(centred, groups=5, mask=True)(p, x, y)
+
+
+def test_contracted_tails_give_the_propagated_derivatives():
+    """The loss tail contracted with its exact per-example gradient equals pushing every
+    tangent through it (the separability check's path), for the global and the local loss."""
+    from tracegrad.modes import ActivityMode
+
+    model = tg.nn.mlp([N_IN, H, H, C], local_heads=True)
+    pl = model.init(1)
+    x, y = _data()
+    for fn, params, last in ((per_example, _params(), False), (model.local_loss, pl, True)):
+        compiled = tg.compile(fn)
+        leaves = compiled._signature((params, x, y))[0]
+        wrt = tuple(isinstance(v, np.ndarray) and v.dtype.kind == "f" for v in leaves[:-2]) + (False, False)
+        outs = []
+        for contract in (True, False):
+            entry, lv = compiled._entry((params, x, y), ActivityMode(wrt, 4, True, 4, exact_last=last,
+                                                                      contract_tails=contract))
+            if contract:
+                assert "einsum('nbr,br->nb'" in entry.executable.source
+            rng = np.random.default_rng(3)
+            us = [rng.standard_normal(v.aval.shape) for v in entry.graph.inputs if v.hint.startswith("activity_u")]
+            outs.append(entry.executable(*lv, *us))
+        for a, b in zip(*outs):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -139,7 +139,8 @@ def _check_separable(compiled: Compiled, args: tuple, wrt: tuple[bool, ...], lea
     batch = shapes[0][0][1]  # (N, B, ...) dense, (K, B, C, H, W) cells
     if shapes[0][2] is None and len(shapes[0][0]) == 4:  # (K, G, B, w/G) blocks
         batch = shapes[0][0][2]
-    entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1, exact_last=exact_last))
+    entry, leaves = compiled._entry(args, ActivityMode(wrt, batch, False, 1, exact_last=exact_last,
+                                                            contract_tails=False))
     rng = np.random.default_rng(0)
     us = []
     for shape, dtype, _ in _point_shapes(entry):

@@ -90,7 +90,8 @@ class ActivityMode:
     injection point (``average`` independent ones, ``groups`` block-sparse ones each; ``mask``:
     masked by the next op's derivative; ``exact_last``: exact gradients for the points whose
     tangents reach no other point, such as local heads and the output layer; ``layerwise``:
-    every point's directions are its own)."""
+    every point's directions are its own; ``contract_tails``: loss tails contracted with their
+    exact per-example gradient, off for the separability check)."""
 
     wrt: tuple[bool, ...]
     directions: int
@@ -99,10 +100,11 @@ class ActivityMode:
     groups: int = 1
     exact_last: bool = False
     layerwise: bool = False
+    contract_tails: bool = True
 
     def build(self, primal: Graph) -> tuple[Graph, list[bool]]:
         graph = activity_graph(primal, self.wrt, self.directions, self.mask, self.average, self.groups,
-                               self.exact_last, self.layerwise)
+                               self.exact_last, self.layerwise, self.contract_tails)
         return optimize(graph), [True]
 
 

@@ -39,6 +39,7 @@ caller checks it once per input signature (``tracegrad.activity``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -631,7 +632,8 @@ def _derivative(node: Node, values: list[Any], z: Var) -> Any:
 
 
 def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: bool = False,
-                   average: int = 1, groups: int = 1, exact_last: bool = False, layerwise: bool = False) -> Graph:
+                   average: int = 1, groups: int = 1, exact_last: bool = False, layerwise: bool = False,
+                   contract_tails: bool = True) -> Graph:
     """Build the one-execution activity-perturbation graph.
 
     Inputs: the primal inputs, then one tangent ``(directions,) + z.shape`` per point (in
@@ -648,7 +650,13 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
     the points whose tangents reach no other point take no tangent input and get their exact
     gradient (the VJP of their tail to the loss). ``layerwise``: each point's ``directions``
     are its own (``Stacked``): ``d`` is ``(P * directions, B)`` for P perturbed points, point i's
-    directions at rows ``i * directions`` on, and its estimate uses only those."""
+    directions at rows ``i * directions`` on, and its estimate uses only those.
+    ``contract_tails``: a loss term whose every tangent arrives through one last point's output
+    z (an output layer's or a head's logits) gets its derivatives as ``∂ℓ_b/∂z_b · ż[n, b]``, the
+    tail's exact per-example gradient (a VJP of a few nodes on ``(B, 10)``) contracted with the N
+    tangents, instead of pushing N tangents through the softmax cross-entropy: the same
+    numbers for a loss separable over examples, which ``tracegrad.activity`` checks with
+    ``contract_tails=False`` (a tail that mixes examples would hide in the contraction)."""
     analysis = analyze(graph, wrt)
     tnp = numpy_namespace()
     builder = GraphBuilder(graph.name + "_activity")
@@ -689,7 +697,29 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
             t = T.instantiate(read(v)[1])
             return tnp.sum(t, axis=tuple(range(2, len(t.shape)))) if len(t.shape) > 2 else t
 
-        d = derivatives(analysis.per_example)
+        tails = _contractible_tails(graph, analysis, perturbed) if contract_tails else {}
+        term_ds: dict[int, Any] = {}
+
+        def term_derivatives(i: int) -> Any:  # (N, B): the directional derivatives of term i
+            if i not in term_ds:
+                p = tails.get(i)
+                if p is None:
+                    term_ds[i] = derivatives(analysis.terms[i])
+                else:
+                    delta = _tail_vjp(p, analysis, read, builder)  # (B, ...): ∂ℓ_b/∂z_b
+                    zt = T.instantiate(read(p.out)[1])  # (N, B, ...)
+                    n, b = zt.shape[0], zt.shape[1]
+                    rest = math.prod(zt.shape[2:])
+                    term_ds[i] = tnp.multiply(zt, delta) if len(zt.shape) == 2 else tnp.einsum(
+                        "nbr,br->nb", tnp.reshape(zt, (n, b, rest)), tnp.reshape(delta, (b, rest)))
+            return term_ds[i]
+
+        if not tails:
+            d = derivatives(analysis.per_example)
+        else:
+            d = term_derivatives(0)
+            for i in range(1, len(analysis.terms)):
+                d = tnp.add(d, term_derivatives(i))
         by_terms: dict[tuple[int, ...], Any] = {tuple(range(len(analysis.terms))): d}
         value = read(graph.outputs[0])[0]
         if graph.outputs[0] is analysis.per_example and analysis.per_example.aval.ndim == 1:
@@ -700,7 +730,7 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
         for point, u, o in zip(perturbed, interp.used, offsets):
             shape = point.out.aval.shape
             if point.terms not in by_terms:  # only the loss terms this point's tangent reaches
-                parts = [derivatives(analysis.terms[t]) for t in point.terms]
+                parts = [term_derivatives(t) for t in point.terms]
                 by_terms[point.terms] = parts[0] if len(parts) == 1 else (
                     tnp.zeros_like(d) if not parts else tnp.sum(tnp.stack(parts), axis=0))
             dp = by_terms[point.terms]
@@ -727,6 +757,42 @@ def activity_graph(graph: Graph, wrt: Sequence[bool], directions: int, mask: boo
         if wanted:
             grads.append(cts[v] if v in cts else np.zeros(v.aval.shape, v.aval.dtype))
     return builder.build([value, *grads, d])
+
+
+def _contractible_tails(graph: Graph, analysis: Analysis, perturbed: Sequence[Point]) -> dict[int, Point]:
+    """Loss term -> the last point through whose output every tangent reaching the term
+    passes (its ``tail`` of nodes is then all that lies between the tangents and the term).
+    A perturbed last point qualifies only when its tangent is injected at its output (no
+    masking consumer): the contraction reads the tangent there."""
+    uses: dict[Var, list[Node]] = {}
+    for node in graph.nodes:
+        for a in node.inputs:
+            if isinstance(a, Var):
+                uses.setdefault(a, []).append(node)
+    injected = {id(p) for p in perturbed}
+    out: dict[int, Point] = {}
+    for i, term in enumerate(analysis.terms):
+        lasts = [p for p in analysis.points if p.last and p.terms == (i,) and p.tail
+                 and not (id(p) in injected and p.consumer is not None)]
+        if len(lasts) != 1:
+            continue
+        p = lasts[0]
+        if all(q is p or term not in _reached_avoiding(q.out, p.out, uses) for q in perturbed):
+            out[i] = p
+    return out
+
+
+def _reached_avoiding(v: Var, block: Var, uses: dict[Var, list[Node]]) -> set[Var]:
+    """``_reached(v)`` with the paths through ``block`` cut."""
+    seen, todo = {v}, [v]
+    while todo:
+        for n in uses.get(todo.pop(), []):
+            if n.primitive.differentiable:
+                for o in n.outputs:
+                    if o not in seen and o is not block:
+                        seen.add(o)
+                        todo.append(o)
+    return seen
 
 
 def _tail_vjp(point: Point, analysis: Analysis, read: Any, builder: GraphBuilder) -> Any:
