@@ -8,8 +8,8 @@ direction axes, set once per ``jvp_graph``). Two kinds exist today:
 - ``Dense``: a traced array laid out as ``directions() + aval.shape``.
 
 Rules never touch a layout. They combine tangents with ``scale`` (elementwise product
-with a primal factor), ``add``, ``neg``, ``select`` (``keep`` when one branch is zero) and push them through *named* linear
-maps (``Tangent.map(LinearMap, out)``, see ``linear.py``: ``matmul_left``,
+with a primal factor), ``add``, ``neg``, ``select`` (``keep`` when one branch is zero) and
+push them through *named* linear maps (``Tangent.map(LinearMap, out)``, see ``linear.py``: ``matmul_left``,
 ``matmul_right``, ``transpose``, ``reshape``, ``broadcast_to``, ``index``, ``reduce_sum``,
 ``conv2d_weight``, ...). The base class implements every method by densifying
 (``self.dense()``), so a new kind — a low-rank weight tangent ``a bᵀ``, a tangent injected
