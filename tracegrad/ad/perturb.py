@@ -364,11 +364,6 @@ class Blocks(T.Tangent):
     def neg(self) -> T.Tangent:
         return Blocks(-self.blocks, self._aval)
 
-    def fit(self, out: Aval) -> T.Tangent:
-        if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
-            return self
-        return super().fit(out)
-
 
 CHUNK_BYTES = 1 << 20  # a chunk of GroupedImage's directions: small enough to stay in L2
 
@@ -405,11 +400,6 @@ class GroupedImage(T.Tangent):
 
     def neg(self) -> T.Tangent:
         return self._with("neg", None, self._aval) or super().neg()
-
-    def fit(self, out: Aval) -> T.Tangent:
-        if out.shape == self._aval.shape and out.dtype == self._aval.dtype:
-            return self
-        return super().fit(out)
 
     def dense(self) -> Any:
         return self._chunks(None)
@@ -481,11 +471,6 @@ class BlocksSum(T.Tangent):
 
     def neg(self) -> T.Tangent:
         return BlocksSum(self.base.neg(), Blocks(-self.blocks.blocks, self.blocks.aval))
-
-    def fit(self, out: Aval) -> T.Tangent:
-        if out.shape == self.aval.shape and out.dtype == self.aval.dtype:
-            return self
-        return super().fit(out)
 
 
 class Stacked(T.Tangent):
