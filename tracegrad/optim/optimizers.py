@@ -225,6 +225,23 @@ def sgd(lr: LearningRate, weight_decay: float = 0.0) -> Optimizer:
 
     ws = _Workspace()
 
+    def leaf(xp: Any, p: Any, g: Any, d: Any, lr_t: float) -> Any:
+        """One parameter's step in place, returning it; ``d`` is a workspace buffer of its
+        shape, None when ``g`` is a ``LowRankGrad``: ``p <- (1 - lr wd) p - lr u vᵀ``, one
+        rank-R update in place."""
+        if d is None:
+            if wd:
+                p *= 1.0 - lr_t * wd
+            return g.add_to(p, -lr_t)
+        if wd:  # g + wd * p
+            xp.multiply(p, wd, out=d)
+            d += g
+            d *= lr_t
+        else:
+            xp.multiply(g, lr_t, out=d)
+        p -= d
+        return p
+
     def update_inplace(grads: Any, state: SGDState, params: Any) -> tuple[Any, SGDState]:
         step = int(state.step)
         lr_t = float(schedule(step))
@@ -232,42 +249,19 @@ def sgd(lr: LearningRate, weight_decay: float = 0.0) -> Optimizer:
         if pairs is not None:  # the common case without the tree walk: see _flat_dict_pairs
             out_d: dict[Any, Any] = {}
             for key, p, g in pairs:
-                if type(g) is LowRankGrad:
-                    if wd:
-                        p *= 1.0 - lr_t * wd
-                    out_d[key] = g.add_to(p, -lr_t)
-                    continue
-                d = ws.get_numpy(p, 0)
-                if wd:
-                    np.multiply(p, wd, out=d)
-                    d += g
-                    d *= lr_t
-                else:
-                    np.multiply(g, lr_t, out=d)
-                p -= d
-                out_d[key] = p
+                low = type(g) is LowRankGrad
+                out_d[key] = leaf(np, p, g, None if low else ws.get_numpy(p, 0), lr_t)
             return out_d, SGDState(step + 1)
         p_leaves, treedef = tree_flatten(params)
         g_leaves = _leaves(grads, treedef, "grads")
         out = []
         for p, g in zip(p_leaves, g_leaves):
-            if isinstance(g, LowRankGrad):  # p <- (1 - lr wd) p - lr u vᵀ: one rank-R update in place
+            if isinstance(g, LowRankGrad):
                 p = _owned(p, g.u)
-                if wd:
-                    p *= 1.0 - lr_t * wd
-                out.append(g.add_to(p, -lr_t))
+                out.append(leaf(None, p, g, None, lr_t))
                 continue
             p = _owned(p, g)
-            g = _read(g, p)
-            xp, d = array_namespace(p), ws.get(p, 0)
-            if wd:  # g + wd * p
-                xp.multiply(p, wd, out=d)
-                d += g
-                d *= lr_t
-            else:
-                xp.multiply(g, lr_t, out=d)
-            p -= d
-            out.append(p)
+            out.append(leaf(array_namespace(p), p, _read(g, p), ws.get(p, 0), lr_t))
         return tree_unflatten(treedef, out), SGDState(step + 1)
 
     return Optimizer("sgd", init, _functional(update_inplace), {"lr": lr, "weight_decay": wd},
